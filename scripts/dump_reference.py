@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""Dump llorch reference tensors from Hugging Face transformers.
+
+Loads an HF GPT-2 model directory with GPT2LMHeadModel (eager attention, float32, eval) and
+captures every checkpoint tensor from HF's own modules: forward hooks, HF's eager attention
+function, past_key_values, the logits, HF's logits warpers and `generate`. Nothing here comes
+from llorch's Rust code. Writes one .npy per tensor plus manifest.json; the format is described
+in CHECKPOINTS.md ("Reference dump format").
+
+    python scripts/dump_reference.py --model DIR --prompt "Hello." --out DIR
+    python scripts/dump_reference.py --model DIR --cases cases.json --out DIR
+"""
+
+import argparse
+import contextlib
+import json
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from transformers import AutoTokenizer, GPT2LMHeadModel
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.models.gpt2 import modeling_gpt2
+
+FORMAT = "llorch-reference/1"
+
+
+def load_model(model_dir, dtype=torch.float32):
+    model = GPT2LMHeadModel.from_pretrained(model_dir, attn_implementation="eager", dtype=dtype)
+    return model.eval()
+
+
+def load_tokenizer(model_dir):
+    """The model directory's tokenizer, or None when it has no tokenizer files."""
+    d = Path(model_dir)
+    if not ((d / "tokenizer.json").is_file() or (d / "vocab.json").is_file()):
+        return None
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+@contextlib.contextmanager
+def attention_capture(store):
+    """Wraps HF's eager attention function to keep, per layer, the input of its softmax (the
+    scaled scores plus the causal mask) and the probabilities it returns."""
+    original = modeling_gpt2.eager_attention_forward
+    real_softmax = torch.nn.functional.softmax
+
+    def wrapped(module, query, key, value, attention_mask, **kwargs):
+        seen = {}
+
+        def softmax(x, *args, **kw):
+            seen["scores"] = x.detach().clone()
+            return real_softmax(x, *args, **kw)
+
+        torch.nn.functional.softmax = softmax
+        try:
+            out, weights = original(module, query, key, value, attention_mask, **kwargs)
+        finally:
+            torch.nn.functional.softmax = real_softmax
+        store[module.layer_idx] = (seen["scores"], weights.detach().clone())
+        return out, weights
+
+    modeling_gpt2.eager_attention_forward = wrapped
+    try:
+        yield
+    finally:
+        modeling_gpt2.eager_attention_forward = original
+
+
+def heads(x, n_head):
+    """[1, T, C] -> [n_head, T, head_dim], as GPT2Attention's view(...).transpose(1, 2)."""
+    _, t, c = x.shape
+    return x.view(1, t, n_head, c // n_head).transpose(1, 2)[0]
+
+
+def warpers(sampling):
+    """HF's sampling warpers in the order `generate` builds them."""
+    procs = LogitsProcessorList()
+    if sampling["temperature"] != 1.0:
+        procs.append(TemperatureLogitsWarper(sampling["temperature"]))
+    if sampling.get("top_k"):
+        procs.append(TopKLogitsWarper(sampling["top_k"]))
+    if sampling.get("top_p") is not None and sampling["top_p"] < 1.0:
+        procs.append(TopPLogitsWarper(sampling["top_p"]))
+    return procs
+
+
+@torch.no_grad()
+def capture(model, token_ids, sampling, max_new_tokens):
+    """Runs HF on `token_ids` and returns (tensors, results): tensors is a list of
+    (checkpoint, layer, name, np.ndarray), results the token-level outcomes."""
+    cfg = model.config
+    n_head = cfg.n_head
+    tensors = []
+    modules = {}  # (checkpoint, layer, name) -> tensor, filled by the hooks
+
+    def keep(key, fn=lambda out: out):
+        def hook(_module, _inputs, output):
+            modules[key] = fn(output).detach().clone()
+        return hook
+
+    tr = model.transformer
+    handles = [tr.drop.register_forward_hook(keep((0, None, "embeddings")))]
+    for layer, block in enumerate(tr.h):
+        handles += [
+            block.ln_1.register_forward_hook(keep((1, layer, "ln_1"))),
+            block.attn.c_attn.register_forward_hook(keep((2, layer, "c_attn"))),
+            block.attn.c_proj.register_forward_hook(keep((5, layer, "attn_out"))),
+            block.mlp.act.register_forward_hook(keep((6, layer, "gelu"))),
+            block.mlp.register_forward_hook(keep((6, layer, "mlp_out"))),
+            block.register_forward_hook(keep((7, layer, "block_out"))),
+        ]
+    attention = {}
+    ids = torch.tensor([token_ids])
+    try:
+        with attention_capture(attention):
+            out = model(input_ids=ids, use_cache=True)
+    finally:
+        for h in handles:
+            h.remove()
+
+    def add(cp, layer, name, t):
+        tensors.append((cp, layer, name, t.detach().cpu().numpy().copy()))
+
+    add(0, None, "embeddings", modules[(0, None, "embeddings")][0])
+    cache = out.past_key_values
+    prefill_kv = [(cache.layers[l].keys[0].clone(), cache.layers[l].values[0].clone()) for l in range(cfg.n_layer)]
+    for layer in range(cfg.n_layer):
+        add(1, layer, "ln_1", modules[(1, layer, "ln_1")][0])
+        q, k, v = modules[(2, layer, "c_attn")].split(cfg.n_embd, dim=2)
+        add(2, layer, "q", heads(q, n_head))
+        add(2, layer, "k", heads(k, n_head))
+        add(2, layer, "v", heads(v, n_head))
+        add(3, layer, "k_cache", prefill_kv[layer][0])
+        add(3, layer, "v_cache", prefill_kv[layer][1])
+        scores, probs = attention[layer]
+        add(4, layer, "scores", scores[0])
+        add(4, layer, "attn_probs", probs[0])
+        add(5, layer, "attn_out", modules[(5, layer, "attn_out")][0])
+        add(6, layer, "gelu", modules[(6, layer, "gelu")][0])
+        add(6, layer, "mlp_out", modules[(6, layer, "mlp_out")][0])
+        add(7, layer, "block_out", modules[(7, layer, "block_out")][0])
+    logits = out.logits[0]  # [T, V]
+    add(8, None, "logits", logits)
+    last = logits[-1]
+    add(9, None, "selected_logits", last)
+    next_token = int(torch.argmax(last))
+
+    # Checkpoint 3, second half: one decode step with the argmax token through HF's cache.
+    step = model(input_ids=torch.tensor([[next_token]]), past_key_values=cache, use_cache=True)
+    for layer in range(cfg.n_layer):
+        add(3, layer, "k_cache_decode", step.past_key_values.layers[layer].keys[0])
+        add(3, layer, "v_cache_decode", step.past_key_values.layers[layer].values[0])
+
+    # Checkpoint 11: HF's warpers on the last logits, then softmax.
+    warped = warpers(sampling)(ids, last[None, :].clone())
+    add(11, None, "probs", torch.softmax(warped, dim=-1)[0])
+
+    # Checkpoint 12: HF's own greedy generate.
+    eos = cfg.eos_token_id
+    generated = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=eos,
+        eos_token_id=eos,
+    )[0, len(token_ids):].tolist()
+    results = {"next_token": next_token, "generated_ids": generated}
+    return tensors, results
+
+
+def file_name(case, cp, layer, name):
+    at = "" if layer is None else f"_l{layer:02d}"
+    return f"{case}/cp{cp:02d}{at}_{name}.npy"
+
+
+def read_cases(args):
+    if args.cases:
+        cases = json.loads(Path(args.cases).read_text())
+    else:
+        cases = [{"name": args.name, "prompt": args.prompt}]
+    for c in cases:
+        c.setdefault("temperature", args.temperature)
+        c.setdefault("top_k", args.top_k)
+        c.setdefault("top_p", args.top_p)
+        c.setdefault("max_new_tokens", args.max_new_tokens)
+        if not c.get("name") or "/" in c["name"]:
+            sys.exit(f"error: every case needs a name without '/': {c}")
+        if "prompt" not in c and "token_ids" not in c:
+            sys.exit(f"error: case {c['name']!r} needs a prompt or token_ids")
+        if c["temperature"] <= 0:
+            sys.exit(f"error: case {c['name']!r}: temperature must be > 0 for checkpoint 11")
+    return cases
+
+
+def library_versions():
+    return {
+        "script": "scripts/dump_reference.py",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "dtype": "float32",
+        "attn_implementation": "eager",
+    }
+
+
+def model_info(cfg):
+    return {
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_embd": cfg.n_embd,
+        "n_positions": cfg.n_positions,
+        "vocab_size": cfg.vocab_size,
+        "layer_norm_epsilon": cfg.layer_norm_epsilon,
+        "n_inner": cfg.n_inner if cfg.n_inner is not None else 4 * cfg.n_embd,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="HF model directory")
+    p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
+    p.add_argument("--prompt", default="Hello.", help='prompt of the single case (default "Hello.")')
+    p.add_argument("--name", default="hello", help="name of the single case (default hello)")
+    p.add_argument("--cases", help="JSON file with a list of cases: name, prompt or token_ids, and optional "
+                   "temperature, top_k, top_p, max_new_tokens")
+    p.add_argument("--temperature", type=float, default=1.0, help="checkpoint 11 temperature (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None, help="checkpoint 11 top-k (default off)")
+    p.add_argument("--top-p", type=float, default=None, help="checkpoint 11 top-p (default off)")
+    p.add_argument("--max-new-tokens", type=int, default=10, help="checkpoint 12 generation length (default 10)")
+    args = p.parse_args()
+
+    torch.manual_seed(0)
+    model = load_model(args.model)
+    tokenizer = load_tokenizer(args.model)
+    out = Path(args.out)
+    manifest = {"format": FORMAT, "generator": library_versions(), "model": model_info(model.config), "cases": []}
+    for case in read_cases(args):
+        if "token_ids" in case:
+            token_ids = [int(t) for t in case["token_ids"]]
+        elif tokenizer is None:
+            sys.exit(f"error: {args.model} has no tokenizer; give case {case['name']!r} token_ids")
+        else:
+            token_ids = tokenizer.encode(case["prompt"], add_special_tokens=False)
+        if not token_ids:
+            sys.exit(f"error: case {case['name']!r} has an empty prompt")
+        if len(token_ids) + case["max_new_tokens"] > model.config.n_positions:
+            sys.exit(f"error: case {case['name']!r} does not fit the context of {model.config.n_positions}")
+        sampling = {k: case[k] for k in ("temperature", "top_k", "top_p")}
+        tensors, results = capture(model, token_ids, sampling, case["max_new_tokens"])
+        case_dir = out / case["name"]
+        if case_dir.exists():
+            shutil.rmtree(case_dir)
+        case_dir.mkdir(parents=True)
+        entries = []
+        for cp, layer, name, array in tensors:
+            rel = file_name(case["name"], cp, layer, name)
+            np.save(out / rel, np.ascontiguousarray(array, dtype=np.float32))
+            entries.append({"checkpoint": cp, "layer": layer, "name": name, "file": rel,
+                            "shape": list(array.shape), "dtype": "float32"})
+        text = None
+        if tokenizer is not None:
+            text = tokenizer.decode(token_ids + results["generated_ids"], skip_special_tokens=False,
+                                    clean_up_tokenization_spaces=False)
+        manifest["cases"].append({
+            "name": case["name"],
+            "prompt": case.get("prompt"),
+            "token_ids": token_ids,
+            "sampling": sampling,
+            "next_token": results["next_token"],
+            "max_new_tokens": case["max_new_tokens"],
+            "generated_ids": results["generated_ids"],
+            "generated_text": text,
+            "tensors": entries,
+        })
+        print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors, "
+              f"greedy continuation {results['generated_ids']}", file=sys.stderr)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"wrote {out / 'manifest.json'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Make a GPT-2 model directory with seeded random weights, as HF transformers creates them.
+
+Real GPT-2 weights are not needed to prove the engine's code paths: a random GPT2LMHeadModel
+has the same architecture, the same file layout and the same tensor names. This script writes
+config.json, model.safetensors (HF naming "transformer.h.0..." or the published checkpoints'
+"h.0..." naming with their attn.bias buffers), and the real GPT-2 tokenizer.
+
+Every model it makes is checked: HF runs the prompt in float32 and in float64, and the script
+refuses a model whose two runs differ by more than a tenth of a checkpoint's tolerance, because
+then the float32 reference itself would be noise (too large an init scale makes it chaotic).
+
+    python scripts/make_random_gpt2.py --out DIR --n-layer 2 --n-head 4 --n-embd 64 --seed 0
+"""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dump_reference  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TOKENIZER = REPO / "fixtures" / "gpt2-tokenizer"
+GPT2_VOCAB = 50257
+EOS = 50256
+
+# Default atol per checkpoint, as in CHECKPOINTS.md and src/checkpoint.rs.
+ATOL = {0: 1e-6, 1: 1e-5, 2: 1e-4, 3: 1e-4, 4: 1e-4, 5: 1e-4, 6: 1e-4, 7: 1e-4, 8: 1e-3, 9: 1e-3, 11: 1e-6}
+RTOL = {0: 0.0, 1: 1e-5, 2: 1e-5, 3: 1e-5, 4: 1e-5, 5: 1e-5, 6: 1e-5, 7: 1e-5, 8: 1e-5, 9: 1e-5, 11: 0.0}
+
+
+def randomize_norms_and_biases(model, scale, generator):
+    """HF initialises LayerNorm gains to 1 and every bias to 0, which would let a bug that drops
+    a bias or a gain pass unseen. Give them random values too."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.copy_(torch.randn(p.shape, generator=generator) * scale)
+            elif ".ln_" in name and name.endswith(".weight"):
+                p.copy_(1.0 + torch.randn(p.shape, generator=generator) * 0.1)
+
+
+def openai_state_dict(model):
+    """The published gpt2 checkpoints' layout: no "transformer." prefix, no lm_head (tied), and
+    the causal-mask buffers "h.N.attn.bias" that loaders must ignore."""
+    n_pos = model.config.n_positions
+    mask = torch.tril(torch.ones(n_pos, n_pos, dtype=torch.float32)).view(1, 1, n_pos, n_pos)
+    out = {}
+    for name, t in model.state_dict().items():
+        if name.startswith("lm_head."):
+            continue
+        out[name.removeprefix("transformer.")] = t.detach().contiguous().clone()
+    for layer in range(model.config.n_layer):
+        out[f"h.{layer}.attn.bias"] = mask.clone()
+    return out
+
+
+def float64_check(model_dir, prompt_ids):
+    """Runs HF in float32 and float64; returns (worst ratio of |f32 − f64| to the checkpoint's
+    allowance, where it was)."""
+    f32 = dump_reference.load_model(model_dir, torch.float32)
+    f64 = dump_reference.load_model(model_dir, torch.float64)
+    sampling = {"temperature": 1.0, "top_k": None, "top_p": None}
+    t32, r32 = dump_reference.capture(f32, prompt_ids, sampling, 10)
+    t64, r64 = dump_reference.capture(f64, prompt_ids, sampling, 10)
+    worst, where = 0.0, None
+    for (cp, layer, name, a), (_, _, _, b) in zip(t32, t64):
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        if name == "scores":  # masked future entries hold each dtype's minimum
+            keep = np.tril(np.ones(a.shape[-2:], dtype=bool))
+            a, b = a[..., keep], b[..., keep]
+        allowed = ATOL[cp] + RTOL[cp] * np.abs(b)
+        ratio = float(np.max(np.abs(a - b) / allowed))
+        if ratio > worst:
+            worst, where = ratio, f"checkpoint {cp} layer {layer} {name}"
+    return worst, where, r32["generated_ids"], r64["generated_ids"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--n-layer", type=int, required=True)
+    p.add_argument("--n-head", type=int, required=True)
+    p.add_argument("--n-embd", type=int, required=True)
+    p.add_argument("--n-positions", type=int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-range", type=float, default=0.05,
+                   help="std of the random weights (HF's initializer_range; default 0.05)")
+    p.add_argument("--naming", choices=["hf", "openai"], default="hf",
+                   help='tensor names: "hf" as save_pretrained writes them, "openai" as the published gpt2 files')
+    p.add_argument("--tokenizer-json", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write tokenizer.json (vocab.json and merges.txt are always written)")
+    p.add_argument("--check-prompt", default="Hello.", help="prompt of the float32/float64 check")
+    p.add_argument("--force", action="store_true", help="keep a model that fails the float64 check")
+    args = p.parse_args()
+
+    if args.n_embd % args.n_head:
+        sys.exit("error: --n-embd must be divisible by --n-head")
+    torch.manual_seed(args.seed)
+    config = GPT2Config(
+        n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, n_positions=args.n_positions,
+        vocab_size=GPT2_VOCAB, initializer_range=args.init_range, bos_token_id=EOS, eos_token_id=EOS,
+    )
+    config.llorch_random = {"seed": args.seed, "init_range": args.init_range, "naming": args.naming}
+    model = GPT2LMHeadModel(config).eval()
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    randomize_norms_and_biases(model, args.init_range, generator)
+
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    if args.naming == "openai":
+        (out / "model.safetensors").unlink()
+        save_file(openai_state_dict(model), out / "model.safetensors", metadata={"format": "pt"})
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(TOKENIZER / f, out / f)
+    tokenizer = GPT2Tokenizer.from_pretrained(out)  # reads vocab.json + merges.txt
+    if args.tokenizer_json:
+        tokenizer.save_pretrained(out)  # tokenizer.json, tokenizer_config.json
+    else:
+        (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}) + "\n")
+
+    ids = tokenizer.encode(args.check_prompt, add_special_tokens=False)
+    worst, where, gen32, gen64 = float64_check(out, ids)
+    print(f"{out}: {args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, init {args.init_range}, "
+          f"seed {args.seed}, {args.naming} naming", file=sys.stderr)
+    print(f"float32 vs float64 on {args.check_prompt!r}: worst |diff| is {worst:.3f} of the tolerance "
+          f"({where}); greedy f32 {gen32}, f64 {gen64}", file=sys.stderr)
+    if worst > 0.1 or gen32 != gen64:
+        msg = (f"float32 and float64 disagree by {worst:.2f} of a tolerance at {where} (limit 0.1), "
+               f"or their greedy tokens differ: the reference would be noise; lower --init-range")
+        if not args.force:
+            shutil.rmtree(out)
+            sys.exit(f"error: {msg}")
+        print(f"warning: {msg}", file=sys.stderr)
+    if len(set(gen32)) == 1:
+        print(f"warning: greedy output is one repeated token {gen32[0]}; raise --init-range for "
+              f"a stronger generation check", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

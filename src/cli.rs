@@ -1,0 +1,122 @@
+//! The command line, as clap derive structs. Parsing only: the work happens in lib.rs.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Proves an in-repo GPT-2 inference engine correct, checkpoint by checkpoint, against
+/// reference dumps from Hugging Face transformers.
+#[derive(Parser, Debug)]
+#[command(name = "llorch", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the forward pass and compare every checkpoint tensor with the reference dump.
+    ///
+    /// Exit status: 0 when every tensor passes, 1 when a tolerance fails, 2 on any error.
+    Validate(ValidateArgs),
+    /// Generate text with the same engine (greedy with --temp 0, or sampled).
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ValidateArgs {
+    /// HF model directory (config.json, model.safetensors, tokenizer files).
+    /// Default: the bundled tiny random GPT-2, fixtures/tiny-gpt2.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+
+    /// Reference dump directory (manifest.json + .npy files). Default: MODEL/reference.
+    #[arg(long, value_name = "DIR")]
+    pub reference: Option<PathBuf>,
+
+    /// Checkpoints to check: a number 0-12, a list and ranges ("1,2,7", "0-7"), or "all".
+    #[arg(long, short = 'c', value_name = "N|LIST|all", default_value = "all")]
+    pub checkpoint: String,
+
+    /// Transformer layer for the per-layer checkpoints 1-7: a number or "all".
+    #[arg(long, short = 'l', value_name = "L|all", default_value = "0")]
+    pub layer: String,
+
+    /// Absolute tolerance for every float checkpoint, replacing the defaults of CHECKPOINTS.md.
+    #[arg(long, value_name = "X")]
+    pub atol: Option<f64>,
+
+    /// Relative tolerance for every float checkpoint, replacing the defaults of CHECKPOINTS.md.
+    #[arg(long, value_name = "X")]
+    pub rtol: Option<f64>,
+
+    /// Validate only this case of the reference dump (default: every case).
+    #[arg(long, value_name = "NAME")]
+    pub case: Option<String>,
+
+    /// Output: a table for people, or one JSON document for scripts.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// The text to continue.
+    #[arg(required_unless_present = "tokens")]
+    pub prompt: Option<String>,
+
+    /// Prompt as token ids instead of text, e.g. "15496,13".
+    #[arg(long, value_name = "IDS", conflicts_with = "prompt")]
+    pub tokens: Option<String>,
+
+    /// HF model directory. Default: the bundled tiny random GPT-2.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+
+    /// Sampling temperature; 0 picks the most likely token every step (greedy).
+    #[arg(long, default_value_t = 1.0, value_name = "T")]
+    pub temp: f32,
+
+    /// Keep only the K most likely tokens before sampling.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+
+    /// Keep the smallest set of tokens whose probability reaches P before sampling.
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f32>,
+
+    /// Seed of the sampler: the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// How many tokens to generate at most (stops early at end-of-text).
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub max_tokens: usize,
+
+    /// Output: text streamed as it is generated, or one JSON object at the end.
+    #[arg(long, value_enum, default_value_t = TextFormat::Text)]
+    pub format: TextFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum ReportFormat {
+    Table,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum TextFormat {
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

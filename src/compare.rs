@@ -1,0 +1,263 @@
+//! Element-wise comparison of our tensor with the reference: statistics and the verdict.
+//! Knows nothing about models or checkpoints beyond the tolerance it is handed.
+
+use anyhow::{Result, ensure};
+use ndarray::ArrayViewD;
+use serde::Serialize;
+
+use crate::checkpoint::Tolerance;
+
+/// Which elements take part. Attention scores compare causal entries only: the future ones are
+/// masked (HF fills them with the float minimum, we never compute them).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mask {
+    All,
+    /// Shape [.., T_q, T_k] with query i at key position T_k − T_q + i: keys after it excluded.
+    Causal,
+}
+
+/// What the diff of one tensor came to. Indices are in the tensor's own coordinates.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    /// Elements compared (after the mask).
+    pub compared: usize,
+    /// Elements excluded by the mask.
+    pub masked: usize,
+    pub max_abs: f64,
+    /// max |ours − ref| / |ref| over elements whose reference is not 0.
+    pub max_rel: f64,
+    pub mean_abs: f64,
+    pub rms: f64,
+    /// Elements outside atol + rtol·|ref| (non-finite ones included).
+    pub mismatches: usize,
+    /// Elements where ours or the reference is NaN or ±Inf.
+    pub non_finite: usize,
+    /// The element that is furthest outside its tolerance (or the largest diff when all pass).
+    pub worst_index: Vec<usize>,
+    pub worst_ours: f32,
+    pub worst_ref: f32,
+    pub cosine: f64,
+}
+
+impl Stats {
+    pub fn passed(&self) -> bool {
+        self.mismatches == 0 && self.non_finite == 0
+    }
+
+    pub fn mismatch_percent(&self) -> f64 {
+        if self.compared == 0 { 0.0 } else { 100.0 * self.mismatches as f64 / self.compared as f64 }
+    }
+}
+
+/// Compares `ours` with `reference` element by element. Shapes must match exactly.
+pub fn compare(
+    ours: ArrayViewD<'_, f32>,
+    reference: ArrayViewD<'_, f32>,
+    tolerance: Tolerance,
+    mask: Mask,
+) -> Result<Stats> {
+    ensure!(
+        ours.shape() == reference.shape(),
+        "shape mismatch: ours {:?}, reference {:?}",
+        ours.shape(),
+        reference.shape()
+    );
+    let shape = ours.shape().to_vec();
+    let included = |flat: usize| -> bool {
+        match mask {
+            Mask::All => true,
+            Mask::Causal => {
+                let (tq, tk) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+                let (q, k) = ((flat / tk) % tq, flat % tk);
+                k <= tk - tq + q
+            }
+        }
+    };
+    let (ours_std, ref_std) = (ours.as_standard_layout(), reference.as_standard_layout());
+    let (a, b) = (
+        ours_std.as_slice().expect("standard layout"),
+        ref_std.as_slice().expect("standard layout"),
+    );
+
+    let mut s = Stats {
+        compared: 0,
+        masked: 0,
+        max_abs: 0.0,
+        max_rel: 0.0,
+        mean_abs: 0.0,
+        rms: 0.0,
+        mismatches: 0,
+        non_finite: 0,
+        worst_index: vec![0; shape.len()],
+        worst_ours: a.first().copied().unwrap_or(0.0),
+        worst_ref: b.first().copied().unwrap_or(0.0),
+        cosine: 1.0,
+    };
+    let (mut sum_abs, mut sum_sq, mut dot, mut norm_a, mut norm_b) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    // How far the worst element is outside its allowance: |d| / allowed (∞ for non-finite).
+    let mut worst_excess = f64::NEG_INFINITY;
+    let mut worst_flat = 0;
+    for (flat, (&x, &r)) in a.iter().zip(b).enumerate() {
+        if !included(flat) {
+            s.masked += 1;
+            continue;
+        }
+        s.compared += 1;
+        let (x64, r64) = (x as f64, r as f64);
+        let excess = if !x.is_finite() || !r.is_finite() {
+            s.non_finite += 1;
+            s.mismatches += 1;
+            f64::INFINITY
+        } else {
+            let d = (x64 - r64).abs();
+            sum_abs += d;
+            sum_sq += d * d;
+            dot += x64 * r64;
+            norm_a += x64 * x64;
+            norm_b += r64 * r64;
+            s.max_abs = s.max_abs.max(d);
+            if r64 != 0.0 {
+                s.max_rel = s.max_rel.max(d / r64.abs());
+            }
+            let allowed = tolerance.allowed(r64);
+            if d > allowed {
+                s.mismatches += 1;
+            }
+            if allowed > 0.0 { d / allowed } else if d > 0.0 { f64::INFINITY } else { 0.0 }
+        };
+        if excess > worst_excess {
+            worst_excess = excess;
+            worst_flat = flat;
+        }
+    }
+    let finite = (s.compared - s.non_finite) as f64;
+    if finite > 0.0 {
+        s.mean_abs = sum_abs / finite;
+        s.rms = (sum_sq / finite).sqrt();
+    }
+    s.cosine = if norm_a == 0.0 && norm_b == 0.0 {
+        1.0
+    } else if norm_a == 0.0 || norm_b == 0.0 {
+        0.0
+    } else {
+        dot / (norm_a.sqrt() * norm_b.sqrt())
+    };
+    if s.compared > 0 {
+        s.worst_index = unravel(worst_flat, &shape);
+        s.worst_ours = a[worst_flat];
+        s.worst_ref = b[worst_flat];
+    }
+    Ok(s)
+}
+
+/// Flat index -> multi-index in a standard-layout array of `shape`.
+pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for (slot, &dim) in index.iter_mut().zip(shape).rev() {
+        *slot = flat % dim;
+        flat /= dim;
+    }
+    index
+}
+
+/// Bit-for-bit equality of two tensors of our own (invariants such as "the cache holds exactly
+/// the K that checkpoint 2 computed"). Returns the first differing index, if any.
+pub fn first_bitwise_difference(a: ArrayViewD<'_, f32>, b: ArrayViewD<'_, f32>) -> Result<Option<Vec<usize>>> {
+    ensure!(a.shape() == b.shape(), "shape mismatch: {:?} vs {:?}", a.shape(), b.shape());
+    let shape = a.shape().to_vec();
+    let position = a
+        .as_standard_layout()
+        .iter()
+        .zip(b.as_standard_layout().iter())
+        .position(|(x, y)| x.to_bits() != y.to_bits());
+    Ok(position.map(|flat| unravel(flat, &shape)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, IxDyn, array};
+
+    const TOL: Tolerance = Tolerance::Close { atol: 1e-3, rtol: 0.0 };
+
+    #[test]
+    fn identical_tensors_pass_with_zero_error() {
+        let a = array![[1.0f32, -2.0], [3.0, 4.0]].into_dyn();
+        let s = compare(a.view(), a.view(), TOL, Mask::All).unwrap();
+        assert!(s.passed());
+        assert_eq!((s.max_abs, s.rms, s.mismatches, s.compared), (0.0, 0.0, 0, 4));
+        assert!((s.cosine - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn finds_the_worst_element_and_counts_mismatches() {
+        let r = array![[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]].into_dyn();
+        let mut o = r.clone();
+        o[[0, 1]] += 0.0005; // within atol
+        o[[1, 2]] += 0.01; // outside
+        let s = compare(o.view(), r.view(), TOL, Mask::All).unwrap();
+        assert!(!s.passed());
+        assert_eq!(s.mismatches, 1);
+        assert_eq!(s.worst_index, vec![1, 2]);
+        assert_eq!((s.worst_ours, s.worst_ref), (6.01, 6.0));
+        assert!((s.max_abs - 0.01).abs() < 1e-6);
+        assert!((s.max_rel - 0.01 / 6.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn relative_tolerance_admits_large_values() {
+        let r = array![1000.0f32].into_dyn();
+        let o = array![1000.01f32].into_dyn();
+        let abs_only = compare(o.view(), r.view(), Tolerance::Close { atol: 1e-3, rtol: 0.0 }, Mask::All).unwrap();
+        let with_rel = compare(o.view(), r.view(), Tolerance::Close { atol: 1e-3, rtol: 1e-4 }, Mask::All).unwrap();
+        assert!(!abs_only.passed());
+        assert!(with_rel.passed());
+    }
+
+    #[test]
+    fn nan_and_inf_never_pass() {
+        let r = array![1.0f32, 2.0].into_dyn();
+        for bad in [f32::NAN, f32::INFINITY] {
+            let o = array![1.0f32, bad].into_dyn();
+            let s = compare(o.view(), r.view(), Tolerance::Close { atol: 1e9, rtol: 1e9 }, Mask::All).unwrap();
+            assert!(!s.passed());
+            assert_eq!((s.non_finite, s.worst_index.clone()), (1, vec![1]));
+            // ... also when the NaN is on the reference side.
+            let s = compare(r.view(), o.view(), TOL, Mask::All).unwrap();
+            assert!(!s.passed());
+        }
+    }
+
+    #[test]
+    fn causal_mask_skips_future_keys() {
+        // [1 head, T=2, T=2]: entry (q 0, k 1) is the future and may hold anything.
+        let r = ArrayD::from_shape_vec(IxDyn(&[1, 2, 2]), vec![0.5f32, -3.4e38, 0.1, 0.2]).unwrap();
+        let o = ArrayD::from_shape_vec(IxDyn(&[1, 2, 2]), vec![0.5f32, f32::NEG_INFINITY, 0.1, 0.2]).unwrap();
+        let s = compare(o.view(), r.view(), TOL, Mask::Causal).unwrap();
+        assert!(s.passed());
+        assert_eq!((s.compared, s.masked), (3, 1));
+    }
+
+    #[test]
+    fn shape_mismatch_is_an_error() {
+        let a = array![1.0f32, 2.0].into_dyn();
+        let b = array![1.0f32, 2.0, 3.0].into_dyn();
+        assert!(compare(a.view(), b.view(), TOL, Mask::All).is_err());
+    }
+
+    #[test]
+    fn unravel_gives_row_major_coordinates() {
+        assert_eq!(unravel(0, &[2, 3, 4]), vec![0, 0, 0]);
+        assert_eq!(unravel(23, &[2, 3, 4]), vec![1, 2, 3]);
+        assert_eq!(unravel(5, &[2, 3, 4]), vec![0, 1, 1]);
+    }
+
+    #[test]
+    fn bitwise_difference_is_located() {
+        let a = array![[1.0f32, 2.0], [3.0, 4.0]].into_dyn();
+        let mut b = a.clone();
+        assert_eq!(first_bitwise_difference(a.view(), b.view()).unwrap(), None);
+        b[[1, 0]] = 3.0000002;
+        assert_eq!(first_bitwise_difference(a.view(), b.view()).unwrap(), Some(vec![1, 0]));
+    }
+}

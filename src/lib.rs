@@ -1,0 +1,174 @@
+//! llorch: validates an in-repo GPT-2 engine against Hugging Face reference dumps, one
+//! checkpoint at a time. `main.rs` only parses the command line and calls [`run`].
+
+pub mod checkpoint;
+pub mod cli;
+pub mod compare;
+pub mod generate;
+pub mod model;
+pub mod reference;
+pub mod report;
+pub mod sampling;
+pub mod tape;
+pub mod tokenizer;
+pub mod validate;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use cli::{Cli, Command, GenerateArgs, ReportFormat, TextFormat, ValidateArgs};
+use model::Gpt2;
+use tokenizer::Gpt2Tokenizer;
+
+/// The bundled tiny random GPT-2 that `validate` and `generate` use without --model.
+pub const DEFAULT_MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tiny-gpt2");
+
+/// Runs one command. Ok(exit code) for results (0 pass, 1 a tolerance failed); errors are the
+/// caller's exit code 2.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate(args) => run_validate(args),
+        Command::Generate(args) => run_generate(args),
+    }
+}
+
+fn model_dir(arg: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = arg.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_DIR));
+    if !dir.is_dir() {
+        bail!("model directory {} does not exist", dir.display());
+    }
+    Ok(dir)
+}
+
+fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
+    let model_dir = model_dir(args.model)?;
+    let reference_dir = match args.reference {
+        Some(dir) => dir,
+        None => {
+            let dir = model_dir.join("reference");
+            if !dir.is_dir() {
+                bail!(
+                    "no reference for {}: pass --reference DIR, or make one with \
+                     `python scripts/dump_reference.py --model {} --out {}`",
+                    model_dir.display(),
+                    model_dir.display(),
+                    dir.display()
+                );
+            }
+            dir
+        }
+    };
+    let layers = match args.layer.trim() {
+        l if l.eq_ignore_ascii_case("all") => validate::Layers::All,
+        l => validate::Layers::One(
+            l.parse().with_context(|| format!("--layer takes a layer number or \"all\", not {l:?}"))?,
+        ),
+    };
+    for (flag, value) in [("--atol", args.atol), ("--rtol", args.rtol)] {
+        if let Some(v) = value {
+            anyhow::ensure!(v.is_finite() && v >= 0.0, "{flag} must be a non-negative number, not {v}");
+        }
+    }
+    let options = validate::Options {
+        model_dir,
+        reference_dir,
+        checkpoints: checkpoint::parse_selection(&args.checkpoint).context("in --checkpoint")?,
+        layers,
+        atol: args.atol,
+        rtol: args.rtol,
+        case: args.case,
+    };
+    let report = validate::run(&options, &validate::progress_bar())?;
+    let text = match args.format {
+        ReportFormat::Table => report.to_table(colors_on()),
+        ReportFormat::Json => report.to_json() + "\n",
+    };
+    print_out(&text)?;
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
+    let dir = model_dir(args.model)?;
+    let sampling = sampling::Sampling::new(args.temp, args.top_k, args.top_p)?;
+    let model = Gpt2::load_dir(&dir)?;
+    let tokenizer = Gpt2Tokenizer::from_model_dir(&dir)?;
+    let prompt_ids = match (&args.tokens, &args.prompt) {
+        (Some(spec), _) => tokenizer::parse_token_ids(spec)?,
+        (None, Some(text)) => {
+            anyhow::ensure!(!text.is_empty(), "the prompt is empty: there is nothing to continue");
+            let tok = tokenizer.as_ref().with_context(|| {
+                format!("{} has no tokenizer (tokenizer.json, or vocab.json + merges.txt): pass --tokens", dir.display())
+            })?;
+            tok.encode(text)?
+        }
+        (None, None) => bail!("give a prompt or --tokens"),
+    };
+    let mut picker = generate::Picker::new(sampling, args.seed);
+    let eos = model.config.eos_token_id;
+    let stream = args.format == TextFormat::Text;
+    let mut out = std::io::stdout().lock();
+    let mut decoder = tokenizer.as_ref().map(|t| t.decode_stream());
+    if stream {
+        match (&tokenizer, &args.prompt) {
+            (Some(_), Some(text)) if args.tokens.is_none() => write!(out, "{text}")?,
+            (Some(t), _) => write!(out, "{}", t.decode(&prompt_ids)?)?,
+            (None, _) => write!(out, "{prompt_ids:?}")?,
+        }
+        // Prime the stream decoder with the prompt so the first new token joins it correctly.
+        if let Some(d) = decoder.as_mut() {
+            for &id in &prompt_ids {
+                d.step(id).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
+            }
+        }
+        out.flush()?;
+    }
+    let new_ids = generate::generate(&model, &prompt_ids, args.max_tokens, &mut picker, eos, |id| {
+        if stream {
+            match decoder.as_mut() {
+                Some(d) => {
+                    if let Some(piece) = d.step(id).map_err(|e| anyhow::anyhow!("decoding: {e}"))? {
+                        write!(out, "{piece}")?;
+                    }
+                }
+                None => write!(out, " {id}")?,
+            }
+            out.flush()?;
+        }
+        Ok(())
+    })?;
+    if stream {
+        writeln!(out)?;
+    } else {
+        let all: Vec<u32> = prompt_ids.iter().chain(&new_ids).copied().collect();
+        let text = tokenizer.as_ref().map(|t| t.decode(&all)).transpose()?;
+        let json = serde_json::json!({
+            "prompt_ids": prompt_ids,
+            "generated_ids": new_ids,
+            "text": text,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Colors only on a terminal, and never when NO_COLOR is set.
+fn colors_on() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Writes results to stdout; a closed pipe (`llorch ... | head`) is not an error worth a trace.
+fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+#[doc(hidden)]
+pub fn default_model_dir() -> &'static Path {
+    Path::new(DEFAULT_MODEL_DIR)
+}

@@ -1,0 +1,81 @@
+//! The key/value cache, owned outside the weights (as in candle's llama.rs) so that validation,
+//! generation and serving share it. Preallocated once; each step writes its rows in place at the
+//! current position and never rebuilds what is already there.
+
+use anyhow::{Result, ensure};
+use ndarray::{Array3, ArrayView2, ArrayView3, s};
+
+use super::config::Config;
+
+/// K and V of one layer: [n_head, capacity, head_dim] each, rows 0..len filled.
+pub struct LayerCache {
+    k: Array3<f32>,
+    v: Array3<f32>,
+}
+
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// A cache for `capacity` positions (at most the model's context, n_positions).
+    pub fn new(config: &Config, capacity: usize) -> Result<KvCache> {
+        ensure!(
+            capacity <= config.n_positions,
+            "{capacity} positions do not fit the model's context of {} tokens",
+            config.n_positions
+        );
+        let shape = (config.n_head, capacity, config.head_dim());
+        let layers = (0..config.n_layer)
+            .map(|_| LayerCache { k: Array3::zeros(shape), v: Array3::zeros(shape) })
+            .collect();
+        Ok(KvCache { layers, len: 0, capacity })
+    }
+
+    /// Positions already cached: the position of the next token.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The cached keys of `layer`, [n_head, len, head_dim].
+    pub fn keys(&self, layer: usize) -> ArrayView3<'_, f32> {
+        self.layers[layer].k.slice(s![.., ..self.len, ..])
+    }
+
+    /// The cached values of `layer`, [n_head, len, head_dim].
+    pub fn values(&self, layer: usize) -> ArrayView3<'_, f32> {
+        self.layers[layer].v.slice(s![.., ..self.len, ..])
+    }
+
+    /// Writes head `h`'s new keys and values, [T, head_dim] each, at rows len..len+T of `layer`
+    /// and returns that head's keys and values for rows 0..len+T.
+    pub fn append_head(
+        &mut self,
+        layer: usize,
+        h: usize,
+        k_new: ArrayView2<'_, f32>,
+        v_new: ArrayView2<'_, f32>,
+    ) -> (ArrayView2<'_, f32>, ArrayView2<'_, f32>) {
+        let (start, end) = (self.len, self.len + k_new.nrows());
+        let cache = &mut self.layers[layer];
+        cache.k.slice_mut(s![h, start..end, ..]).assign(&k_new);
+        cache.v.slice_mut(s![h, start..end, ..]).assign(&v_new);
+        (cache.k.slice(s![h, ..end, ..]), cache.v.slice(s![h, ..end, ..]))
+    }
+
+    /// Marks `n` more positions as cached, once every layer has written them.
+    pub fn advance(&mut self, n: usize) {
+        assert!(self.len + n <= self.capacity, "KV cache overflow: checked by the caller");
+        self.len += n;
+    }
+}

@@ -1,0 +1,69 @@
+//! LayerNorm over the channel dimension, as torch.nn.LayerNorm (biased variance).
+
+use anyhow::Result;
+use ndarray::{Array2, ArrayView1, ArrayView2, Zip};
+
+use super::weights::{Param, Weights};
+
+pub struct LayerNorm {
+    weight: Param, // [C]
+    bias: Param,   // [C]
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(weights: &Weights, prefix: &str, n_embd: usize, eps: f64) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: weights.get(&format!("{prefix}.weight"), &[n_embd])?,
+            bias: weights.get(&format!("{prefix}.bias"), &[n_embd])?,
+            eps,
+        })
+    }
+
+    /// x [T, C] -> [T, C]
+    pub fn forward(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        layer_norm(x, self.weight.view1(), self.bias.view1(), self.eps)
+    }
+}
+
+/// (x − mean) / sqrt(var + eps) · weight + bias, row by row. x [T, C], weight and bias [C].
+pub fn layer_norm(
+    x: ArrayView2<'_, f32>,
+    weight: ArrayView1<'_, f32>,
+    bias: ArrayView1<'_, f32>,
+    eps: f64,
+) -> Array2<f32> {
+    let mut y = Array2::<f32>::zeros(x.raw_dim()); // [T, C]
+    Zip::from(y.rows_mut()).and(x.rows()).for_each(|mut y_row, x_row| {
+        // The statistics are accumulated in f64, so they are as exact as float32 inputs allow;
+        // torch's float32 kernel approaches the same values from below.
+        let n = x_row.len() as f64;
+        let mean = x_row.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = x_row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let inv_std = 1.0 / (var + eps).sqrt();
+        Zip::from(&mut y_row).and(&x_row).and(&weight).and(&bias).for_each(|y, &x, &w, &b| {
+            *y = ((x as f64 - mean) * inv_std) as f32 * w + b;
+        });
+    });
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::array;
+
+    #[test]
+    fn normalises_rows_then_scales_and_shifts() {
+        // Row [1, 2, 3, 4]: mean 2.5, biased variance 1.25.
+        let x = array![[1.0f32, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]];
+        let (w, b) = (array![1.0f32, 1.0, 2.0, 2.0], array![0.0f32, 0.5, 0.0, 0.5]);
+        let y = super::layer_norm(x.view(), w.view(), b.view(), 1e-5);
+        let s = 1.0 / (1.25f64 + 1e-5).sqrt();
+        let expected = [-1.5 * s, -0.5 * s + 0.5, 2.0 * 0.5 * s, 2.0 * 1.5 * s + 0.5];
+        for (got, want) in y.row(0).iter().zip(expected) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        // A constant row normalises to zero: only the bias is left.
+        assert_eq!(y.row(1).to_vec(), vec![0.0, 0.5, 0.0, 0.5]);
+    }
+}

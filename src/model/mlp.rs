@@ -1,0 +1,61 @@
+//! The GPT-2 MLP: c_fc, the tanh-approximated GELU ("gelu_new"), c_proj.
+
+use anyhow::Result;
+use ndarray::{Array2, ArrayView2};
+
+use super::config::Config;
+use super::linear::Conv1D;
+use super::weights::Weights;
+use crate::checkpoint::Checkpoint;
+use crate::tape::{Site, Tape, hook};
+
+pub struct Mlp {
+    c_fc: Conv1D,
+    c_proj: Conv1D,
+}
+
+impl Mlp {
+    pub fn load(weights: &Weights, prefix: &str, config: &Config) -> Result<Mlp> {
+        let (c, inner) = (config.n_embd, config.n_inner);
+        Ok(Mlp {
+            c_fc: Conv1D::load(weights, &format!("{prefix}.c_fc"), c, inner)?,
+            c_proj: Conv1D::load(weights, &format!("{prefix}.c_proj"), inner, c)?,
+        })
+    }
+
+    /// x [T, C] -> [T, C]
+    pub fn forward(&self, x: ArrayView2<'_, f32>, layer: usize, tape: &mut dyn Tape) -> Result<Array2<f32>> {
+        let mut h = self.c_fc.forward(x); // [T, 4C]
+        h.mapv_inplace(gelu_new);
+        hook(tape, Site::new(Checkpoint::Ffn, Some(layer), "gelu"), h.view())?;
+        let out = self.c_proj.forward(h.view()); // [T, C]
+        hook(tape, Site::new(Checkpoint::Ffn, Some(layer), "mlp_out"), out.view())?;
+        Ok(out)
+    }
+}
+
+/// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), HF's `NewGELUActivation`.
+/// Evaluated in f64 and rounded once, so the only error left is float32's final rounding.
+pub fn gelu_new(x: f32) -> f32 {
+    let x = x as f64;
+    let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3));
+    (0.5 * x * (1.0 + inner.tanh())) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gelu_new;
+
+    #[test]
+    fn gelu_new_matches_known_values() {
+        // Reference values from Python's math module evaluating the same formula in double
+        // precision: this guards the constants and the shape of the expression.
+        assert_eq!(gelu_new(0.0), 0.0);
+        assert!((gelu_new(1.0) - 0.841192).abs() < 1e-6);
+        assert!((gelu_new(-1.0) + 0.158808).abs() < 1e-6);
+        assert!((gelu_new(3.0) - 2.996363).abs() < 1e-6);
+        // Far out it becomes the identity on the right and zero on the left.
+        assert_eq!(gelu_new(20.0), 20.0);
+        assert!(gelu_new(-20.0).abs() < 1e-30);
+    }
+}

@@ -1,0 +1,169 @@
+//! A reference dump written by scripts/dump_reference.py: manifest.json plus one .npy per
+//! tensor. The format is documented in CHECKPOINTS.md ("Reference dump format").
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use ndarray::ArrayD;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Checkpoint;
+use crate::model::Config;
+
+pub const FORMAT: &str = "llorch-reference/1";
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Manifest {
+    pub format: String,
+    /// Library versions and settings of the run that made the dump (informational).
+    pub generator: BTreeMap<String, serde_json::Value>,
+    pub model: ModelInfo,
+    pub cases: Vec<Case>,
+}
+
+/// The model sizes the dump was made with; must equal the model being validated.
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+pub struct ModelInfo {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    pub n_positions: usize,
+    pub vocab_size: usize,
+    pub layer_norm_epsilon: f64,
+    pub n_inner: usize,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone)]
+pub struct Sampling {
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Case {
+    pub name: String,
+    pub prompt: Option<String>,
+    pub token_ids: Vec<u32>,
+    /// The settings checkpoint 11's probabilities were filtered with.
+    pub sampling: Sampling,
+    /// HF's argmax after the prompt (checkpoint 10), also the token of checkpoint 3's decode step.
+    pub next_token: u32,
+    pub max_new_tokens: usize,
+    /// HF's greedy `generate` (checkpoint 12): the new tokens only, and the decoded full text.
+    pub generated_ids: Vec<u32>,
+    pub generated_text: Option<String>,
+    pub tensors: Vec<TensorEntry>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone)]
+pub struct TensorEntry {
+    pub checkpoint: u8,
+    pub layer: Option<usize>,
+    pub name: String,
+    pub file: String,
+    pub shape: Vec<usize>,
+    pub dtype: String,
+}
+
+pub struct Reference {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl Reference {
+    pub fn open(dir: &Path) -> Result<Reference> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading reference manifest {}", path.display()))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid llorch reference manifest", path.display()))?;
+        ensure!(
+            manifest.format == FORMAT,
+            "{} has format {:?}; this llorch reads {FORMAT:?}",
+            path.display(),
+            manifest.format
+        );
+        ensure!(!manifest.cases.is_empty(), "{} holds no cases", path.display());
+        Ok(Reference { dir: dir.to_owned(), manifest })
+    }
+
+    /// Refuses a dump made for a model of other sizes: its numbers would mean nothing here.
+    pub fn check_model(&self, config: &Config) -> Result<()> {
+        let ours = ModelInfo {
+            n_layer: config.n_layer,
+            n_head: config.n_head,
+            n_embd: config.n_embd,
+            n_positions: config.n_positions,
+            vocab_size: config.vocab_size,
+            layer_norm_epsilon: config.layer_norm_epsilon,
+            n_inner: config.n_inner,
+        };
+        if ours != self.manifest.model {
+            bail!(
+                "the reference in {} was made for another model: manifest has {:?}, the model's \
+                 config.json has {:?}",
+                self.dir.display(),
+                self.manifest.model,
+                ours
+            );
+        }
+        Ok(())
+    }
+
+    /// The case called `name`, or every case when `name` is None.
+    pub fn cases(&self, name: Option<&str>) -> Result<Vec<&Case>> {
+        match name {
+            None => Ok(self.manifest.cases.iter().collect()),
+            Some(n) => match self.manifest.cases.iter().find(|c| c.name == n) {
+                Some(c) => Ok(vec![c]),
+                None => {
+                    let known: Vec<&str> = self.manifest.cases.iter().map(|c| c.name.as_str()).collect();
+                    bail!("no case {n:?} in {}; it has {known:?}", self.dir.display())
+                }
+            },
+        }
+    }
+
+    /// Reads one float32 tensor and checks it against its manifest entry.
+    pub fn load(&self, entry: &TensorEntry) -> Result<ArrayD<f32>> {
+        let path = self.dir.join(&entry.file);
+        ensure!(
+            entry.dtype == "float32",
+            "{}: manifest says dtype {:?}, llorch references are float32",
+            path.display(),
+            entry.dtype
+        );
+        let array: ArrayD<f32> = ndarray_npy::read_npy(&path)
+            .with_context(|| format!("reading reference tensor {}", path.display()))?;
+        ensure!(
+            array.shape() == entry.shape.as_slice(),
+            "{} has shape {:?}, but the manifest says {:?}",
+            path.display(),
+            array.shape(),
+            entry.shape
+        );
+        Ok(array)
+    }
+}
+
+impl Case {
+    pub fn tensor(&self, checkpoint: Checkpoint, layer: Option<usize>, name: &str) -> Option<&TensorEntry> {
+        self.tensors
+            .iter()
+            .find(|t| t.checkpoint == checkpoint.index() && t.layer == layer && t.name == name)
+    }
+
+    /// Like `tensor`, but a missing entry is an error that says what is missing.
+    pub fn require(&self, checkpoint: Checkpoint, layer: Option<usize>, name: &str) -> Result<&TensorEntry> {
+        self.tensor(checkpoint, layer, name).with_context(|| {
+            let at = layer.map(|l| format!(" layer {l}")).unwrap_or_default();
+            format!(
+                "case {:?} has no reference tensor {name:?} for checkpoint {checkpoint}{at}; \
+                 regenerate the dump with scripts/dump_reference.py",
+                self.name
+            )
+        })
+    }
+}

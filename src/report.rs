@@ -1,0 +1,162 @@
+//! The result of a validation run, and its two renderings: comfy-table for people, JSON for
+//! scripts. Both render the same `Report` value, so they cannot disagree.
+
+use comfy_table::{Cell, Color, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use serde::Serialize;
+
+use crate::checkpoint::{Checkpoint, Tolerance};
+use crate::compare::Stats;
+
+#[derive(Serialize)]
+pub struct Report {
+    pub model: String,
+    pub reference: String,
+    pub generator: serde_json::Value,
+    pub rows: Vec<Row>,
+}
+
+/// One checked tensor or value.
+#[derive(Serialize)]
+pub struct Row {
+    pub case: String,
+    #[serde(serialize_with = "as_index")]
+    pub checkpoint: Checkpoint,
+    pub layer: Option<usize>,
+    pub tensor: String,
+    pub shape: Vec<usize>,
+    #[serde(serialize_with = "tolerance_json")]
+    pub tolerance: Tolerance,
+    pub passed: bool,
+    /// Diff statistics for float tensors compared within a tolerance.
+    pub stats: Option<Stats>,
+    /// What an exact check found, in words (token ids, first difference, ...).
+    pub detail: Option<String>,
+}
+
+fn as_index<S: serde::Serializer>(c: &Checkpoint, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u8(c.index())
+}
+
+fn tolerance_json<S: serde::Serializer>(t: &Tolerance, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(None)?;
+    match *t {
+        Tolerance::Close { atol, rtol } => {
+            m.serialize_entry("atol", &atol)?;
+            m.serialize_entry("rtol", &rtol)?;
+        }
+        Tolerance::Exact => m.serialize_entry("exact", &true)?,
+    }
+    m.end()
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.rows.iter().all(|r| r.passed)
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        let passed = self.rows.iter().filter(|r| r.passed).count();
+        (passed, self.rows.len() - passed)
+    }
+
+    /// The first failing row in forward order: where the engine first goes wrong.
+    pub fn first_failure(&self) -> Option<&Row> {
+        self.rows.iter().filter(|r| !r.passed).min_by_key(|r| (r.checkpoint, r.layer))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serialises")
+    }
+
+    /// One table per case, then the summary line.
+    pub fn to_table(&self, color: bool) -> String {
+        let mut out = String::new();
+        let mut cases: Vec<&str> = self.rows.iter().map(|r| r.case.as_str()).collect();
+        cases.dedup();
+        for case in cases {
+            out.push_str(&format!("case {case}\n"));
+            let mut table = Table::new();
+            table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
+            if !color {
+                table.force_no_tty();
+            }
+            table.set_header(["cp", "layer", "tensor", "shape", "max abs", "max rel", "tolerance", "verdict"]);
+            for row in self.rows.iter().filter(|r| r.case == case) {
+                let (abs, rel) = match &row.stats {
+                    Some(s) => (sci(s.max_abs), sci(s.max_rel)),
+                    None => ("-".into(), "-".into()),
+                };
+                let verdict = if row.passed { "PASS" } else { "FAIL" };
+                let mut verdict = Cell::new(verdict);
+                if color {
+                    verdict = verdict.fg(if row.passed { Color::Green } else { Color::Red });
+                }
+                table.add_row(vec![
+                    Cell::new(row.checkpoint.index()),
+                    Cell::new(row.layer.map(|l| l.to_string()).unwrap_or_else(|| "-".into())),
+                    Cell::new(&row.tensor),
+                    Cell::new(format!("{:?}", row.shape)),
+                    Cell::new(abs),
+                    Cell::new(rel),
+                    Cell::new(row.tolerance.to_string()),
+                    verdict,
+                ]);
+            }
+            out.push_str(&table.to_string());
+            out.push('\n');
+            for row in self.rows.iter().filter(|r| r.case == case) {
+                if let Some(line) = explain(row) {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+        }
+        let (passed, failed) = self.counts();
+        if let Some(first) = self.first_failure() {
+            out.push_str(&format!("first failure: {}\n", location(first)));
+        }
+        out.push_str(&format!("llorch: {passed} passed, {failed} failed\n"));
+        out
+    }
+}
+
+/// A sentence under the table for rows that need more than numbers: exact checks, masked
+/// entries, and the worst element of every failure.
+fn explain(row: &Row) -> Option<String> {
+    let at = location(row);
+    if let Some(detail) = &row.detail {
+        // Passing bitwise invariants need no sentence; token results are worth reading.
+        let informative = !row.passed || matches!(row.checkpoint, Checkpoint::Argmax | Checkpoint::Generation);
+        return informative.then(|| format!("  {at}: {detail}"));
+    }
+    let s = row.stats.as_ref()?;
+    if !row.passed {
+        let mut line = format!(
+            "  {at}: {} of {} elements ({:.3}%) out of tolerance; worst at {:?}: ours {:e}, \
+             reference {:e}",
+            s.mismatches,
+            s.compared,
+            s.mismatch_percent(),
+            s.worst_index,
+            s.worst_ours,
+            s.worst_ref
+        );
+        if s.non_finite > 0 {
+            line.push_str(&format!("; {} NaN/Inf elements", s.non_finite));
+        }
+        return Some(line);
+    }
+    (s.masked > 0).then(|| format!("  {at}: {} masked future entries excluded from the diff", s.masked))
+}
+
+/// "checkpoint 5 (attention output), layer 1, attn_out"
+pub fn location(row: &Row) -> String {
+    let layer = row.layer.map(|l| format!(", layer {l}")).unwrap_or_default();
+    format!("checkpoint {} ({}){layer}, {}", row.checkpoint.index(), row.checkpoint.title(), row.tensor)
+}
+
+/// 3 significant digits in scientific notation.
+fn sci(x: f64) -> String {
+    if x == 0.0 { "0".into() } else { format!("{x:.2e}") }
+}

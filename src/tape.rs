@@ -1,0 +1,62 @@
+//! The recording side of the forward pass. The pass calls `tape.record(site, tensor)` at every
+//! checkpoint hook; what happens to the tensor (compared, stored, ignored) is the tape's business.
+//! The model never learns about references, and generation pays nothing for the hooks.
+
+use anyhow::Result;
+use ndarray::ArrayViewD;
+
+use crate::checkpoint::Checkpoint;
+
+/// A hook point of the forward pass: checkpoint, transformer layer (for checkpoints 1–7) and the
+/// tensor's manifest name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Site {
+    pub checkpoint: Checkpoint,
+    pub layer: Option<usize>,
+    pub name: &'static str,
+}
+
+impl Site {
+    pub fn new(checkpoint: Checkpoint, layer: Option<usize>, name: &'static str) -> Site {
+        Site { checkpoint, layer, name }
+    }
+}
+
+pub trait Tape {
+    /// Whether `record` would use a tensor of this checkpoint and layer. The pass skips the work
+    /// of building tensors (such as the full [T, vocab] logits) that nobody wants.
+    fn wants(&self, checkpoint: Checkpoint, layer: Option<usize>) -> bool;
+
+    /// Receives one checkpoint tensor. Only called when `wants` said yes.
+    fn record(&mut self, site: Site, tensor: ArrayViewD<'_, f32>) -> Result<()>;
+
+    /// True once everything the tape wants has been recorded: the pass may stop early.
+    fn is_complete(&self) -> bool {
+        false
+    }
+}
+
+/// The tape of generation: wants nothing, so the hooks cost one branch each.
+pub struct NoTape;
+
+impl Tape for NoTape {
+    fn wants(&self, _: Checkpoint, _: Option<usize>) -> bool {
+        false
+    }
+
+    fn record(&mut self, _: Site, _: ArrayViewD<'_, f32>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Records a tensor the pass already has (a view costs nothing to build) if the tape wants it.
+pub fn hook<D: ndarray::Dimension>(
+    tape: &mut dyn Tape,
+    site: Site,
+    tensor: ndarray::ArrayView<'_, f32, D>,
+) -> Result<()> {
+    if tape.wants(site.checkpoint, site.layer) {
+        tape.record(site, tensor.into_dyn())?;
+    }
+    Ok(())
+}
