@@ -44,7 +44,7 @@ impl Tolerance {
 impl fmt::Display for Tolerance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Tolerance::Close { atol, rtol } if rtol == 0.0 => write!(f, "atol {atol:.0e}"),
+            Tolerance::Close { atol, rtol: 0.0 } => write!(f, "atol {atol:.0e}"),
             Tolerance::Close { atol, rtol } => write!(f, "atol {atol:.0e} rtol {rtol:.0e}"),
             Tolerance::Exact => write!(f, "exact"),
         }

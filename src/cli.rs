@@ -43,11 +43,11 @@ pub struct ValidateArgs {
     pub layer: String,
 
     /// Absolute tolerance for every float checkpoint, replacing the defaults of CHECKPOINTS.md.
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub atol: Option<f64>,
 
     /// Relative tolerance for every float checkpoint, replacing the defaults of CHECKPOINTS.md.
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub rtol: Option<f64>,
 
     /// Validate only this case of the reference dump (default: every case).
@@ -74,7 +74,7 @@ pub struct GenerateArgs {
     pub model: Option<PathBuf>,
 
     /// Sampling temperature; 0 picks the most likely token every step (greedy).
-    #[arg(long, default_value_t = 1.0, value_name = "T")]
+    #[arg(long, default_value_t = 1.0, value_name = "T", allow_negative_numbers = true)]
     pub temp: f32,
 
     /// Keep only the K most likely tokens before sampling.
@@ -82,7 +82,7 @@ pub struct GenerateArgs {
     pub top_k: Option<usize>,
 
     /// Keep the smallest set of tokens whose probability reaches P before sampling.
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub top_p: Option<f32>,
 
     /// Seed of the sampler: the same seed gives the same text.

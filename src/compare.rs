@@ -74,10 +74,8 @@ pub fn compare(
         }
     };
     let (ours_std, ref_std) = (ours.as_standard_layout(), reference.as_standard_layout());
-    let (a, b) = (
-        ours_std.as_slice().expect("standard layout"),
-        ref_std.as_slice().expect("standard layout"),
-    );
+    let (a, b) =
+        (ours_std.as_slice().expect("standard layout"), ref_std.as_slice().expect("standard layout"));
 
     let mut s = Stats {
         compared: 0,
@@ -123,7 +121,13 @@ pub fn compare(
             if d > allowed {
                 s.mismatches += 1;
             }
-            if allowed > 0.0 { d / allowed } else if d > 0.0 { f64::INFINITY } else { 0.0 }
+            if allowed > 0.0 {
+                d / allowed
+            } else if d > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            }
         };
         if excess > worst_excess {
             worst_excess = excess;
@@ -162,7 +166,10 @@ pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
 
 /// Bit-for-bit equality of two tensors of our own (invariants such as "the cache holds exactly
 /// the K that checkpoint 2 computed"). Returns the first differing index, if any.
-pub fn first_bitwise_difference(a: ArrayViewD<'_, f32>, b: ArrayViewD<'_, f32>) -> Result<Option<Vec<usize>>> {
+pub fn first_bitwise_difference(
+    a: ArrayViewD<'_, f32>,
+    b: ArrayViewD<'_, f32>,
+) -> Result<Option<Vec<usize>>> {
     ensure!(a.shape() == b.shape(), "shape mismatch: {:?} vs {:?}", a.shape(), b.shape());
     let shape = a.shape().to_vec();
     let position = a
@@ -208,8 +215,10 @@ mod tests {
     fn relative_tolerance_admits_large_values() {
         let r = array![1000.0f32].into_dyn();
         let o = array![1000.01f32].into_dyn();
-        let abs_only = compare(o.view(), r.view(), Tolerance::Close { atol: 1e-3, rtol: 0.0 }, Mask::All).unwrap();
-        let with_rel = compare(o.view(), r.view(), Tolerance::Close { atol: 1e-3, rtol: 1e-4 }, Mask::All).unwrap();
+        let abs_only =
+            compare(o.view(), r.view(), Tolerance::Close { atol: 1e-3, rtol: 0.0 }, Mask::All).unwrap();
+        let with_rel =
+            compare(o.view(), r.view(), Tolerance::Close { atol: 1e-3, rtol: 1e-4 }, Mask::All).unwrap();
         assert!(!abs_only.passed());
         assert!(with_rel.passed());
     }
@@ -219,7 +228,8 @@ mod tests {
         let r = array![1.0f32, 2.0].into_dyn();
         for bad in [f32::NAN, f32::INFINITY] {
             let o = array![1.0f32, bad].into_dyn();
-            let s = compare(o.view(), r.view(), Tolerance::Close { atol: 1e9, rtol: 1e9 }, Mask::All).unwrap();
+            let s =
+                compare(o.view(), r.view(), Tolerance::Close { atol: 1e9, rtol: 1e9 }, Mask::All).unwrap();
             assert!(!s.passed());
             assert_eq!((s.non_finite, s.worst_index.clone()), (1, vec![1]));
             // ... also when the NaN is on the reference side.

@@ -100,7 +100,10 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
         (None, Some(text)) => {
             anyhow::ensure!(!text.is_empty(), "the prompt is empty: there is nothing to continue");
             let tok = tokenizer.as_ref().with_context(|| {
-                format!("{} has no tokenizer (tokenizer.json, or vocab.json + merges.txt): pass --tokens", dir.display())
+                format!(
+                    "{} has no tokenizer (tokenizer.json, or vocab.json + merges.txt): pass --tokens",
+                    dir.display()
+                )
             })?;
             tok.encode(text)?
         }

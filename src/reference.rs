@@ -150,9 +150,7 @@ impl Reference {
 
 impl Case {
     pub fn tensor(&self, checkpoint: Checkpoint, layer: Option<usize>, name: &str) -> Option<&TensorEntry> {
-        self.tensors
-            .iter()
-            .find(|t| t.checkpoint == checkpoint.index() && t.layer == layer && t.name == name)
+        self.tensors.iter().find(|t| t.checkpoint == checkpoint.index() && t.layer == layer && t.name == name)
     }
 
     /// Like `tensor`, but a missing entry is an error that says what is missing.

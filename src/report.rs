@@ -81,7 +81,16 @@ impl Report {
             if !color {
                 table.force_no_tty();
             }
-            table.set_header(["cp", "layer", "tensor", "shape", "max abs", "max rel", "tolerance", "verdict"]);
+            table.set_header([
+                "cp",
+                "layer",
+                "tensor",
+                "shape",
+                "max abs",
+                "max rel",
+                "tolerance",
+                "verdict",
+            ]);
             for row in self.rows.iter().filter(|r| r.case == case) {
                 let (abs, rel) = match &row.stats {
                     Some(s) => (sci(s.max_abs), sci(s.max_rel)),
@@ -127,7 +136,8 @@ fn explain(row: &Row) -> Option<String> {
     let at = location(row);
     if let Some(detail) = &row.detail {
         // Passing bitwise invariants need no sentence; token results are worth reading.
-        let informative = !row.passed || matches!(row.checkpoint, Checkpoint::Argmax | Checkpoint::Generation);
+        let informative =
+            !row.passed || matches!(row.checkpoint, Checkpoint::Argmax | Checkpoint::Generation);
         return informative.then(|| format!("  {at}: {detail}"));
     }
     let s = row.stats.as_ref()?;

@@ -36,10 +36,9 @@ impl Gpt2Tokenizer {
     /// decoder, and `<|endoftext|>` as a special token.
     pub fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> Result<Gpt2Tokenizer> {
         let (v, m) = (path_str(vocab)?, path_str(merges)?);
-        let bpe = BPE::from_file(v, m)
-            .build()
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("reading tokenizer files {} and {}", vocab.display(), merges.display()))?;
+        let bpe = BPE::from_file(v, m).build().map_err(|e| anyhow!("{e}")).with_context(|| {
+            format!("reading tokenizer files {} and {}", vocab.display(), merges.display())
+        })?;
         let mut inner = Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
@@ -57,7 +56,16 @@ impl Gpt2Tokenizer {
     }
 
     /// A decoder that turns ids into text as they arrive, holding back incomplete UTF-8.
-    pub fn decode_stream(&self) -> DecodeStream<'_, tokenizers::ModelWrapper, tokenizers::NormalizerWrapper, tokenizers::PreTokenizerWrapper, tokenizers::PostProcessorWrapper, tokenizers::DecoderWrapper> {
+    pub fn decode_stream(
+        &self,
+    ) -> DecodeStream<
+        '_,
+        tokenizers::ModelWrapper,
+        tokenizers::NormalizerWrapper,
+        tokenizers::PreTokenizerWrapper,
+        tokenizers::PostProcessorWrapper,
+        tokenizers::DecoderWrapper,
+    > {
         self.inner.decode_stream(false)
     }
 

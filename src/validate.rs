@@ -39,10 +39,9 @@ pub struct Options {
 impl Options {
     fn tolerance(&self, checkpoint: Checkpoint) -> Tolerance {
         match checkpoint.tolerance() {
-            Tolerance::Close { atol, rtol } => Tolerance::Close {
-                atol: self.atol.unwrap_or(atol),
-                rtol: self.rtol.unwrap_or(rtol),
-            },
+            Tolerance::Close { atol, rtol } => {
+                Tolerance::Close { atol: self.atol.unwrap_or(atol), rtol: self.rtol.unwrap_or(rtol) }
+            }
             Tolerance::Exact => Tolerance::Exact,
         }
     }
@@ -65,7 +64,16 @@ pub fn run(options: &Options, progress: &ProgressBar) -> Result<Report> {
     let mut rows = Vec::new();
     for case in cases {
         check_prompt(case, tokenizer.as_ref())?;
-        let mut run = CaseRun { options, model: &model, tokenizer: tokenizer.as_ref(), reference: &reference, case, layers: &layers, progress, rows: Vec::new() };
+        let mut run = CaseRun {
+            options,
+            model: &model,
+            tokenizer: tokenizer.as_ref(),
+            reference: &reference,
+            case,
+            layers: &layers,
+            progress,
+            rows: Vec::new(),
+        };
         run.all()?;
         // Forward order within the case (checkpoint 3's rows are made after the pass).
         run.rows.sort_by_key(|r| (r.checkpoint, r.layer));
@@ -133,7 +141,13 @@ impl CaseRun<'_> {
             let full = kept.get(&(Checkpoint::Logits, None, "logits")).context("full logits kept")?;
             let last_row = full.index_axis(Axis(0), t - 1);
             let ours = ndarray::ArrayView1::from(logits).into_dyn();
-            self.bitwise(Checkpoint::SelectedLogits, None, "selected_logits = logits[T-1] (ours)", ours, last_row)?;
+            self.bitwise(
+                Checkpoint::SelectedLogits,
+                None,
+                "selected_logits = logits[T-1] (ours)",
+                ours,
+                last_row,
+            )?;
         }
         if self.wants(Checkpoint::Argmax) {
             self.argmax(logits);
@@ -167,13 +181,33 @@ impl CaseRun<'_> {
         }
         // Checkpoints after the pass need all of it; otherwise it may stop once the tape is full.
         let full_pass = self.options.checkpoints.iter().any(|c| {
-            matches!(c, Checkpoint::KvCache | Checkpoint::Argmax | Checkpoint::Probabilities | Checkpoint::Generation)
+            matches!(
+                c,
+                Checkpoint::KvCache | Checkpoint::Argmax | Checkpoint::Probabilities | Checkpoint::Generation
+            )
         });
         let expected = compare.union(&keep).map(|(cp, _)| cp.tensors().len()).sum();
-        ComparingTape { run: self, compare, keep, expected, recorded: 0, full_pass, rows: Vec::new(), kept: HashMap::new() }
+        ComparingTape {
+            run: self,
+            compare,
+            keep,
+            expected,
+            recorded: 0,
+            full_pass,
+            rows: Vec::new(),
+            kept: HashMap::new(),
+        }
     }
 
-    fn push(&mut self, checkpoint: Checkpoint, layer: Option<usize>, tensor: &str, shape: &[usize], passed: bool, detail: String) {
+    fn push(
+        &mut self,
+        checkpoint: Checkpoint,
+        layer: Option<usize>,
+        tensor: &str,
+        shape: &[usize],
+        passed: bool,
+        detail: String,
+    ) {
         self.rows.push(Row {
             case: self.case.name.clone(),
             checkpoint,
@@ -188,7 +222,14 @@ impl CaseRun<'_> {
     }
 
     /// An exact invariant between two tensors of ours.
-    fn bitwise(&mut self, cp: Checkpoint, layer: Option<usize>, what: &str, a: ArrayViewD<'_, f32>, b: ArrayViewD<'_, f32>) -> Result<()> {
+    fn bitwise(
+        &mut self,
+        cp: Checkpoint,
+        layer: Option<usize>,
+        what: &str,
+        a: ArrayViewD<'_, f32>,
+        b: ArrayViewD<'_, f32>,
+    ) -> Result<()> {
         let diff = compare::first_bitwise_difference(a.view(), b.view())?;
         let detail = match &diff {
             None => "bit-identical".to_string(),
@@ -198,14 +239,24 @@ impl CaseRun<'_> {
         Ok(())
     }
 
-    fn compare_with_reference(&mut self, cp: Checkpoint, layer: Option<usize>, name: &str, ours: ArrayViewD<'_, f32>) -> Result<()> {
+    fn compare_with_reference(
+        &mut self,
+        cp: Checkpoint,
+        layer: Option<usize>,
+        name: &str,
+        ours: ArrayViewD<'_, f32>,
+    ) -> Result<()> {
         let row = compare_row(self.reference, self.case, cp, layer, name, ours, self.options.tolerance(cp))?;
         self.rows.push(row);
         Ok(())
     }
 
     /// Checkpoint 3: the cache after the prompt, then after one decode step with HF's argmax.
-    fn kv_cache(&mut self, cache: &mut KvCache, kept: &HashMap<(Checkpoint, Option<usize>, &str), ArrayD<f32>>) -> Result<()> {
+    fn kv_cache(
+        &mut self,
+        cache: &mut KvCache,
+        kept: &HashMap<(Checkpoint, Option<usize>, &str), ArrayD<f32>>,
+    ) -> Result<()> {
         let cp = Checkpoint::KvCache;
         let t = cache.len();
         let mut before: Vec<(usize, Array3<f32>, Array3<f32>)> = Vec::new();
@@ -213,7 +264,9 @@ impl CaseRun<'_> {
             let (k, v) = (cache.keys(l), cache.values(l));
             self.compare_with_reference(cp, Some(l), "k_cache", k.into_dyn())?;
             self.compare_with_reference(cp, Some(l), "v_cache", v.into_dyn())?;
-            for (name, cached, what) in [("k", k, "k_cache = checkpoint 2 k (ours)"), ("v", v, "v_cache = checkpoint 2 v (ours)")] {
+            for (name, cached, what) in
+                [("k", k, "k_cache = checkpoint 2 k (ours)"), ("v", v, "v_cache = checkpoint 2 v (ours)")]
+            {
                 let from_qkv = kept.get(&(Checkpoint::Qkv, Some(l), name)).context("checkpoint 2 kept")?;
                 self.bitwise(cp, Some(l), what, cached.into_dyn(), from_qkv.view())?;
             }
@@ -227,8 +280,20 @@ impl CaseRun<'_> {
             self.compare_with_reference(cp, Some(l), "v_cache_decode", v.into_dyn())?;
             let kept_k = k.slice(s![.., ..t, ..]).into_dyn();
             let kept_v = v.slice(s![.., ..t, ..]).into_dyn();
-            self.bitwise(cp, Some(l), "k_cache rows 0..T unchanged by decode", kept_k, k_before.view().into_dyn())?;
-            self.bitwise(cp, Some(l), "v_cache rows 0..T unchanged by decode", kept_v, v_before.view().into_dyn())?;
+            self.bitwise(
+                cp,
+                Some(l),
+                "k_cache rows 0..T unchanged by decode",
+                kept_k,
+                k_before.view().into_dyn(),
+            )?;
+            self.bitwise(
+                cp,
+                Some(l),
+                "v_cache rows 0..T unchanged by decode",
+                kept_v,
+                v_before.view().into_dyn(),
+            )?;
         }
         Ok(())
     }
@@ -254,9 +319,18 @@ impl CaseRun<'_> {
         let s = &self.case.sampling;
         let sampling = Sampling::new(s.temperature as f32, s.top_k, s.top_p.map(|p| p as f32))
             .with_context(|| format!("case {:?} has invalid sampling settings", self.case.name))?;
-        ensure!(!sampling.is_greedy(), "case {:?}: checkpoint 11 needs a temperature above 0", self.case.name);
+        ensure!(
+            !sampling.is_greedy(),
+            "case {:?}: checkpoint 11 needs a temperature above 0",
+            self.case.name
+        );
         let probs = sampling::probabilities(logits, &sampling);
-        self.compare_with_reference(Checkpoint::Probabilities, None, "probs", ndarray::ArrayView1::from(&probs).into_dyn())
+        self.compare_with_reference(
+            Checkpoint::Probabilities,
+            None,
+            "probs",
+            ndarray::ArrayView1::from(&probs).into_dyn(),
+        )
     }
 
     /// Checkpoint 12: greedy generation through the KV cache, token for token against HF.
@@ -289,7 +363,11 @@ impl CaseRun<'_> {
         if let (Some(tokenizer), Some(text)) = (self.tokenizer, &self.case.generated_text) {
             let all: Vec<u32> = self.case.token_ids.iter().chain(&ours).copied().collect();
             let decoded = tokenizer.decode(&all)?;
-            let detail = if &decoded == text { format!("{decoded:?}") } else { format!("ours {decoded:?}, HF {text:?}") };
+            let detail = if &decoded == text {
+                format!("{decoded:?}")
+            } else {
+                format!("ours {decoded:?}, HF {text:?}")
+            };
             self.push(cp, None, "generated_text", &[], &decoded == text, detail);
         }
         Ok(())
@@ -297,7 +375,15 @@ impl CaseRun<'_> {
 }
 
 /// Compares one tensor of ours with its reference entry.
-fn compare_row(reference: &Reference, case: &Case, cp: Checkpoint, layer: Option<usize>, name: &str, ours: ArrayViewD<'_, f32>, tolerance: Tolerance) -> Result<Row> {
+fn compare_row(
+    reference: &Reference,
+    case: &Case,
+    cp: Checkpoint,
+    layer: Option<usize>,
+    name: &str,
+    ours: ArrayViewD<'_, f32>,
+    tolerance: Tolerance,
+) -> Result<Row> {
     let entry = case.require(cp, layer, name)?;
     let theirs = reference.load(entry)?;
     let mask = if name == "scores" { Mask::Causal } else { Mask::All };
@@ -341,7 +427,15 @@ impl Tape for ComparingTape<'_> {
         if self.compare.contains(&at) {
             let run = self.run;
             let tolerance = run.options.tolerance(site.checkpoint);
-            let row = compare_row(run.reference, run.case, site.checkpoint, site.layer, site.name, tensor.view(), tolerance)?;
+            let row = compare_row(
+                run.reference,
+                run.case,
+                site.checkpoint,
+                site.layer,
+                site.name,
+                tensor.view(),
+                tolerance,
+            )?;
             self.rows.push(row);
         }
         if self.keep.contains(&at) {
@@ -360,7 +454,9 @@ impl Tape for ComparingTape<'_> {
 /// A progress bar on stderr; indicatif draws nothing when stderr is not a terminal.
 pub fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({pos} tensors, {elapsed})").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({pos} tensors, {elapsed})").expect("valid template"),
+    );
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar
 }

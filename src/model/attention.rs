@@ -52,13 +52,15 @@ impl Attention {
 
         let want_scores = tape.wants(Checkpoint::AttnScores, Some(layer));
         let total = past + t;
-        let mut scores = Array3::<f32>::from_elem(if want_scores { (nh, t, total) } else { (0, 0, 0) }, f32::NEG_INFINITY);
+        let mut scores =
+            Array3::<f32>::from_elem(if want_scores { (nh, t, total) } else { (0, 0, 0) }, f32::NEG_INFINITY);
         let mut probs = Array3::<f32>::zeros(scores.raw_dim()); // [nh, T, past+T] when recorded
         let mut y = Array2::<f32>::zeros((t, c)); // [T, C], heads merged
         // HF multiplies by head_dim^-0.5, computed in double and applied in float32.
         let scale = (hd as f64).powf(-0.5) as f32;
         for h in 0..nh {
-            let (k_all, v_all) = cache.append_head(layer, h, k.index_axis(Axis(0), h), v.index_axis(Axis(0), h)); // [past+T, hd]
+            let (k_all, v_all) =
+                cache.append_head(layer, h, k.index_axis(Axis(0), h), v.index_axis(Axis(0), h)); // [past+T, hd]
             let mut att = q.index_axis(Axis(0), h).dot(&k_all.t()); // [T, past+T]
             att *= scale;
             for (i, mut row) in att.rows_mut().into_iter().enumerate() {

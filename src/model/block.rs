@@ -34,7 +34,12 @@ impl Block {
     }
 
     /// x [T, C] -> [T, C], the residual stream after this block.
-    pub fn forward(&self, mut x: Array2<f32>, cache: &mut KvCache, tape: &mut dyn Tape) -> Result<Array2<f32>> {
+    pub fn forward(
+        &self,
+        mut x: Array2<f32>,
+        cache: &mut KvCache,
+        tape: &mut dyn Tape,
+    ) -> Result<Array2<f32>> {
         let l = Some(self.layer);
         let h = self.ln_1.forward(x.view()); // [T, C]
         hook(tape, Site::new(Checkpoint::LayerNorm, l, "ln_1"), h.view())?;

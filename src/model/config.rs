@@ -104,7 +104,7 @@ impl Config {
             ensure!(value > 0, "{name} is 0");
         }
         ensure!(
-            raw.n_embd % raw.n_head == 0,
+            raw.n_embd.is_multiple_of(raw.n_head),
             "n_embd ({}) is not divisible by n_head ({})",
             raw.n_embd,
             raw.n_head

@@ -90,9 +90,10 @@ impl Weights {
     /// (e.g. "h.0.attn.c_attn.weight"), checked to have `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Param> {
         let full = format!("{}{name}", self.prefix);
-        let info = self.metadata.info(&full).with_context(|| {
-            format!("tensor {full:?} is missing from {}", self.path.display())
-        })?;
+        let info = self
+            .metadata
+            .info(&full)
+            .with_context(|| format!("tensor {full:?} is missing from {}", self.path.display()))?;
         ensure!(
             info.shape == shape,
             "tensor {full:?} in {} has shape {:?}, expected {shape:?} from config.json",
@@ -114,7 +115,9 @@ impl Weights {
         let storage = if cfg!(target_endian = "little") && bytemuck::try_cast_slice::<u8, f32>(raw).is_ok() {
             Storage::Mapped { map: Arc::clone(&self.map), bytes }
         } else {
-            Storage::Owned(raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            Storage::Owned(
+                raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            )
         };
         Ok(Param { name: full, shape: shape.to_vec(), storage })
     }
@@ -127,8 +130,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn write(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
-        let bytes: Vec<Vec<u8>> =
-            tensors.iter().map(|(_, _, v)| bytemuck::cast_slice(v).to_vec()).collect();
+        let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| bytemuck::cast_slice(v).to_vec()).collect();
         let views: HashMap<String, TensorView<'_>> = tensors
             .iter()
             .zip(&bytes)
@@ -140,7 +142,9 @@ mod tests {
     #[test]
     fn both_namings_resolve_to_the_same_tensor() {
         let dir = tempfile::tempdir().unwrap();
-        for (file, name) in [("hf.safetensors", "transformer.wte.weight"), ("openai.safetensors", "wte.weight")] {
+        for (file, name) in
+            [("hf.safetensors", "transformer.wte.weight"), ("openai.safetensors", "wte.weight")]
+        {
             let path = dir.path().join(file);
             write(&path, &[(name, vec![2, 3], vec![1., 2., 3., 4., 5., 6.])]);
             let w = Weights::open(&path).unwrap();

@@ -1,0 +1,105 @@
+//! Helpers shared by the integration tests: the bundled fixture, running the real binary, and
+//! making broken copies of references and models in temporary directories.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use ndarray::ArrayD;
+use serde_json::Value;
+
+pub fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2")
+}
+
+pub fn reference() -> PathBuf {
+    fixture().join("reference")
+}
+
+pub fn llorch() -> Command {
+    let mut cmd = Command::cargo_bin("llorch").expect("binary built");
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(args: &[&str]) -> Output {
+    let out = llorch().args(args).output().expect("llorch runs");
+    Output {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A writable copy of the fixture's reference dump.
+pub struct RefCopy {
+    pub dir: tempfile::TempDir,
+}
+
+impl RefCopy {
+    pub fn new() -> RefCopy {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&reference(), dir.path());
+        RefCopy { dir }
+    }
+
+    pub fn path(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    pub fn manifest(&self) -> Value {
+        serde_json::from_str(&fs::read_to_string(self.dir.path().join("manifest.json")).unwrap()).unwrap()
+    }
+
+    pub fn set_manifest(&self, m: &Value) {
+        fs::write(self.dir.path().join("manifest.json"), serde_json::to_string_pretty(m).unwrap()).unwrap();
+    }
+
+    /// The .npy file of (case, checkpoint, layer, name), from the manifest.
+    pub fn tensor_path(&self, case: &str, cp: u64, layer: Option<u64>, name: &str) -> PathBuf {
+        let m = self.manifest();
+        let case = m["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).unwrap();
+        let entry = case["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["checkpoint"] == cp && t["layer"].as_u64() == layer && t["name"] == name)
+            .unwrap_or_else(|| panic!("no tensor {cp} {layer:?} {name}"));
+        self.dir.path().join(entry["file"].as_str().unwrap())
+    }
+
+    /// Rewrites one reference tensor through `f`.
+    pub fn edit_tensor(
+        &self,
+        case: &str,
+        cp: u64,
+        layer: Option<u64>,
+        name: &str,
+        f: impl FnOnce(&mut ArrayD<f32>),
+    ) {
+        let path = self.tensor_path(case, cp, layer, name);
+        let mut a: ArrayD<f32> = ndarray_npy::read_npy(&path).unwrap();
+        f(&mut a);
+        ndarray_npy::write_npy(&path, &a).unwrap();
+    }
+}

@@ -1,0 +1,193 @@
+//! `llorch validate` on the bundled fixture, through the real binary: a clean run passes, and a
+//! reference perturbed at any checkpoint fails with exit 1 naming that checkpoint and layer.
+
+mod common;
+
+use common::{RefCopy, fixture, run};
+
+#[test]
+fn default_run_validates_every_checkpoint_and_passes() {
+    let out = run(&["validate"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("PASS") && !out.stdout.contains("FAIL"), "{}", out.stdout);
+    for case in ["hello", "long", "unicode", "sampled"] {
+        assert!(out.stdout.contains(&format!("case {case}\n")), "case {case} missing");
+    }
+    let last = out.stdout.lines().last().unwrap();
+    assert!(last.starts_with("llorch: ") && last.ends_with(" passed, 0 failed"), "{last}");
+    // Every checkpoint 0..=12 produced at least one row.
+    for cp in 0..=12 {
+        assert!(out.stdout.contains(&format!("│ {cp} ")), "no row for checkpoint {cp}");
+    }
+}
+
+#[test]
+fn every_layer_passes_for_the_early_checkpoints() {
+    let out = run(&["validate", "--checkpoint", "1", "--layer", "all", "--case", "hello"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // ln_1 at layer 0 and layer 1, nothing else.
+    assert_eq!(out.stdout.matches(" ln_1 ").count(), 2, "{}", out.stdout);
+    assert!(out.stdout.ends_with("llorch: 2 passed, 0 failed\n"), "{}", out.stdout);
+}
+
+#[test]
+fn explicit_model_and_reference_flags_work() {
+    let model = fixture();
+    let reference = model.join("reference");
+    let out = run(&[
+        "validate",
+        "--model",
+        model.to_str().unwrap(),
+        "--reference",
+        reference.to_str().unwrap(),
+        "--checkpoint",
+        "2",
+        "--case",
+        "long",
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("[4, 27, 16]"), "q/k/v of 27 tokens: {}", out.stdout);
+}
+
+/// Perturbs one reference value by 1.0, far outside every tolerance, and expects exit 1 with the
+/// failure located at exactly that checkpoint and layer.
+fn assert_perturbation_caught(cp: u64, layer: Option<u64>, name: &str, title: &str) {
+    let refs = RefCopy::new();
+    refs.edit_tensor("hello", cp, layer, name, |a| {
+        let first = a.iter_mut().next().unwrap();
+        *first += 1.0;
+    });
+    let cp_arg = cp.to_string();
+    let out = run(&[
+        "validate",
+        "--reference",
+        refs.path(),
+        "--case",
+        "hello",
+        "--checkpoint",
+        &cp_arg,
+        "--layer",
+        "all",
+    ]);
+    assert_eq!(out.code, 1, "perturbed {name} at checkpoint {cp}: {}{}", out.stdout, out.stderr);
+    let at = layer.map(|l| format!(", layer {l}")).unwrap_or_default();
+    let expected = format!("first failure: checkpoint {cp} ({title}){at}, {name}");
+    assert!(out.stdout.contains(&expected), "wanted {expected:?} in:\n{}", out.stdout);
+    assert!(out.stdout.contains("FAIL"));
+    assert!(out.stdout.contains("1 of "), "one element out of tolerance: {}", out.stdout);
+}
+
+#[test]
+fn perturbed_embeddings_fail_checkpoint_0() {
+    assert_perturbation_caught(0, None, "embeddings", "embeddings");
+}
+
+#[test]
+fn perturbed_layer_norm_fails_checkpoint_1() {
+    assert_perturbation_caught(1, Some(1), "ln_1", "layer norm");
+}
+
+#[test]
+fn perturbed_keys_fail_checkpoint_2() {
+    assert_perturbation_caught(2, Some(1), "k", "Q/K/V");
+}
+
+#[test]
+fn perturbed_kv_cache_fails_checkpoint_3() {
+    assert_perturbation_caught(3, Some(1), "v_cache_decode", "KV cache");
+}
+
+#[test]
+fn perturbed_attention_scores_fail_checkpoint_4() {
+    // Element [0, 0, 0] is query 0 against key 0: a causal entry, so it is compared.
+    assert_perturbation_caught(4, Some(1), "scores", "attention scores");
+}
+
+#[test]
+fn perturbed_attention_output_fails_checkpoint_5() {
+    assert_perturbation_caught(5, Some(1), "attn_out", "attention output");
+}
+
+#[test]
+fn perturbed_gelu_fails_checkpoint_6() {
+    assert_perturbation_caught(6, Some(0), "gelu", "FFN");
+}
+
+#[test]
+fn perturbed_block_output_fails_checkpoint_7() {
+    assert_perturbation_caught(7, Some(1), "block_out", "block output");
+}
+
+#[test]
+fn perturbed_logits_fail_checkpoint_8() {
+    assert_perturbation_caught(8, None, "logits", "full logits");
+}
+
+#[test]
+fn perturbed_selected_logits_fail_checkpoint_9() {
+    assert_perturbation_caught(9, None, "selected_logits", "selected logits");
+}
+
+#[test]
+fn perturbed_probabilities_fail_checkpoint_11() {
+    assert_perturbation_caught(11, None, "probs", "softmax probabilities");
+}
+
+#[test]
+fn a_masked_future_score_is_not_compared() {
+    // [head 0, query 0, key 1] is in the future of query 0: HF holds the float minimum there.
+    let refs = RefCopy::new();
+    refs.edit_tensor("hello", 4, Some(0), "scores", |a| a[[0, 0, 1]] = 12345.0);
+    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--checkpoint", "4"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("masked future entries excluded from the diff"));
+}
+
+#[test]
+fn a_different_hf_argmax_fails_checkpoint_10() {
+    let refs = RefCopy::new();
+    let mut m = refs.manifest();
+    let hf = m["cases"][0]["next_token"].as_u64().unwrap();
+    m["cases"][0]["next_token"] = (hf + 1).into();
+    refs.set_manifest(&m);
+    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--checkpoint", "10"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("first failure: checkpoint 10 (argmax)"), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("ours {hf} (logit")), "{}", out.stdout);
+}
+
+#[test]
+fn a_different_hf_generation_names_the_first_differing_token() {
+    let refs = RefCopy::new();
+    let mut m = refs.manifest();
+    let ids = m["cases"][0]["generated_ids"].as_array().unwrap().clone();
+    let ours3 = ids[3].as_u64().unwrap();
+    m["cases"][0]["generated_ids"][3] = (ours3 + 1).into();
+    refs.set_manifest(&m);
+    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--checkpoint", "12"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let expected = format!("first difference at new token 3: ours {ours3}, HF {}", ours3 + 1);
+    assert!(out.stdout.contains(&expected), "{}", out.stdout);
+    assert!(out.stdout.contains("our logit gap"), "{}", out.stdout);
+}
+
+#[test]
+fn a_tighter_tolerance_flag_turns_float_noise_into_failures() {
+    // Our logits differ from HF's by float32 rounding (about 1e-6), never by exactly zero.
+    let out = run(&["validate", "--case", "hello", "--checkpoint", "8", "--atol", "0", "--rtol", "0"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("atol 0e0"), "{}", out.stdout);
+}
+
+#[test]
+fn json_output_parses_and_matches_the_verdicts() {
+    let out = run(&["validate", "--case", "hello", "--checkpoint", "0-2", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5); // embeddings, ln_1, q, k, v
+    assert!(rows.iter().all(|r| r["passed"] == true));
+    assert_eq!(rows[0]["checkpoint"], 0);
+    assert_eq!(rows[0]["stats"]["max_abs"], 0.0, "wte[id] + wpe[pos] is one float32 add on both sides");
+    assert!(doc["generator"]["transformers"].is_string());
+}
