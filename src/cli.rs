@@ -39,8 +39,9 @@ pub struct ValidateArgs {
     pub checkpoint: String,
 
     /// Transformer layer for the per-layer checkpoints 1-7: a number or "all".
-    #[arg(long, short = 'l', value_name = "L|all", default_value = "0")]
-    pub layer: String,
+    /// Default: 0, or all with --until-fail and --bisect.
+    #[arg(long, short = 'l', value_name = "L|all")]
+    pub layer: Option<String>,
 
     /// Absolute tolerance for every float checkpoint, replacing the defaults of CHECKPOINTS.md.
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
@@ -54,9 +55,27 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "NAME")]
     pub case: Option<String>,
 
+    /// Walk the checkpoints in forward order, layer by layer (one forward run per site), and
+    /// stop at the first failing tensor. The last line of stdout names it.
+    #[arg(long, conflicts_with = "bisect")]
+    pub until_fail: bool,
+
+    /// Binary-search the first failing (checkpoint, layer) with as few forward runs as
+    /// possible. The last line of stdout names it.
+    #[arg(long)]
+    pub bisect: bool,
+
     /// Output: a table for people, or one JSON document for scripts.
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
+
+    /// Print only failing rows and the summary.
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Also print each failing tensor's first mismatching elements and a histogram of |diff|.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 #[derive(clap::Args, Debug)]

@@ -37,6 +37,38 @@ pub struct Stats {
     pub worst_ours: f32,
     pub worst_ref: f32,
     pub cosine: f64,
+    /// The first few elements out of tolerance, in memory order.
+    pub first_mismatches: Vec<Mismatch>,
+    /// Compared elements by |ours − ref|: [= 0, < 1e-9, [1e-9, 1e-8), ..., [1e-1, 1), ≥ 1 or
+    /// not finite]; see `DECADE_LABELS`.
+    pub diff_decades: [usize; 12],
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Mismatch {
+    pub index: Vec<usize>,
+    pub ours: f32,
+    pub reference: f32,
+}
+
+/// How many mismatching elements `Stats::first_mismatches` keeps.
+pub const MISMATCHES_KEPT: usize = 5;
+
+pub const DECADE_LABELS: [&str; 12] =
+    ["0", "<1e-9", "1e-9", "1e-8", "1e-7", "1e-6", "1e-5", "1e-4", "1e-3", "1e-2", "1e-1", ">=1"];
+
+/// The `diff_decades` bucket of |d|.
+fn decade(d: f64) -> usize {
+    if d == 0.0 {
+        0
+    } else if !d.is_finite() || d >= 1.0 {
+        11
+    } else if d < 1e-9 {
+        1
+    } else {
+        // 1e-9 <= d < 1: floor(log10 d) is -9..=-1, bucket 2..=10
+        (d.log10().floor() as i32 + 11).clamp(2, 10) as usize
+    }
 }
 
 impl Stats {
@@ -90,6 +122,8 @@ pub fn compare(
         worst_ours: a.first().copied().unwrap_or(0.0),
         worst_ref: b.first().copied().unwrap_or(0.0),
         cosine: 1.0,
+        first_mismatches: Vec::new(),
+        diff_decades: [0; 12],
     };
     let (mut sum_abs, mut sum_sq, mut dot, mut norm_a, mut norm_b) = (0.0, 0.0, 0.0, 0.0, 0.0);
     // How far the worst element is outside its allowance: |d| / allowed (∞ for non-finite).
@@ -105,6 +139,10 @@ pub fn compare(
         let excess = if !x.is_finite() || !r.is_finite() {
             s.non_finite += 1;
             s.mismatches += 1;
+            s.diff_decades[11] += 1;
+            if s.first_mismatches.len() < MISMATCHES_KEPT {
+                s.first_mismatches.push(Mismatch { index: unravel(flat, &shape), ours: x, reference: r });
+            }
             f64::INFINITY
         } else {
             let d = (x64 - r64).abs();
@@ -117,9 +155,13 @@ pub fn compare(
             if r64 != 0.0 {
                 s.max_rel = s.max_rel.max(d / r64.abs());
             }
+            s.diff_decades[decade(d)] += 1;
             let allowed = tolerance.allowed(r64);
             if d > allowed {
                 s.mismatches += 1;
+                if s.first_mismatches.len() < MISMATCHES_KEPT {
+                    s.first_mismatches.push(Mismatch { index: unravel(flat, &shape), ours: x, reference: r });
+                }
             }
             if allowed > 0.0 {
                 d / allowed
@@ -253,6 +295,24 @@ mod tests {
         let a = array![1.0f32, 2.0].into_dyn();
         let b = array![1.0f32, 2.0, 3.0].into_dyn();
         assert!(compare(a.view(), b.view(), TOL, Mask::All).is_err());
+    }
+
+    #[test]
+    fn diffs_land_in_their_decades() {
+        assert_eq!(decade(0.0), 0);
+        assert_eq!(decade(1e-12), 1);
+        assert_eq!(decade(2e-9), 2);
+        assert_eq!(decade(5e-7), 4);
+        assert_eq!(decade(0.5), 10);
+        assert_eq!(decade(3.0), 11);
+        assert_eq!(decade(f64::NAN), 11);
+        let r = array![1.0f32, 1.0, 1.0].into_dyn();
+        let o = array![1.0f32, 1.000_001, 2.0].into_dyn();
+        let s = compare(o.view(), r.view(), TOL, Mask::All).unwrap();
+        assert_eq!(s.diff_decades.iter().sum::<usize>(), 3);
+        assert_eq!((s.diff_decades[0], s.diff_decades[4], s.diff_decades[11]), (1, 1, 1));
+        assert_eq!(s.first_mismatches.len(), 1);
+        assert_eq!(s.first_mismatches[0].index, vec![2]);
     }
 
     #[test]

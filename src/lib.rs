@@ -9,6 +9,7 @@ pub mod model;
 pub mod reference;
 pub mod report;
 pub mod sampling;
+pub mod search;
 pub mod tape;
 pub mod tokenizer;
 pub mod validate;
@@ -61,7 +62,13 @@ fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
             dir
         }
     };
-    let layers = match args.layer.trim() {
+    let strategy = match (args.until_fail, args.bisect) {
+        (true, _) => Some(search::Strategy::Sequential),
+        (_, true) => Some(search::Strategy::Bisect),
+        _ => None,
+    };
+    let layer_default = if strategy.is_some() { "all" } else { "0" };
+    let layers = match args.layer.as_deref().unwrap_or(layer_default).trim() {
         l if l.eq_ignore_ascii_case("all") => validate::Layers::All,
         l => validate::Layers::One(
             l.parse().with_context(|| format!("--layer takes a layer number or \"all\", not {l:?}"))?,
@@ -72,18 +79,36 @@ fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
             anyhow::ensure!(v.is_finite() && v >= 0.0, "{flag} must be a non-negative number, not {v}");
         }
     }
-    let options = validate::Options {
-        model_dir,
-        reference_dir,
-        checkpoints: checkpoint::parse_selection(&args.checkpoint).context("in --checkpoint")?,
-        layers,
-        atol: args.atol,
-        rtol: args.rtol,
-        case: args.case,
+    let checkpoints = checkpoint::parse_selection(&args.checkpoint).context("in --checkpoint")?;
+
+    let mut session = validate::Session::open(&model_dir, &reference_dir, validate::progress_bar())?;
+    session.atol = args.atol;
+    session.rtol = args.rtol;
+    let sites = validate::plan(&checkpoints, &session.layers(layers)?);
+    let cases = session.reference.cases(args.case.as_deref())?;
+    let report = match strategy {
+        None => {
+            let mut rows = Vec::new();
+            for case in &cases {
+                rows.extend(session.check(case, &sites, false)?);
+            }
+            session.report(rows)
+        }
+        Some(strategy) => {
+            let (rows, outcome) = search::search(&session, &cases, &sites, strategy)?;
+            let mut report = session.report(rows);
+            report.search = Some(outcome);
+            report
+        }
     };
-    let report = validate::run(&options, &validate::progress_bar())?;
+    session.progress.finish_and_clear();
+    let detail = match (args.quiet, args.verbose) {
+        (true, _) => report::Detail::Quiet,
+        (_, true) => report::Detail::Verbose,
+        _ => report::Detail::Normal,
+    };
     let text = match args.format {
-        ReportFormat::Table => report.to_table(colors_on()),
+        ReportFormat::Table => report.to_table(colors_on(), detail),
         ReportFormat::Json => report.to_json() + "\n",
     };
     print_out(&text)?;

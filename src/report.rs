@@ -5,7 +5,7 @@ use comfy_table::{Cell, Color, ContentArrangement, Table, presets::UTF8_FULL_CON
 use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, Tolerance};
-use crate::compare::Stats;
+use crate::compare::{DECADE_LABELS, Stats};
 
 #[derive(Serialize)]
 pub struct Report {
@@ -13,6 +13,28 @@ pub struct Report {
     pub reference: String,
     pub generator: serde_json::Value,
     pub rows: Vec<Row>,
+    /// What a --until-fail or --bisect search did, when one ran.
+    pub search: Option<Search>,
+}
+
+/// The outcome of a search for the first failing (checkpoint, layer).
+#[derive(Serialize)]
+pub struct Search {
+    pub strategy: &'static str,
+    /// Forward runs this search made.
+    pub forward_runs: usize,
+    /// Forward runs a sequential walk (one run per site, in forward order) needs for the same
+    /// answer: the first failure's position + 1, or every site when nothing fails.
+    pub sequential_runs: usize,
+    pub sites: usize,
+    pub first_failure: Option<Location>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Location {
+    pub case: String,
+    pub checkpoint: u8,
+    pub layer: Option<usize>,
 }
 
 /// One checked tensor or value.
@@ -50,6 +72,16 @@ fn tolerance_json<S: serde::Serializer>(t: &Tolerance, s: S) -> Result<S::Ok, S:
     m.end()
 }
 
+/// How much the table shows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Detail {
+    /// Failing rows and the summary only.
+    Quiet,
+    Normal,
+    /// Also the first mismatching elements and a |diff| histogram of failing tensors.
+    Verbose,
+}
+
 impl Report {
     pub fn passed(&self) -> bool {
         self.rows.iter().all(|r| r.passed)
@@ -69,65 +101,105 @@ impl Report {
         serde_json::to_string_pretty(self).expect("a report always serialises")
     }
 
-    /// One table per case, then the summary line.
-    pub fn to_table(&self, color: bool) -> String {
+    /// One table per case, then the summary; the last line names the first failure when a
+    /// search ran, so scripts can read it.
+    pub fn to_table(&self, color: bool, detail: Detail) -> String {
         let mut out = String::new();
-        let mut cases: Vec<&str> = self.rows.iter().map(|r| r.case.as_str()).collect();
+        let shown = |r: &&Row| detail != Detail::Quiet || !r.passed;
+        let mut cases: Vec<&str> = self.rows.iter().filter(shown).map(|r| r.case.as_str()).collect();
         cases.dedup();
         for case in cases {
+            let rows: Vec<&Row> = self.rows.iter().filter(shown).filter(|r| r.case == case).collect();
             out.push_str(&format!("case {case}\n"));
-            let mut table = Table::new();
-            table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
-            if !color {
-                table.force_no_tty();
-            }
-            table.set_header([
-                "cp",
-                "layer",
-                "tensor",
-                "shape",
-                "max abs",
-                "max rel",
-                "tolerance",
-                "verdict",
-            ]);
-            for row in self.rows.iter().filter(|r| r.case == case) {
-                let (abs, rel) = match &row.stats {
-                    Some(s) => (sci(s.max_abs), sci(s.max_rel)),
-                    None => ("-".into(), "-".into()),
-                };
-                let verdict = if row.passed { "PASS" } else { "FAIL" };
-                let mut verdict = Cell::new(verdict);
-                if color {
-                    verdict = verdict.fg(if row.passed { Color::Green } else { Color::Red });
-                }
-                table.add_row(vec![
-                    Cell::new(row.checkpoint.index()),
-                    Cell::new(row.layer.map(|l| l.to_string()).unwrap_or_else(|| "-".into())),
-                    Cell::new(&row.tensor),
-                    Cell::new(format!("{:?}", row.shape)),
-                    Cell::new(abs),
-                    Cell::new(rel),
-                    Cell::new(row.tolerance.to_string()),
-                    verdict,
-                ]);
-            }
-            out.push_str(&table.to_string());
+            out.push_str(&table(&rows, color));
             out.push('\n');
-            for row in self.rows.iter().filter(|r| r.case == case) {
+            for row in rows {
                 if let Some(line) = explain(row) {
                     out.push_str(&line);
                     out.push('\n');
                 }
+                if detail == Detail::Verbose && !row.passed {
+                    out.push_str(&verbose(row));
+                }
             }
         }
         let (passed, failed) = self.counts();
-        if let Some(first) = self.first_failure() {
-            out.push_str(&format!("first failure: {}\n", location(first)));
+        match &self.search {
+            None => {
+                if let Some(first) = self.first_failure() {
+                    out.push_str(&format!("first failure: case {}, {}\n", first.case, location(first)));
+                }
+                out.push_str(&format!("llorch: {passed} passed, {failed} failed\n"));
+            }
+            Some(search) => {
+                out.push_str(&format!(
+                    "{} search: {} forward runs over {} sites; a sequential walk needs {}\n",
+                    search.strategy, search.forward_runs, search.sites, search.sequential_runs
+                ));
+                out.push_str(&format!("llorch: {passed} passed, {failed} failed\n"));
+                match &search.first_failure {
+                    Some(at) => out.push_str(&format!("first failure: {}\n", crate::search::describe(at))),
+                    None => out.push_str(&format!("no failure: all {} sites pass\n", search.sites)),
+                }
+            }
         }
-        out.push_str(&format!("llorch: {passed} passed, {failed} failed\n"));
         out
     }
+}
+
+fn table(rows: &[&Row], color: bool) -> String {
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
+    if !color {
+        table.force_no_tty();
+    }
+    table.set_header(["cp", "layer", "tensor", "shape", "max abs", "max rel", "tolerance", "verdict"]);
+    for row in rows {
+        let (abs, rel) = match &row.stats {
+            Some(s) => (sci(s.max_abs), sci(s.max_rel)),
+            None => ("-".into(), "-".into()),
+        };
+        let mut verdict = Cell::new(if row.passed { "PASS" } else { "FAIL" });
+        if color {
+            verdict = verdict.fg(if row.passed { Color::Green } else { Color::Red });
+        }
+        table.add_row(vec![
+            Cell::new(row.checkpoint.index()),
+            Cell::new(row.layer.map(|l| l.to_string()).unwrap_or_else(|| "-".into())),
+            Cell::new(&row.tensor),
+            Cell::new(format!("{:?}", row.shape)),
+            Cell::new(abs),
+            Cell::new(rel),
+            Cell::new(row.tolerance.to_string()),
+            verdict,
+        ]);
+    }
+    table.to_string()
+}
+
+/// The --verbose lines of a failing row: its statistics, first mismatches and |diff| by decade.
+fn verbose(row: &Row) -> String {
+    let Some(s) = &row.stats else { return String::new() };
+    let mut out = format!(
+        "    mean abs {}, rms {}, cosine {:.9}, {} of {} out of tolerance\n",
+        sci(s.mean_abs),
+        sci(s.rms),
+        s.cosine,
+        s.mismatches,
+        s.compared
+    );
+    for m in &s.first_mismatches {
+        out.push_str(&format!("    at {:?}: ours {:e}, reference {:e}\n", m.index, m.ours, m.reference));
+    }
+    let widest = s.diff_decades.iter().copied().max().unwrap_or(0).max(1);
+    out.push_str("    |diff|   count\n");
+    for (label, &count) in DECADE_LABELS.iter().zip(&s.diff_decades) {
+        if count > 0 {
+            let bar = "#".repeat((count * 40).div_ceil(widest));
+            out.push_str(&format!("    {label:>6}  {count:>7} {bar}\n"));
+        }
+    }
+    out
 }
 
 /// A sentence under the table for rows that need more than numbers: exact checks, masked

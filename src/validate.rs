@@ -3,7 +3,7 @@
 //! time), then checks the cache, the next token, the probabilities and the generated text.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,18 +26,61 @@ pub enum Layers {
     All,
 }
 
-pub struct Options {
-    pub model_dir: PathBuf,
-    pub reference_dir: PathBuf,
-    pub checkpoints: Vec<Checkpoint>,
-    pub layers: Layers,
-    pub atol: Option<f64>,
-    pub rtol: Option<f64>,
-    pub case: Option<String>,
+/// One place a checkpoint is checked: (checkpoint, layer), the layer only for checkpoints 1–7.
+pub type SiteKey = (Checkpoint, Option<usize>);
+
+/// The sites of `checkpoints` at `layers`, in the order the forward pass reaches them:
+/// embeddings, then layer by layer checkpoints 1–7, then the head (8–12).
+pub fn plan(checkpoints: &[Checkpoint], layers: &[usize]) -> Vec<SiteKey> {
+    let has = |cp: &Checkpoint| checkpoints.contains(cp);
+    let mut sites = Vec::new();
+    if has(&Checkpoint::Embeddings) {
+        sites.push((Checkpoint::Embeddings, None));
+    }
+    for &l in layers {
+        sites.extend(Checkpoint::ALL.iter().filter(|c| c.per_layer() && has(c)).map(|&c| (c, Some(l))));
+    }
+    sites.extend(Checkpoint::ALL.iter().filter(|c| c.index() >= 8 && has(c)).map(|&c| (c, None)));
+    sites
 }
 
-impl Options {
-    fn tolerance(&self, checkpoint: Checkpoint) -> Tolerance {
+/// A loaded model, tokenizer and reference dump, checked as often as a search needs without
+/// loading anything twice.
+pub struct Session {
+    pub model: Gpt2,
+    pub tokenizer: Option<Gpt2Tokenizer>,
+    pub reference: Reference,
+    pub model_dir: PathBuf,
+    pub atol: Option<f64>,
+    pub rtol: Option<f64>,
+    pub progress: ProgressBar,
+}
+
+impl Session {
+    pub fn open(model_dir: &Path, reference_dir: &Path, progress: ProgressBar) -> Result<Session> {
+        progress.set_message("loading model");
+        let model = Gpt2::load_dir(model_dir)?;
+        let tokenizer = Gpt2Tokenizer::from_model_dir(model_dir)?;
+        let reference = Reference::open(reference_dir)?;
+        reference.check_model(&model.config)?;
+        for case in &reference.manifest.cases {
+            check_prompt(case, tokenizer.as_ref())?;
+        }
+        let model_dir = model_dir.to_owned();
+        Ok(Session { model, tokenizer, reference, model_dir, atol: None, rtol: None, progress })
+    }
+
+    pub fn layers(&self, layers: Layers) -> Result<Vec<usize>> {
+        let n = self.model.config.n_layer;
+        match layers {
+            Layers::All => Ok((0..n).collect()),
+            Layers::One(l) if l < n => Ok(vec![l]),
+            Layers::One(l) => bail!("--layer {l} does not exist: the model has layers 0 to {}", n - 1),
+        }
+    }
+
+    /// The tolerance of a checkpoint, after --atol / --rtol.
+    pub fn tolerance(&self, checkpoint: Checkpoint) -> Tolerance {
         match checkpoint.tolerance() {
             Tolerance::Close { atol, rtol } => {
                 Tolerance::Close { atol: self.atol.unwrap_or(atol), rtol: self.rtol.unwrap_or(rtol) }
@@ -45,47 +88,37 @@ impl Options {
             Tolerance::Exact => Tolerance::Exact,
         }
     }
-}
 
-pub fn run(options: &Options, progress: &ProgressBar) -> Result<Report> {
-    progress.set_message("loading model");
-    let model = Gpt2::load_dir(&options.model_dir)?;
-    let tokenizer = Gpt2Tokenizer::from_model_dir(&options.model_dir)?;
-    let reference = Reference::open(&options.reference_dir)?;
-    reference.check_model(&model.config)?;
-    let n_layer = model.config.n_layer;
-    let layers: Vec<usize> = match options.layers {
-        Layers::All => (0..n_layer).collect(),
-        Layers::One(l) if l < n_layer => vec![l],
-        Layers::One(l) => bail!("--layer {l} does not exist: the model has layers 0 to {}", n_layer - 1),
-    };
-    let cases = reference.cases(options.case.as_deref())?;
-
-    let mut rows = Vec::new();
-    for case in cases {
-        check_prompt(case, tokenizer.as_ref())?;
+    /// Checks `sites` of one case with one forward pass (plus the decode step and generation
+    /// when they are among the sites). With `stop_at_first_failure` the work ends at the first
+    /// failing tensor. Rows come back in forward order.
+    pub fn check(&self, case: &Case, sites: &[SiteKey], stop_at_first_failure: bool) -> Result<Vec<Row>> {
         let mut run = CaseRun {
-            options,
-            model: &model,
-            tokenizer: tokenizer.as_ref(),
-            reference: &reference,
+            session: self,
             case,
-            layers: &layers,
-            progress,
+            sites: sites.iter().copied().collect(),
+            stop_at_first_failure,
             rows: Vec::new(),
         };
         run.all()?;
-        // Forward order within the case (checkpoint 3's rows are made after the pass).
-        run.rows.sort_by_key(|r| (r.checkpoint, r.layer));
-        rows.append(&mut run.rows);
+        let order: HashMap<SiteKey, usize> = plan(&Checkpoint::ALL, &self.layers(Layers::All)?)
+            .into_iter()
+            .enumerate()
+            .map(|(i, site)| (site, i))
+            .collect();
+        run.rows.sort_by_key(|r| order.get(&(r.checkpoint, r.layer)).copied());
+        Ok(run.rows)
     }
-    progress.finish_and_clear();
-    Ok(Report {
-        model: options.model_dir.display().to_string(),
-        reference: options.reference_dir.display().to_string(),
-        generator: serde_json::to_value(&reference.manifest.generator)?,
-        rows,
-    })
+
+    pub fn report(&self, rows: Vec<Row>) -> Report {
+        Report {
+            model: self.model_dir.display().to_string(),
+            reference: self.reference.dir.display().to_string(),
+            generator: serde_json::to_value(&self.reference.manifest.generator).unwrap_or_default(),
+            rows,
+            search: None,
+        }
+    }
 }
 
 /// The manifest's token ids must be what our tokenizer makes of its prompt: otherwise the dump
@@ -106,81 +139,85 @@ fn check_prompt(case: &Case, tokenizer: Option<&Gpt2Tokenizer>) -> Result<()> {
 }
 
 struct CaseRun<'a> {
-    options: &'a Options,
-    model: &'a Gpt2,
-    tokenizer: Option<&'a Gpt2Tokenizer>,
-    reference: &'a Reference,
+    session: &'a Session,
     case: &'a Case,
-    layers: &'a [usize],
-    progress: &'a ProgressBar,
+    sites: BTreeSet<SiteKey>,
+    stop_at_first_failure: bool,
     rows: Vec<Row>,
 }
 
 impl CaseRun<'_> {
+    /// The layers among the sites of a per-layer checkpoint.
+    fn layers_of(&self, checkpoint: Checkpoint) -> Vec<usize> {
+        self.sites.iter().filter(|(c, _)| *c == checkpoint).filter_map(|&(_, l)| l).collect()
+    }
+
     fn wants(&self, checkpoint: Checkpoint) -> bool {
-        self.options.checkpoints.contains(&checkpoint)
+        self.sites.iter().any(|(c, _)| *c == checkpoint)
+    }
+
+    /// True once a row failed and the run is to stop there.
+    fn stopped(&self) -> bool {
+        self.stop_at_first_failure && self.rows.iter().any(|r| !r.passed)
     }
 
     fn all(&mut self) -> Result<()> {
         let tokens = &self.case.token_ids;
         let t = tokens.len();
+        let model = &self.session.model;
         // The decode step of checkpoint 3 needs one more cache row than the prompt.
-        let mut cache = KvCache::new(&self.model.config, t + 1)?;
+        let mut cache = KvCache::new(&model.config, t + 1)?;
         let mut tape = self.tape();
-        self.progress.set_message(format!("case {}: forward pass", self.case.name));
-        let logits = self.model.forward_recorded(tokens, &mut cache, &mut tape)?;
+        self.session.progress.set_message(format!("case {}: forward pass", self.case.name));
+        let logits = model.forward_recorded(tokens, &mut cache, &mut tape)?;
         let ComparingTape { rows, kept, .. } = tape;
         self.rows.extend(rows);
-
-        if self.wants(Checkpoint::KvCache) {
+        if self.wants(Checkpoint::KvCache) && !self.stopped() {
             self.kv_cache(&mut cache, &kept)?;
         }
         let Some(logits) = logits else { return Ok(()) };
         let logits = logits.as_slice().expect("contiguous");
-        if self.wants(Checkpoint::SelectedLogits) {
+        if self.wants(Checkpoint::SelectedLogits) && !self.stopped() {
             let full = kept.get(&(Checkpoint::Logits, None, "logits")).context("full logits kept")?;
             let last_row = full.index_axis(Axis(0), t - 1);
             let ours = ndarray::ArrayView1::from(logits).into_dyn();
-            self.bitwise(
-                Checkpoint::SelectedLogits,
-                None,
-                "selected_logits = logits[T-1] (ours)",
-                ours,
-                last_row,
-            )?;
+            let what = "selected_logits = logits[T-1] (ours)";
+            self.bitwise(Checkpoint::SelectedLogits, None, what, ours, last_row)?;
         }
-        if self.wants(Checkpoint::Argmax) {
+        if self.wants(Checkpoint::Argmax) && !self.stopped() {
             self.argmax(logits);
         }
-        if self.wants(Checkpoint::Probabilities) {
+        if self.wants(Checkpoint::Probabilities) && !self.stopped() {
             self.probabilities(logits)?;
         }
-        if self.wants(Checkpoint::Generation) {
+        if self.wants(Checkpoint::Generation) && !self.stopped() {
             self.generation()?;
         }
         Ok(())
     }
 
-    /// The tape for the prefill: compares the selected tape checkpoints, and keeps the tensors
-    /// the exact invariants of checkpoints 3 and 9 need.
+    /// The tape for the prefill: compares the tape checkpoints among the sites, and keeps the
+    /// tensors the exact invariants of checkpoints 3 and 9 need.
     fn tape(&self) -> ComparingTape<'_> {
         let mut compare = BTreeSet::new();
         let mut keep = BTreeSet::new();
-        for &cp in &self.options.checkpoints {
-            let sites: Vec<Option<usize>> =
-                if cp.per_layer() { self.layers.iter().map(|&l| Some(l)).collect() } else { vec![None] };
+        for &(cp, layer) in &self.sites {
             match cp {
-                Checkpoint::KvCache => keep.extend(sites.iter().map(|&l| (Checkpoint::Qkv, l))),
+                Checkpoint::KvCache => {
+                    keep.insert((Checkpoint::Qkv, layer));
+                }
                 Checkpoint::SelectedLogits => {
                     compare.insert((cp, None));
                     keep.insert((Checkpoint::Logits, None));
                 }
                 Checkpoint::Argmax | Checkpoint::Probabilities | Checkpoint::Generation => {}
-                _ => compare.extend(sites.iter().map(|&l| (cp, l))),
+                _ => {
+                    compare.insert((cp, layer));
+                }
             }
         }
         // Checkpoints after the pass need all of it; otherwise it may stop once the tape is full.
-        let full_pass = self.options.checkpoints.iter().any(|c| {
+        let full_pass = self.sites.iter().any(|(c, _)| {
             matches!(
                 c,
                 Checkpoint::KvCache | Checkpoint::Argmax | Checkpoint::Probabilities | Checkpoint::Generation
@@ -194,6 +231,7 @@ impl CaseRun<'_> {
             expected,
             recorded: 0,
             full_pass,
+            failed: false,
             rows: Vec::new(),
             kept: HashMap::new(),
         }
@@ -246,7 +284,8 @@ impl CaseRun<'_> {
         name: &str,
         ours: ArrayViewD<'_, f32>,
     ) -> Result<()> {
-        let row = compare_row(self.reference, self.case, cp, layer, name, ours, self.options.tolerance(cp))?;
+        let session = self.session;
+        let row = compare_row(&session.reference, self.case, cp, layer, name, ours, session.tolerance(cp))?;
         self.rows.push(row);
         Ok(())
     }
@@ -260,7 +299,7 @@ impl CaseRun<'_> {
         let cp = Checkpoint::KvCache;
         let t = cache.len();
         let mut before: Vec<(usize, Array3<f32>, Array3<f32>)> = Vec::new();
-        for &l in self.layers {
+        for l in self.layers_of(cp) {
             let (k, v) = (cache.keys(l), cache.values(l));
             self.compare_with_reference(cp, Some(l), "k_cache", k.into_dyn())?;
             self.compare_with_reference(cp, Some(l), "v_cache", v.into_dyn())?;
@@ -272,8 +311,8 @@ impl CaseRun<'_> {
             }
             before.push((l, k.to_owned(), v.to_owned()));
         }
-        self.progress.set_message(format!("case {}: decode step", self.case.name));
-        self.model.forward_recorded(&[self.case.next_token], cache, &mut NoTape)?;
+        self.session.progress.set_message(format!("case {}: decode step", self.case.name));
+        self.session.model.forward_recorded(&[self.case.next_token], cache, &mut NoTape)?;
         for (l, k_before, v_before) in before {
             let (k, v) = (cache.keys(l), cache.values(l));
             self.compare_with_reference(cp, Some(l), "k_cache_decode", k.into_dyn())?;
@@ -339,10 +378,14 @@ impl CaseRun<'_> {
         let expected = &self.case.generated_ids;
         let n = expected.len();
         ensure!(n > 0, "case {:?} has no generated tokens to compare", self.case.name);
-        let mut generation = Generation::start(self.model, &self.case.token_ids, n)?;
+        let mut generation = Generation::start(&self.session.model, &self.case.token_ids, n)?;
         let mut ours = Vec::with_capacity(n);
         for (i, &theirs) in expected.iter().enumerate() {
-            self.progress.set_message(format!("case {}: generating token {}/{n}", self.case.name, i + 1));
+            self.session.progress.set_message(format!(
+                "case {}: generating token {}/{n}",
+                self.case.name,
+                i + 1
+            ));
             let logits = generation.logits().as_slice().expect("contiguous");
             let token = sampling::argmax(logits);
             ours.push(token);
@@ -360,7 +403,7 @@ impl CaseRun<'_> {
             }
         }
         self.push(cp, None, "generated_ids", &[n], true, format!("{n} tokens equal HF: {ours:?}"));
-        if let (Some(tokenizer), Some(text)) = (self.tokenizer, &self.case.generated_text) {
+        if let (Some(tokenizer), Some(text)) = (&self.session.tokenizer, &self.case.generated_text) {
             let all: Vec<u32> = self.case.token_ids.iter().chain(&ours).copied().collect();
             let decoded = tokenizer.decode(&all)?;
             let detail = if &decoded == text {
@@ -413,6 +456,7 @@ struct ComparingTape<'a> {
     expected: usize,
     recorded: usize,
     full_pass: bool,
+    failed: bool,
     rows: Vec<Row>,
     kept: HashMap<Key, ArrayD<f32>>,
 }
@@ -426,9 +470,9 @@ impl Tape for ComparingTape<'_> {
         let at = (site.checkpoint, site.layer);
         if self.compare.contains(&at) {
             let run = self.run;
-            let tolerance = run.options.tolerance(site.checkpoint);
+            let tolerance = run.session.tolerance(site.checkpoint);
             let row = compare_row(
-                run.reference,
+                &run.session.reference,
                 run.case,
                 site.checkpoint,
                 site.layer,
@@ -436,18 +480,19 @@ impl Tape for ComparingTape<'_> {
                 tensor.view(),
                 tolerance,
             )?;
+            self.failed |= !row.passed;
             self.rows.push(row);
         }
         if self.keep.contains(&at) {
             self.kept.insert((site.checkpoint, site.layer, site.name), tensor.to_owned());
         }
         self.recorded += 1;
-        self.run.progress.inc(1);
+        self.run.session.progress.inc(1);
         Ok(())
     }
 
     fn is_complete(&self) -> bool {
-        !self.full_pass && self.recorded >= self.expected
+        (self.failed && self.run.stop_at_first_failure) || (!self.full_pass && self.recorded >= self.expected)
     }
 }
 

@@ -71,7 +71,7 @@ fn assert_perturbation_caught(cp: u64, layer: Option<u64>, name: &str, title: &s
     ]);
     assert_eq!(out.code, 1, "perturbed {name} at checkpoint {cp}: {}{}", out.stdout, out.stderr);
     let at = layer.map(|l| format!(", layer {l}")).unwrap_or_default();
-    let expected = format!("first failure: checkpoint {cp} ({title}){at}, {name}");
+    let expected = format!("first failure: case hello, checkpoint {cp} ({title}){at}, {name}");
     assert!(out.stdout.contains(&expected), "wanted {expected:?} in:\n{}", out.stdout);
     assert!(out.stdout.contains("FAIL"));
     assert!(out.stdout.contains("1 of "), "one element out of tolerance: {}", out.stdout);
@@ -152,7 +152,7 @@ fn a_different_hf_argmax_fails_checkpoint_10() {
     refs.set_manifest(&m);
     let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--checkpoint", "10"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("first failure: checkpoint 10 (argmax)"), "{}", out.stdout);
+    assert!(out.stdout.contains("first failure: case hello, checkpoint 10 (argmax)"), "{}", out.stdout);
     assert!(out.stdout.contains(&format!("ours {hf} (logit")), "{}", out.stdout);
 }
 

@@ -1,0 +1,131 @@
+//! Finding the first failing (checkpoint, layer) of a case: a sequential walk, or a binary
+//! search. Both are built from one probe, a forward run that stops right after the last site it
+//! checks, so their costs are counted in the same unit: forward runs.
+
+use anyhow::Result;
+
+use crate::checkpoint::Checkpoint;
+use crate::reference::Case;
+use crate::report::{Location, Row, Search};
+use crate::validate::{Session, SiteKey};
+
+/// Which search to run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Strategy {
+    /// One forward run per site, in forward order, until a site fails.
+    Sequential,
+    /// Binary search over the sites in forward order.
+    Bisect,
+}
+
+/// Runs `strategy` over `sites` (in forward order) of each case in turn, stopping at the first
+/// case with a failure. Returns the rows of the probes and what the search found.
+pub fn search(
+    session: &Session,
+    cases: &[&Case],
+    sites: &[SiteKey],
+    strategy: Strategy,
+) -> Result<(Vec<Row>, Search)> {
+    let mut rows = Vec::new();
+    let mut runs = 0;
+    let mut sequential_runs = 0;
+    for case in cases {
+        let found = match strategy {
+            Strategy::Sequential => walk(session, case, sites, &mut rows, &mut runs)?,
+            Strategy::Bisect => bisect(session, case, sites, &mut rows, &mut runs)?,
+        };
+        sequential_runs += found.map_or(sites.len(), |i| i + 1);
+        if let Some(i) = found {
+            let (checkpoint, layer) = sites[i];
+            let first_failure =
+                Some(Location { case: case.name.clone(), checkpoint: checkpoint.index(), layer });
+            return Ok((rows, summary(strategy, runs, sequential_runs, sites.len(), first_failure)));
+        }
+    }
+    Ok((rows, summary(strategy, runs, sequential_runs, sites.len(), None)))
+}
+
+fn summary(
+    strategy: Strategy,
+    forward_runs: usize,
+    sequential_runs: usize,
+    sites: usize,
+    first_failure: Option<Location>,
+) -> Search {
+    let strategy = match strategy {
+        Strategy::Sequential => "sequential",
+        Strategy::Bisect => "bisect",
+    };
+    Search { strategy, forward_runs, sequential_runs, sites, first_failure }
+}
+
+/// Sequential: site after site, one forward run each. Returns the first failing index.
+fn walk(
+    session: &Session,
+    case: &Case,
+    sites: &[SiteKey],
+    rows: &mut Vec<Row>,
+    runs: &mut usize,
+) -> Result<Option<usize>> {
+    for (i, site) in sites.iter().enumerate() {
+        session.progress.set_message(format!("case {}: site {}/{}", case.name, i + 1, sites.len()));
+        let probe = session.check(case, std::slice::from_ref(site), true)?;
+        *runs += 1;
+        let failed = probe.iter().any(|r| !r.passed);
+        rows.extend(probe);
+        if failed {
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
+}
+
+/// Binary search on "is there a failure at or before site m?", which is monotone in m whatever
+/// pattern of failures the sites have. Sites before `lo` are known to pass, so a probe compares
+/// only sites lo..=m (in one forward run that stops after site m); it is a yes/no answer.
+fn bisect(
+    session: &Session,
+    case: &Case,
+    sites: &[SiteKey],
+    rows: &mut Vec<Row>,
+    runs: &mut usize,
+) -> Result<Option<usize>> {
+    let probe = |lo: usize, m: usize, runs: &mut usize| -> Result<(bool, Vec<Row>)> {
+        session.progress.set_message(format!("case {}: bisect, sites {lo}..={m}", case.name));
+        let out = session.check(case, &sites[lo..=m], true)?;
+        *runs += 1;
+        Ok((out.iter().any(|r| !r.passed), out))
+    };
+    if sites.is_empty() {
+        return Ok(None);
+    }
+    let (any, out) = probe(0, sites.len() - 1, runs)?;
+    if !any {
+        rows.extend(out);
+        return Ok(None);
+    }
+    let (mut lo, mut hi) = (0, sites.len() - 1); // invariant: sites < lo pass; a failure is in lo..=hi
+    let mut last_failing = out;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let (failed, out) = probe(lo, mid, runs)?;
+        if failed {
+            hi = mid;
+            last_failing = out;
+        } else {
+            rows.extend(out);
+            lo = mid + 1;
+        }
+    }
+    // Keep the rows of the failing site itself for the report.
+    let (checkpoint, layer) = sites[hi];
+    rows.extend(last_failing.into_iter().filter(|r| r.checkpoint == checkpoint && r.layer == layer));
+    Ok(Some(hi))
+}
+
+/// "checkpoint 5 (attention output), layer 1" for a location.
+pub fn describe(location: &Location) -> String {
+    let cp = Checkpoint::ALL[location.checkpoint as usize];
+    let layer = location.layer.map(|l| format!(", layer {l}")).unwrap_or_default();
+    format!("case {}, checkpoint {} ({}){layer}", location.case, cp.index(), cp.title())
+}

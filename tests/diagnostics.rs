@@ -1,0 +1,187 @@
+//! Diagnostics: the searches for the first failure, NaN handling, JSON that agrees with the
+//! table, and golden files for both layouts.
+
+mod common;
+
+use common::{RefCopy, run};
+use serde_json::Value;
+
+/// A reference whose layer-1 attention output (checkpoint 5) is off by 0.01 in one element.
+fn perturbed_at_5_layer_1() -> RefCopy {
+    let refs = RefCopy::new();
+    refs.edit_tensor("hello", 5, Some(1), "attn_out", |a| a[[1, 3]] += 0.01);
+    refs
+}
+
+fn last_line(s: &str) -> &str {
+    s.lines().last().unwrap_or("")
+}
+
+/// "<strategy> search: N forward runs over S sites; a sequential walk needs M" -> (N, M)
+fn run_counts(stdout: &str) -> (usize, usize) {
+    let line = stdout.lines().find(|l| l.contains(" search: ")).expect("search summary line");
+    let numbers: Vec<usize> =
+        line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    (numbers[0], numbers[2])
+}
+
+#[test]
+fn until_fail_and_bisect_find_the_same_first_failure_and_bisect_runs_less() {
+    let refs = perturbed_at_5_layer_1();
+    let expected = "first failure: case hello, checkpoint 5 (attention output), layer 1";
+    let seq = run(&["validate", "--reference", refs.path(), "--case", "hello", "--until-fail"]);
+    let bis = run(&["validate", "--reference", refs.path(), "--case", "hello", "--bisect"]);
+    for out in [&seq, &bis] {
+        assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+        assert_eq!(last_line(&out.stdout), expected, "{}", out.stdout);
+    }
+    let (seq_runs, seq_needed) = run_counts(&seq.stdout);
+    let (bis_runs, bis_says_seq_needs) = run_counts(&bis.stdout);
+    assert_eq!(seq_runs, seq_needed);
+    assert_eq!(bis_says_seq_needs, seq_runs, "both agree on what the walk costs");
+    assert!(bis_runs < seq_runs, "bisect {bis_runs} runs, sequential {seq_runs}");
+    println!("forward runs: sequential {seq_runs}, bisect {bis_runs}");
+}
+
+#[test]
+fn searches_report_no_failure_on_a_clean_reference() {
+    for flag in ["--until-fail", "--bisect"] {
+        let out = run(&["validate", "--case", "sampled", flag]);
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        assert!(last_line(&out.stdout).starts_with("no failure: all "), "{}", out.stdout);
+    }
+}
+
+#[test]
+fn a_failure_at_the_very_first_site_is_found() {
+    let refs = RefCopy::new();
+    refs.edit_tensor("hello", 0, None, "embeddings", |a| a[[0, 0]] = 9.0);
+    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--bisect"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(last_line(&out.stdout), "first failure: case hello, checkpoint 0 (embeddings)");
+}
+
+#[test]
+fn nan_in_a_reference_fails_with_a_clear_row() {
+    let refs = RefCopy::new();
+    refs.edit_tensor("hello", 7, Some(0), "block_out", |a| a[[1, 5]] = f32::NAN);
+    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--checkpoint", "7"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("block_out: 1 of 128 elements"), "{}", out.stdout);
+    assert!(out.stdout.contains("worst at [1, 5]"), "{}", out.stdout);
+    assert!(out.stdout.contains("reference NaN; 1 NaN/Inf elements"), "{}", out.stdout);
+}
+
+#[test]
+fn verbose_shows_mismatches_and_a_histogram() {
+    let refs = perturbed_at_5_layer_1();
+    let out = run(&[
+        "validate",
+        "--reference",
+        refs.path(),
+        "--case",
+        "hello",
+        "--checkpoint",
+        "5",
+        "--layer",
+        "1",
+        "-v",
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("    at [1, 3]: ours "), "{}", out.stdout);
+    assert!(out.stdout.contains("|diff|   count"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("  1e-3        1 #"),
+        "the 0.01 perturbation sits in [1e-3, 1e-2): {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn quiet_prints_only_failures() {
+    let refs = perturbed_at_5_layer_1();
+    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--layer", "all", "-q"]);
+    assert_eq!(out.code, 1);
+    assert!(!out.stdout.contains("PASS"), "{}", out.stdout);
+    assert_eq!(out.stdout.matches("FAIL").count(), 1, "{}", out.stdout);
+}
+
+#[test]
+fn json_carries_the_numbers_the_table_shows() {
+    let refs = perturbed_at_5_layer_1();
+    let args =
+        ["validate", "--reference", refs.path(), "--case", "hello", "--checkpoint", "5", "--layer", "1"];
+    let table = run(&args);
+    let json = run(&[&args[..], &["--format", "json"]].concat());
+    assert_eq!((table.code, json.code), (1, 1));
+    let doc: Value = serde_json::from_str(&json.stdout).unwrap();
+    let row = &doc["rows"][0];
+    assert_eq!(row["passed"], false);
+    assert_eq!(row["stats"]["worst_index"], serde_json::json!([1, 3]));
+    let max_abs = row["stats"]["max_abs"].as_f64().unwrap();
+    assert!(table.stdout.contains(&format!("{max_abs:.2e}")), "{max_abs:.2e} in {}", table.stdout);
+    assert!((max_abs - 0.01).abs() < 1e-4);
+}
+
+/// Replaces every float in the JSON report with a marker (floats differ in their last bits
+/// between CPUs whose matrix kernels differ) and the temporary paths with names.
+fn redact(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => *v = Value::String("[float]".into()),
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match key.as_str() {
+                    "model" | "reference" if value.is_string() => *value = Value::String(format!("[{key}]")),
+                    "diff_decades" => *value = Value::String("[counts]".into()),
+                    _ => redact(value),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn golden_table() {
+    let refs = perturbed_at_5_layer_1();
+    let out = run(&[
+        "validate",
+        "--reference",
+        refs.path(),
+        "--case",
+        "hello",
+        "--checkpoint",
+        "4,5",
+        "--layer",
+        "all",
+    ]);
+    assert_eq!(out.code, 1);
+    // Numbers differ in their last bits between CPUs whose matrix kernels differ: the layout is
+    // what this pins.
+    insta::with_settings!({filters => vec![(r"-?\d\.\d+e-?\d+", "[num]")]}, {
+        insta::assert_snapshot!(out.stdout);
+    });
+}
+
+#[test]
+fn golden_json() {
+    let refs = perturbed_at_5_layer_1();
+    let out = run(&[
+        "validate",
+        "--reference",
+        refs.path(),
+        "--case",
+        "hello",
+        "--checkpoint",
+        "5,10",
+        "--format",
+        "json",
+        "--layer",
+        "1",
+    ]);
+    assert_eq!(out.code, 1);
+    let mut doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    redact(&mut doc);
+    insta::assert_json_snapshot!(doc);
+}
