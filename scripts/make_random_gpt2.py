@@ -135,19 +135,21 @@ def main():
           f"seed {args.seed}, {args.naming} naming", file=sys.stderr)
     print(f"float32 vs float64 on {args.check_prompt!r}: worst |diff| is {worst:.3f} of the tolerance "
           f"({where}); greedy f32 {gen32}, f64 {gen64}", file=sys.stderr)
-    # A tenth of the budget is what the reference may take; past half it would be noise.
-    # (ln_1 beyond layer 0 sits near a tenth on every random model tried: it normalises the
-    # residual stream, whose float32 rounding error it inherits. See CHECKPOINTS.md.)
-    if worst > 0.5 or gen32 != gen64:
-        msg = (f"float32 and float64 disagree by {worst:.2f} of a tolerance at {where} (limit 0.5), "
+    # The float32 reference should use at most a tenth of a tolerance: warn loudly past that.
+    # Past the whole tolerance, or when the greedy tokens differ, a correct engine could fail
+    # against it: refuse. (ln_1 beyond layer 0 is always the worst: it normalises the residual
+    # stream, whose float32 rounding error it inherits. Measurements in CHECKPOINTS.md.)
+    if worst > 1.0 or gen32 != gen64:
+        msg = (f"float32 and float64 disagree by {worst:.2f} of a tolerance at {where} (limit 1.0), "
                f"or their greedy tokens differ: the reference would be noise; lower --init-range")
         if not args.force:
             shutil.rmtree(out)
             sys.exit(f"error: {msg}")
         print(f"warning: {msg}", file=sys.stderr)
     elif worst > 0.1:
-        print(f"WARNING: float32 and float64 disagree by {worst:.2f} of a tolerance at {where}, more "
-              f"than a tenth: the float32 reference uses up that share of the tolerance", file=sys.stderr)
+        print(f"WARNING: HF float32 and float64 disagree by {worst:.2f} of a tolerance at {where}, more "
+              f"than a tenth: the float32 reference itself uses up that share of the tolerance there",
+              file=sys.stderr)
     if len(set(gen32)) == 1:
         print(f"warning: greedy output is one repeated token {gen32[0]}; raise --init-range for "
               f"a stronger generation check", file=sys.stderr)

@@ -69,6 +69,10 @@ pub struct ValidateArgs {
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
 
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
     /// Print only failing rows and the summary.
     #[arg(long, short = 'q', conflicts_with = "verbose")]
     pub quiet: bool,

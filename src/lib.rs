@@ -80,6 +80,14 @@ fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
         }
     }
     let checkpoints = checkpoint::parse_selection(&args.checkpoint).context("in --checkpoint")?;
+    // Opened before the run, so an unwritable path fails in a second, not after the work.
+    let output = match &args.output {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write the report to {}", path.display()))?,
+        ),
+        None => None,
+    };
 
     let mut session = validate::Session::open(&model_dir, &reference_dir, validate::progress_bar())?;
     session.atol = args.atol;
@@ -111,7 +119,12 @@ fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
         ReportFormat::Table => report.to_table(colors_on(), detail),
         ReportFormat::Json => report.to_json() + "\n",
     };
-    print_out(&text)?;
+    match (output, &args.output) {
+        (Some(mut file), Some(path)) => file
+            .write_all(text.as_bytes())
+            .with_context(|| format!("writing the report to {}", path.display()))?,
+        _ => print_out(&text)?,
+    }
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

@@ -5,7 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use ndarray::ArrayD;
+use std::fs::File;
+
+use memmap2::Mmap;
+use ndarray::{ArrayD, ArrayViewD};
+use ndarray_npy::ViewNpyExt;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
@@ -86,7 +90,47 @@ impl Reference {
             manifest.format
         );
         ensure!(!manifest.cases.is_empty(), "{} holds no cases", path.display());
-        Ok(Reference { dir: dir.to_owned(), manifest })
+        let reference = Reference { dir: dir.to_owned(), manifest };
+        reference.check_files()?;
+        Ok(reference)
+    }
+
+    /// Every tensor the manifest lists must exist, and every .npy in a case directory must be
+    /// listed: a stray file means the directory mixes dumps.
+    fn check_files(&self) -> Result<()> {
+        for case in &self.manifest.cases {
+            ensure!(
+                !case.name.is_empty() && !case.name.contains(['/', '\\']) && case.name != "..",
+                "case name {:?} in {} is not a plain directory name",
+                case.name,
+                self.dir.display()
+            );
+            let mut listed = std::collections::HashSet::new();
+            for entry in &case.tensors {
+                let path = self.dir.join(&entry.file);
+                ensure!(
+                    path.is_file(),
+                    "{} lists {}, which does not exist",
+                    self.dir.join("manifest.json").display(),
+                    path.display()
+                );
+                listed.insert(path);
+            }
+            let case_dir = self.dir.join(&case.name);
+            if let Ok(files) = std::fs::read_dir(&case_dir) {
+                for file in files {
+                    let path = file.with_context(|| format!("listing {}", case_dir.display()))?.path();
+                    if path.extension().is_some_and(|e| e == "npy") && !listed.contains(&path) {
+                        bail!(
+                            "{} is not listed in {}: the directory mixes dumps; regenerate it",
+                            path.display(),
+                            self.dir.join("manifest.json").display()
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a dump made for a model of other sizes: its numbers would mean nothing here.
@@ -108,6 +152,17 @@ impl Reference {
                 self.manifest.model,
                 ours
             );
+        }
+        for case in &self.manifest.cases {
+            let ids = case.token_ids.iter().chain(&case.generated_ids).chain([&case.next_token]);
+            if let Some(bad) = ids.copied().find(|&id| id as usize >= config.vocab_size) {
+                bail!(
+                    "case {:?} in {} has token id {bad}, outside the model's vocabulary of {}",
+                    case.name,
+                    self.dir.display(),
+                    config.vocab_size
+                );
+            }
         }
         Ok(())
     }
@@ -135,8 +190,16 @@ impl Reference {
             path.display(),
             entry.dtype
         );
-        let array: ArrayD<f32> = ndarray_npy::read_npy(&path)
-            .with_context(|| format!("reading reference tensor {}", path.display()))?;
+        // Viewed in place from a mapping: a corrupt header that claims a huge shape is then a
+        // length error, not an allocation of that size.
+        let file =
+            File::open(&path).with_context(|| format!("reading reference tensor {}", path.display()))?;
+        // Safety: read-only mapping of a file we do not modify; see Weights::open.
+        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+        let array = ArrayViewD::<f32>::view_npy(&map)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("{} is not a float32 .npy file", path.display()))?
+            .to_owned();
         ensure!(
             array.shape() == entry.shape.as_slice(),
             "{} has shape {:?}, but the manifest says {:?}",
