@@ -284,7 +284,7 @@ fn npy_header_claiming_a_huge_shape() {
     let refs = RefCopy::new();
     let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }";
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
