@@ -33,7 +33,7 @@ GPT2_VOCAB = 50257
 EOS = 50256
 
 # Default atol per checkpoint, as in CHECKPOINTS.md and src/checkpoint.rs.
-ATOL = {0: 1e-6, 1: 1e-5, 2: 1e-4, 3: 1e-4, 4: 1e-4, 5: 1e-4, 6: 1e-4, 7: 1e-4, 8: 1e-3, 9: 1e-3, 11: 1e-6}
+ATOL = {0: 1e-6, 1: 1e-4, 2: 1e-4, 3: 1e-4, 4: 1e-4, 5: 1e-4, 6: 1e-4, 7: 1e-4, 8: 1e-3, 9: 1e-3, 11: 1e-6}
 RTOL = {0: 0.0, 1: 1e-5, 2: 1e-5, 3: 1e-5, 4: 1e-5, 5: 1e-5, 6: 1e-5, 7: 1e-5, 8: 1e-5, 9: 1e-5, 11: 0.0}
 
 
@@ -136,11 +136,11 @@ def main():
     print(f"float32 vs float64 on {args.check_prompt!r}: worst |diff| is {worst:.3f} of the tolerance "
           f"({where}); greedy f32 {gen32}, f64 {gen64}", file=sys.stderr)
     # The float32 reference should use at most a tenth of a tolerance: warn loudly past that.
-    # Past the whole tolerance, or when the greedy tokens differ, a correct engine could fail
-    # against it: refuse. (ln_1 beyond layer 0 is always the worst: it normalises the residual
+    # Past half of it, or when the greedy tokens differ, a correct engine could fail against it:
+    # refuse. (ln_1 beyond layer 0 is the worst on every model tried: it normalises the residual
     # stream, whose float32 rounding error it inherits. Measurements in CHECKPOINTS.md.)
-    if worst > 1.0 or gen32 != gen64:
-        msg = (f"float32 and float64 disagree by {worst:.2f} of a tolerance at {where} (limit 1.0), "
+    if worst > 0.5 or gen32 != gen64:
+        msg = (f"float32 and float64 disagree by {worst:.2f} of a tolerance at {where} (limit 0.5), "
                f"or their greedy tokens differ: the reference would be noise; lower --init-range")
         if not args.force:
             shutil.rmtree(out)

@@ -130,7 +130,10 @@ impl Checkpoint {
         let close = |atol, rtol| Tolerance::Close { atol, rtol };
         match self {
             Checkpoint::Embeddings => close(1e-6, 0.0),
-            Checkpoint::LayerNorm => close(1e-5, 1e-5),
+            // 1e-5 until measured on the GPT-2-medium shape: HF's own float32 ln_1 at layer 19
+            // is 8.9e-6 from its float64 value, so two correct float32 engines can differ by more
+            // than 1e-5 there (CHECKPOINTS.md, "Where the float32 noise floor is").
+            Checkpoint::LayerNorm => close(1e-4, 1e-5),
             Checkpoint::Qkv | Checkpoint::KvCache => close(1e-4, 1e-5),
             Checkpoint::AttnScores | Checkpoint::AttnOutput => close(1e-4, 1e-5),
             Checkpoint::Ffn | Checkpoint::BlockOutput => close(1e-4, 1e-5),
