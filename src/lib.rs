@@ -15,7 +15,7 @@ pub mod tokenizer;
 pub mod validate;
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -207,9 +207,4 @@ fn print_out(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing to stdout"),
     }
-}
-
-#[doc(hidden)]
-pub fn default_model_dir() -> &'static Path {
-    Path::new(DEFAULT_MODEL_DIR)
 }

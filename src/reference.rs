@@ -26,6 +26,20 @@ pub struct Manifest {
     pub cases: Vec<Case>,
 }
 
+impl From<&Config> for ModelInfo {
+    fn from(c: &Config) -> ModelInfo {
+        ModelInfo {
+            n_layer: c.n_layer,
+            n_head: c.n_head,
+            n_embd: c.n_embd,
+            n_positions: c.n_positions,
+            vocab_size: c.vocab_size,
+            layer_norm_epsilon: c.layer_norm_epsilon,
+            n_inner: c.n_inner,
+        }
+    }
+}
+
 /// The model sizes the dump was made with; must equal the model being validated.
 #[derive(Debug, Deserialize, Serialize, PartialEq)]
 pub struct ModelInfo {
@@ -39,7 +53,7 @@ pub struct ModelInfo {
 }
 
 #[derive(Debug, Deserialize, Serialize, Clone)]
-pub struct Sampling {
+pub struct SamplingSettings {
     pub temperature: f64,
     pub top_k: Option<usize>,
     pub top_p: Option<f64>,
@@ -51,7 +65,7 @@ pub struct Case {
     pub prompt: Option<String>,
     pub token_ids: Vec<u32>,
     /// The settings checkpoint 11's probabilities were filtered with.
-    pub sampling: Sampling,
+    pub sampling: SamplingSettings,
     /// HF's argmax after the prompt (checkpoint 10), also the token of checkpoint 3's decode step.
     pub next_token: u32,
     pub max_new_tokens: usize,
@@ -135,15 +149,7 @@ impl Reference {
 
     /// Refuses a dump made for a model of other sizes: its numbers would mean nothing here.
     pub fn check_model(&self, config: &Config) -> Result<()> {
-        let ours = ModelInfo {
-            n_layer: config.n_layer,
-            n_head: config.n_head,
-            n_embd: config.n_embd,
-            n_positions: config.n_positions,
-            vocab_size: config.vocab_size,
-            layer_norm_epsilon: config.layer_norm_epsilon,
-            n_inner: config.n_inner,
-        };
+        let ours = ModelInfo::from(config);
         if ours != self.manifest.model {
             bail!(
                 "the reference in {} was made for another model: manifest has {:?}, the model's \

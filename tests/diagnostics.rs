@@ -29,8 +29,8 @@ fn run_counts(stdout: &str) -> (usize, usize) {
 fn until_fail_and_bisect_find_the_same_first_failure_and_bisect_runs_less() {
     let refs = perturbed_at_5_layer_1();
     let expected = "first failure: case hello, checkpoint 5 (attention output), layer 1";
-    let seq = run(&["validate", "--reference", refs.path(), "--case", "hello", "--until-fail"]);
-    let bis = run(&["validate", "--reference", refs.path(), "--case", "hello", "--bisect"]);
+    let seq = refs.validate_hello(&["--until-fail"]);
+    let bis = refs.validate_hello(&["--bisect"]);
     for out in [&seq, &bis] {
         assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
         assert_eq!(last_line(&out.stdout), expected, "{}", out.stdout);
@@ -56,7 +56,7 @@ fn searches_report_no_failure_on_a_clean_reference() {
 fn a_failure_at_the_very_first_site_is_found() {
     let refs = RefCopy::new();
     refs.edit_tensor("hello", 0, None, "embeddings", |a| a[[0, 0]] = 9.0);
-    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--bisect"]);
+    let out = refs.validate_hello(&["--bisect"]);
     assert_eq!(out.code, 1);
     assert_eq!(last_line(&out.stdout), "first failure: case hello, checkpoint 0 (embeddings)");
 }
@@ -65,7 +65,7 @@ fn a_failure_at_the_very_first_site_is_found() {
 fn nan_in_a_reference_fails_with_a_clear_row() {
     let refs = RefCopy::new();
     refs.edit_tensor("hello", 7, Some(0), "block_out", |a| a[[1, 5]] = f32::NAN);
-    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--checkpoint", "7"]);
+    let out = refs.validate_hello(&["--checkpoint", "7"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("block_out: 1 of 128 elements"), "{}", out.stdout);
     assert!(out.stdout.contains("worst at [1, 5]"), "{}", out.stdout);
@@ -75,18 +75,7 @@ fn nan_in_a_reference_fails_with_a_clear_row() {
 #[test]
 fn verbose_shows_mismatches_and_a_histogram() {
     let refs = perturbed_at_5_layer_1();
-    let out = run(&[
-        "validate",
-        "--reference",
-        refs.path(),
-        "--case",
-        "hello",
-        "--checkpoint",
-        "5",
-        "--layer",
-        "1",
-        "-v",
-    ]);
+    let out = refs.validate_hello(&["--checkpoint", "5", "--layer", "1", "-v"]);
     assert_eq!(out.code, 1);
     assert!(out.stdout.contains("    at [1, 3]: ours "), "{}", out.stdout);
     assert!(out.stdout.contains("|diff|   count"), "{}", out.stdout);
@@ -100,7 +89,7 @@ fn verbose_shows_mismatches_and_a_histogram() {
 #[test]
 fn quiet_prints_only_failures() {
     let refs = perturbed_at_5_layer_1();
-    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--layer", "all", "-q"]);
+    let out = refs.validate_hello(&["--layer", "all", "-q"]);
     assert_eq!(out.code, 1);
     assert!(!out.stdout.contains("PASS"), "{}", out.stdout);
     assert_eq!(out.stdout.matches("FAIL").count(), 1, "{}", out.stdout);
@@ -145,17 +134,7 @@ fn redact(v: &mut Value) {
 #[test]
 fn golden_table() {
     let refs = perturbed_at_5_layer_1();
-    let out = run(&[
-        "validate",
-        "--reference",
-        refs.path(),
-        "--case",
-        "hello",
-        "--checkpoint",
-        "4,5",
-        "--layer",
-        "all",
-    ]);
+    let out = refs.validate_hello(&["--checkpoint", "4,5", "--layer", "all"]);
     assert_eq!(out.code, 1);
     // Numbers differ in their last bits between CPUs whose matrix kernels differ: the layout is
     // what this pins.
@@ -167,19 +146,7 @@ fn golden_table() {
 #[test]
 fn golden_json() {
     let refs = perturbed_at_5_layer_1();
-    let out = run(&[
-        "validate",
-        "--reference",
-        refs.path(),
-        "--case",
-        "hello",
-        "--checkpoint",
-        "5,10",
-        "--format",
-        "json",
-        "--layer",
-        "1",
-    ]);
+    let out = refs.validate_hello(&["--checkpoint", "5,10", "--format", "json", "--layer", "1"]);
     assert_eq!(out.code, 1);
     let mut doc: Value = serde_json::from_str(&out.stdout).unwrap();
     redact(&mut doc);

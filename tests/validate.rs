@@ -58,17 +58,7 @@ fn assert_perturbation_caught(cp: u64, layer: Option<u64>, name: &str, title: &s
         *first += 1.0;
     });
     let cp_arg = cp.to_string();
-    let out = run(&[
-        "validate",
-        "--reference",
-        refs.path(),
-        "--case",
-        "hello",
-        "--checkpoint",
-        &cp_arg,
-        "--layer",
-        "all",
-    ]);
+    let out = refs.validate_hello(&["--checkpoint", &cp_arg, "--layer", "all"]);
     assert_eq!(out.code, 1, "perturbed {name} at checkpoint {cp}: {}{}", out.stdout, out.stderr);
     let at = layer.map(|l| format!(", layer {l}")).unwrap_or_default();
     let expected = format!("first failure: case hello, checkpoint {cp} ({title}){at}, {name}");
@@ -138,7 +128,7 @@ fn a_masked_future_score_is_not_compared() {
     // [head 0, query 0, key 1] is in the future of query 0: HF holds the float minimum there.
     let refs = RefCopy::new();
     refs.edit_tensor("hello", 4, Some(0), "scores", |a| a[[0, 0, 1]] = 12345.0);
-    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--checkpoint", "4"]);
+    let out = refs.validate_hello(&["--checkpoint", "4"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("masked future entries excluded from the diff"));
 }
@@ -150,7 +140,7 @@ fn a_different_hf_argmax_fails_checkpoint_10() {
     let hf = m["cases"][0]["next_token"].as_u64().unwrap();
     m["cases"][0]["next_token"] = (hf + 1).into();
     refs.set_manifest(&m);
-    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--checkpoint", "10"]);
+    let out = refs.validate_hello(&["--checkpoint", "10"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("first failure: case hello, checkpoint 10 (argmax)"), "{}", out.stdout);
     assert!(out.stdout.contains(&format!("ours {hf} (logit")), "{}", out.stdout);
@@ -164,7 +154,7 @@ fn a_different_hf_generation_names_the_first_differing_token() {
     let ours3 = ids[3].as_u64().unwrap();
     m["cases"][0]["generated_ids"][3] = (ours3 + 1).into();
     refs.set_manifest(&m);
-    let out = run(&["validate", "--reference", refs.path(), "--case", "hello", "--checkpoint", "12"]);
+    let out = refs.validate_hello(&["--checkpoint", "12"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     let expected = format!("first difference at new token 3: ours {ours3}, HF {}", ours3 + 1);
     assert!(out.stdout.contains(&expected), "{}", out.stdout);

@@ -75,6 +75,11 @@ impl RefCopy {
         fs::write(self.dir.path().join("manifest.json"), serde_json::to_string_pretty(m).unwrap()).unwrap();
     }
 
+    /// Runs `llorch validate --reference <this copy> --case hello` plus `args`.
+    pub fn validate_hello(&self, args: &[&str]) -> Output {
+        run(&[&["validate", "--reference", self.path(), "--case", "hello"], args].concat())
+    }
+
     /// The .npy file of (case, checkpoint, layer, name), from the manifest.
     pub fn tensor_path(&self, case: &str, cp: u64, layer: Option<u64>, name: &str) -> PathBuf {
         let m = self.manifest();
