@@ -51,10 +51,9 @@ impl Attention {
         }
 
         let want_scores = tape.wants(Checkpoint::AttnScores, Some(layer));
-        let total = past + t;
-        let mut scores =
-            Array3::<f32>::from_elem(if want_scores { (nh, t, total) } else { (0, 0, 0) }, f32::NEG_INFINITY);
-        let mut probs = Array3::<f32>::zeros(scores.raw_dim()); // [nh, T, past+T] when recorded
+        let recorded_shape = if want_scores { (nh, t, past + t) } else { (0, 0, 0) };
+        let mut scores = Array3::<f32>::zeros(recorded_shape); // [nh, T, past+T] when recorded
+        let mut probs = Array3::<f32>::zeros(recorded_shape); // [nh, T, past+T] when recorded
         let mut y = Array2::<f32>::zeros((t, c)); // [T, C], heads merged
         // HF multiplies by head_dim^-0.5, computed in double and applied in float32.
         let scale = (hd as f64).powf(-0.5) as f32;
@@ -63,14 +62,12 @@ impl Attention {
                 cache.append_head(layer, h, k.index_axis(Axis(0), h), v.index_axis(Axis(0), h)); // [past+T, hd]
             let mut att = q.index_axis(Axis(0), h).dot(&k_all.t()); // [T, past+T]
             att *= scale;
-            for (i, mut row) in att.rows_mut().into_iter().enumerate() {
-                // Query i sits at position past+i and sees keys 0..=past+i.
-                let visible = past + i + 1;
-                if want_scores {
-                    scores.slice_mut(s![h, i, ..visible]).assign(&row.slice(s![..visible]));
-                }
-                softmax_in_place(row.slice_mut(s![..visible]).as_slice_mut().expect("row is contiguous"));
-                row.slice_mut(s![visible..]).fill(0.0);
+            mask_future(&mut att, past);
+            if want_scores {
+                scores.index_axis_mut(Axis(0), h).assign(&att);
+            }
+            for mut row in att.rows_mut() {
+                softmax_in_place(row.as_slice_mut().expect("rows of a standard-layout array are contiguous"));
             }
             if want_scores {
                 probs.index_axis_mut(Axis(0), h).assign(&att);
@@ -85,6 +82,14 @@ impl Attention {
         let out = self.c_proj.forward(y.view()); // [T, C]
         hook(tape, Site::new(Checkpoint::AttnOutput, Some(layer), "attn_out"), out.view())?;
         Ok(out)
+    }
+}
+
+/// The causal mask: query i of a chunk that starts at position `past` sees keys 0..=past+i; the
+/// later keys get −∞, so softmax gives them exactly 0 (HF adds the float minimum instead).
+fn mask_future(att: &mut Array2<f32>, past: usize) {
+    for (i, mut row) in att.rows_mut().into_iter().enumerate() {
+        row.slice_mut(s![past + i + 1..]).fill(f32::NEG_INFINITY);
     }
 }
 
