@@ -28,6 +28,10 @@ for entry in "${MODELS[@]}"; do
     name=${entry%%|*}
     args=${entry#*|}
     dir="$CACHE/$name-$(inputs_hash "$args")"
+    # Models made from older inputs are stale: drop them so the cache stays one model per shape.
+    for old in "$CACHE/$name"-*; do
+        if [ -e "$old" ] && [ "$old" != "$dir" ]; then rm -rf "$old"; fi
+    done
     if [ ! -f "$dir/reference/manifest.json" ]; then
         echo "--- making $name ($args)"
         rm -rf "$dir"
