@@ -15,7 +15,7 @@ pub mod tokenizer;
 pub mod validate;
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -44,43 +44,50 @@ fn model_dir(arg: Option<PathBuf>) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// MODEL/reference unless --reference names another directory.
+fn reference_dir(arg: Option<PathBuf>, model_dir: &Path) -> Result<PathBuf> {
+    if let Some(dir) = arg {
+        return Ok(dir);
+    }
+    let dir = model_dir.join("reference");
+    if !dir.is_dir() {
+        bail!(
+            "no reference for {}: pass --reference DIR, or make one with \
+             `python scripts/dump_reference.py --model {} --out {}`",
+            model_dir.display(),
+            model_dir.display(),
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+fn parse_layers(arg: &str) -> Result<validate::Layers> {
+    match arg.trim() {
+        l if l.eq_ignore_ascii_case("all") => Ok(validate::Layers::All),
+        l => Ok(validate::Layers::One(
+            l.parse().with_context(|| format!("--layer takes a layer number or \"all\", not {l:?}"))?,
+        )),
+    }
+}
+
 fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
-    let model_dir = model_dir(args.model)?;
-    let reference_dir = match args.reference {
-        Some(dir) => dir,
-        None => {
-            let dir = model_dir.join("reference");
-            if !dir.is_dir() {
-                bail!(
-                    "no reference for {}: pass --reference DIR, or make one with \
-                     `python scripts/dump_reference.py --model {} --out {}`",
-                    model_dir.display(),
-                    model_dir.display(),
-                    dir.display()
-                );
-            }
-            dir
-        }
-    };
+    let model_dir = model_dir(args.model.clone())?;
+    let reference_dir = reference_dir(args.reference.clone(), &model_dir)?;
     let strategy = match (args.until_fail, args.bisect) {
         (true, _) => Some(search::Strategy::Sequential),
         (_, true) => Some(search::Strategy::Bisect),
         _ => None,
     };
-    let layer_default = if strategy.is_some() { "all" } else { "0" };
-    let layers = match args.layer.as_deref().unwrap_or(layer_default).trim() {
-        l if l.eq_ignore_ascii_case("all") => validate::Layers::All,
-        l => validate::Layers::One(
-            l.parse().with_context(|| format!("--layer takes a layer number or \"all\", not {l:?}"))?,
-        ),
-    };
+    let layers = parse_layers(args.layer.as_deref().unwrap_or(if strategy.is_some() { "all" } else { "0" }))?;
     for (flag, value) in [("--atol", args.atol), ("--rtol", args.rtol)] {
         if let Some(v) = value {
             anyhow::ensure!(v.is_finite() && v >= 0.0, "{flag} must be a non-negative number, not {v}");
         }
     }
     let checkpoints = checkpoint::parse_selection(&args.checkpoint).context("in --checkpoint")?;
-    // Opened before the run, so an unwritable path fails in a second, not after the work.
+    // Opened before the run, so an unwritable path fails in a second, not after the work; removed
+    // again if the run fails, so no empty file poses as a report.
     let output = match &args.output {
         Some(path) => Some(
             std::fs::File::create(path)
@@ -88,11 +95,27 @@ fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
+    let result =
+        validate_and_report(&args, &model_dir, &reference_dir, strategy, layers, &checkpoints, output);
+    if let (Err(_), Some(path)) = (&result, &args.output) {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
 
-    let mut session = validate::Session::open(&model_dir, &reference_dir, validate::progress_bar())?;
+fn validate_and_report(
+    args: &ValidateArgs,
+    model_dir: &Path,
+    reference_dir: &Path,
+    strategy: Option<search::Strategy>,
+    layers: validate::Layers,
+    checkpoints: &[checkpoint::Checkpoint],
+    output: Option<std::fs::File>,
+) -> Result<ExitCode> {
+    let mut session = validate::Session::open(model_dir, reference_dir, validate::progress_bar())?;
     session.atol = args.atol;
     session.rtol = args.rtol;
-    let sites = validate::plan(&checkpoints, &session.layers(layers)?);
+    let sites = validate::plan(checkpoints, &session.layers(layers)?);
     let cases = session.reference.cases(args.case.as_deref())?;
     let report = match strategy {
         None => {

@@ -498,7 +498,7 @@ impl Tape for ComparingTape<'_> {
 
 /// A progress bar on stderr; indicatif draws nothing when stderr is not a terminal.
 pub fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
+    let bar = ProgressBar::new_spinner().with_finish(indicatif::ProgressFinish::AndClear);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} ({pos} tensors, {elapsed})").expect("valid template"),
     );

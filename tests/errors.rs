@@ -355,3 +355,11 @@ fn output_file_receives_the_report() {
     let doc: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
     assert!(doc["rows"].as_array().unwrap().iter().all(|r| r["passed"] == true));
 }
+
+#[test]
+fn no_report_file_is_left_behind_by_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.txt");
+    assert_error(&["validate", "--case", "nope", "--output", path.to_str().unwrap()], "no case \"nope\"");
+    assert!(!path.exists(), "an empty report file would pose as a result");
+}
