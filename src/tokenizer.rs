@@ -68,13 +68,6 @@ impl Gpt2Tokenizer {
     > {
         self.inner.decode_stream(false)
     }
-
-    pub fn save_json(&self, path: &Path) -> Result<()> {
-        self.inner
-            .save(path, false)
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("writing {}", path.display()))
-    }
 }
 
 fn path_str(path: &Path) -> Result<&str> {

@@ -13,7 +13,6 @@ use safetensors::{Dtype, SafeTensors};
 
 /// One weight tensor: where its float32 values are, and its shape.
 pub struct Param {
-    name: String,
     shape: Vec<usize>,
     storage: Storage,
 }
@@ -26,14 +25,6 @@ enum Storage {
 }
 
 impl Param {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
     fn values(&self) -> &[f32] {
         match &self.storage {
             // Alignment and length were checked when the Param was made.
@@ -103,7 +94,7 @@ impl Weights {
         if info.dtype != Dtype::F32 {
             bail!(
                 "tensor {full:?} in {} is {:?}; llorch computes in float32 and reads F32 \
-                 checkpoints only (save the model with torch_dtype=torch.float32)",
+                 checkpoints only (convert with model.float().save_pretrained(DIR))",
                 self.path.display(),
                 info.dtype
             );
@@ -119,7 +110,7 @@ impl Weights {
                 raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             )
         };
-        Ok(Param { name: full, shape: shape.to_vec(), storage })
+        Ok(Param { shape: shape.to_vec(), storage })
     }
 }
 
