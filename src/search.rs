@@ -59,6 +59,14 @@ fn summary(
     Search { strategy, forward_runs, sequential_runs, sites, first_failure }
 }
 
+/// One probe: a forward run that checks `sites` and stops after the last of them (or at the
+/// first failure). Returns whether anything failed, and the rows.
+fn probe(session: &Session, case: &Case, sites: &[SiteKey], runs: &mut usize) -> Result<(bool, Vec<Row>)> {
+    let rows = session.check(case, sites, true)?;
+    *runs += 1;
+    Ok((rows.iter().any(|r| !r.passed), rows))
+}
+
 /// Sequential: site after site, one forward run each. Returns the first failing index.
 fn walk(
     session: &Session,
@@ -69,10 +77,8 @@ fn walk(
 ) -> Result<Option<usize>> {
     for (i, site) in sites.iter().enumerate() {
         session.progress.set_message(format!("case {}: site {}/{}", case.name, i + 1, sites.len()));
-        let probe = session.check(case, std::slice::from_ref(site), true)?;
-        *runs += 1;
-        let failed = probe.iter().any(|r| !r.passed);
-        rows.extend(probe);
+        let (failed, out) = probe(session, case, std::slice::from_ref(site), runs)?;
+        rows.extend(out);
         if failed {
             return Ok(Some(i));
         }
@@ -90,16 +96,14 @@ fn bisect(
     rows: &mut Vec<Row>,
     runs: &mut usize,
 ) -> Result<Option<usize>> {
-    let probe = |lo: usize, m: usize, runs: &mut usize| -> Result<(bool, Vec<Row>)> {
+    let range = |lo: usize, m: usize, runs: &mut usize| {
         session.progress.set_message(format!("case {}: bisect, sites {lo}..={m}", case.name));
-        let out = session.check(case, &sites[lo..=m], true)?;
-        *runs += 1;
-        Ok((out.iter().any(|r| !r.passed), out))
+        probe(session, case, &sites[lo..=m], runs)
     };
     if sites.is_empty() {
         return Ok(None);
     }
-    let (any, out) = probe(0, sites.len() - 1, runs)?;
+    let (any, out) = range(0, sites.len() - 1, runs)?;
     if !any {
         rows.extend(out);
         return Ok(None);
@@ -108,7 +112,7 @@ fn bisect(
     let mut last_failing = out;
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let (failed, out) = probe(lo, mid, runs)?;
+        let (failed, out) = range(lo, mid, runs)?;
         if failed {
             hi = mid;
             last_failing = out;
