@@ -92,9 +92,11 @@ impl Report {
         (passed, self.rows.len() - passed)
     }
 
-    /// The first failing row in forward order: where the engine first goes wrong.
+    /// The first failing row: rows are in forward order within each case (embeddings, then
+    /// checkpoints 1–7 layer by layer, then the head), so this is where the engine first goes
+    /// wrong.
     pub fn first_failure(&self) -> Option<&Row> {
-        self.rows.iter().filter(|r| !r.passed).min_by_key(|r| (r.checkpoint, r.layer))
+        self.rows.iter().find(|r| !r.passed)
     }
 
     pub fn to_json(&self) -> String {

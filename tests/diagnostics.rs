@@ -152,3 +152,18 @@ fn golden_json() {
     redact(&mut doc);
     insta::assert_json_snapshot!(doc);
 }
+
+#[test]
+fn first_failure_follows_the_forward_pass_not_checkpoint_numbers() {
+    // Layer 0's block output (checkpoint 7) runs before layer 1's layer norm (checkpoint 1).
+    let refs = RefCopy::new();
+    refs.edit_tensor("hello", 7, Some(0), "block_out", |a| a[[0, 0]] += 1.0);
+    refs.edit_tensor("hello", 1, Some(1), "ln_1", |a| a[[0, 0]] += 1.0);
+    let out = refs.validate_hello(&["--layer", "all"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("first failure: case hello, checkpoint 7 (block output), layer 0, block_out"),
+        "{}",
+        out.stdout
+    );
+}
