@@ -21,6 +21,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Generate text with the same engine (greedy with --temp 0, or sampled).
     Generate(GenerateArgs),
+    /// List the 13 checkpoints: what each compares and its default tolerance.
+    Checkpoints,
 }
 
 #[derive(clap::Args, Debug)]

@@ -33,6 +33,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => run_validate(args),
         Command::Generate(args) => run_generate(args),
+        Command::Checkpoints => {
+            print_out(&report::checkpoint_table())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -204,6 +204,29 @@ fn verbose(row: &Row) -> String {
     out
 }
 
+/// `llorch checkpoints`: the checkpoint definitions of src/checkpoint.rs as a table.
+pub fn checkpoint_table() -> String {
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
+    table.force_no_tty();
+    table.set_header(["cp", "name", "per layer", "tensors", "tolerance"]);
+    for cp in Checkpoint::ALL {
+        let tensors = match cp {
+            Checkpoint::Argmax => "next_token (token id)".to_string(),
+            Checkpoint::Generation => "generated_ids, generated_text".to_string(),
+            _ => cp.tensors().join(", "),
+        };
+        table.add_row(vec![
+            cp.index().to_string(),
+            cp.title().to_string(),
+            if cp.per_layer() { "yes" } else { "no" }.to_string(),
+            tensors,
+            cp.tolerance().to_string(),
+        ]);
+    }
+    format!("{table}\nDefinitions and the HF source of each reference: CHECKPOINTS.md\n")
+}
+
 /// A sentence under the table for rows that need more than numbers: exact checks, masked
 /// entries, and the worst element of every failure.
 fn explain(row: &Row) -> Option<String> {

@@ -167,3 +167,11 @@ fn first_failure_follows_the_forward_pass_not_checkpoint_numbers() {
         out.stdout
     );
 }
+
+/// The checkpoint list pins every default tolerance: changing one shows up in review.
+#[test]
+fn golden_checkpoint_list() {
+    let out = run(&["checkpoints"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    insta::assert_snapshot!(out.stdout);
+}
