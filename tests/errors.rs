@@ -363,3 +363,14 @@ fn no_report_file_is_left_behind_by_an_error() {
     assert_error(&["validate", "--case", "nope", "--output", path.to_str().unwrap()], "no case \"nope\"");
     assert!(!path.exists(), "an empty report file would pose as a result");
 }
+
+#[test]
+fn empty_files() {
+    assert_model_error(&model_with_safetensors(&[]), "is not a valid safetensors file: header too small");
+    let refs = RefCopy::new();
+    fs::write(refs.tensor_path("hello", 0, None, "embeddings"), b"").unwrap();
+    assert_error(
+        &["validate", "--reference", refs.path(), "--checkpoint", "0"],
+        "is not a float32 .npy file",
+    );
+}
