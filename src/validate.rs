@@ -291,11 +291,7 @@ impl CaseRun<'_> {
     }
 
     /// Checkpoint 3: the cache after the prompt, then after one decode step with HF's argmax.
-    fn kv_cache(
-        &mut self,
-        cache: &mut KvCache,
-        kept: &HashMap<(Checkpoint, Option<usize>, &str), ArrayD<f32>>,
-    ) -> Result<()> {
+    fn kv_cache(&mut self, cache: &mut KvCache, kept: &HashMap<Key, ArrayD<f32>>) -> Result<()> {
         let cp = Checkpoint::KvCache;
         let t = cache.len();
         let mut before: Vec<(usize, Array3<f32>, Array3<f32>)> = Vec::new();
