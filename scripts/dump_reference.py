@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """Dump llorch reference tensors from Hugging Face transformers.
 
-Loads an HF GPT-2 model directory with GPT2LMHeadModel (eager attention, float32, eval) and
-captures every checkpoint tensor from HF's own modules: forward hooks, HF's eager attention
-function, past_key_values, the logits, HF's logits warpers and `generate`. Nothing here comes
-from llorch's Rust code. Writes one .npy per tensor plus manifest.json; the format is described
-in CHECKPOINTS.md ("Reference dump format").
+Loads an HF GPT-2 model directory with GPT2LMHeadModel (eager attention, eval, float32 or
+float64) and captures every checkpoint tensor from HF's own modules: forward hooks, HF's eager
+attention function, past_key_values, the logits, HF's logits warpers and `generate`. Nothing
+here comes from llorch's Rust code. Writes one .npy per tensor plus manifest.json; the format is
+described in CHECKPOINTS.md ("Reference dump format").
+
+With --dtype float64 the whole model runs in double precision: that dump is the truth that
+llorch measures both its own engine and PyTorch's float32 run against (the accuracy verdict).
 
     python scripts/dump_reference.py --model DIR --prompt "Hello." --out DIR
-    python scripts/dump_reference.py --model DIR --cases cases.json --out DIR
+    python scripts/dump_reference.py --model DIR --cases cases.json --out DIR/reference
+    python scripts/dump_reference.py --model DIR --cases cases.json --dtype float64 --out DIR/reference-f64
 """
 
 import argparse
 import contextlib
+import hashlib
 import json
 import platform
 import shutil
@@ -32,6 +37,7 @@ from transformers.generation.logits_process import (
 from transformers.models.gpt2 import modeling_gpt2
 
 FORMAT = "llorch-reference/1"
+DTYPES = {"float32": (torch.float32, np.float32, "f32"), "float64": (torch.float64, np.float64, "f64")}
 
 
 def load_model(model_dir, dtype=torch.float32):
@@ -203,14 +209,15 @@ def read_cases(args):
     return cases
 
 
-def library_versions():
+def library_versions(dtype):
     return {
+        "name": f"pytorch-{DTYPES[dtype][2]}",
         "script": "scripts/dump_reference.py",
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "numpy": np.__version__,
-        "dtype": "float32",
+        "dtype": dtype,
         "attn_implementation": "eager",
     }
 
@@ -239,13 +246,18 @@ def main():
     p.add_argument("--top-k", type=int, default=None, help="checkpoint 11 top-k (default off)")
     p.add_argument("--top-p", type=float, default=None, help="checkpoint 11 top-p (default off)")
     p.add_argument("--max-new-tokens", type=int, default=10, help="checkpoint 12 generation length (default 10)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="precision HF runs and the dump is written in (default float32; float64 is the truth "
+                        "of llorch's accuracy verdict)")
     args = p.parse_args()
 
     torch.manual_seed(0)
-    model = load_model(args.model)
+    torch_dtype, np_dtype, _ = DTYPES[args.dtype]
+    model = load_model(args.model, torch_dtype)
     tokenizer = load_tokenizer(args.model)
     out = Path(args.out)
-    manifest = {"format": FORMAT, "generator": library_versions(), "model": model_info(model.config), "cases": []}
+    manifest = {"format": FORMAT, "generator": library_versions(args.dtype), "model": model_info(model.config),
+                "cases": []}
     for case in read_cases(args):
         if "token_ids" in case:
             token_ids = [int(t) for t in case["token_ids"]]
@@ -264,11 +276,17 @@ def main():
             shutil.rmtree(case_dir)
         case_dir.mkdir(parents=True)
         entries = []
+        written = {}  # content hash -> file: a tensor identical to one already written points to it
         for cp, layer, name, array in tensors:
-            rel = file_name(case["name"], cp, layer, name)
-            np.save(out / rel, np.ascontiguousarray(array, dtype=np.float32))
+            array = np.ascontiguousarray(array, dtype=np_dtype)
+            key = hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
+            rel = written.get(key)
+            if rel is None:  # HF's cache holds c_attn's K and V themselves: k_cache is k, bit for bit
+                rel = file_name(case["name"], cp, layer, name)
+                np.save(out / rel, array)
+                written[key] = rel
             entries.append({"checkpoint": cp, "layer": layer, "name": name, "file": rel,
-                            "shape": list(array.shape), "dtype": "float32"})
+                            "shape": list(array.shape), "dtype": args.dtype})
         text = None
         if tokenizer is not None:
             text = tokenizer.decode(token_ids + results["generated_ids"], skip_special_tokens=False,
@@ -284,7 +302,7 @@ def main():
             "generated_text": text,
             "tensors": entries,
         })
-        print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors, "
+        print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {len(written)} files, "
               f"greedy continuation {results['generated_ids']}", file=sys.stderr)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"wrote {out / 'manifest.json'}", file=sys.stderr)

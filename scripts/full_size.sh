@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Full-size GPT-2 shapes end to end: random-weight models in the GPT-2-small (124M) and
-# GPT-2-medium (355M) shapes, HF references for "Hello." and a 345-token prompt with non-ASCII
-# text, and `llorch validate --checkpoint all --layer all` on each. Called by .ci/run.
+# GPT-2-medium (355M) shapes, HF references (float32, and the float64 truth) for "Hello." and a
+# 345-token prompt with non-ASCII text, and `llorch validate --checkpoint all --layer all` on
+# each: ours, PyTorch float32 and float64 against each other, with the accuracy verdict. Called by .ci/run.
 #
 # Models and references are cached under ~/.cache/llorch/full-size, keyed by the hash of
 # everything that determines them (scripts, pins, cases, shape arguments); a fresh machine
@@ -38,12 +39,14 @@ for entry in "${MODELS[@]}"; do
         mkdir -p "$CACHE"
         # shellcheck disable=SC2086
         "$PYTHON" scripts/make_random_gpt2.py --out "$dir" $args
+        "$PYTHON" scripts/dump_reference.py --model "$dir" --cases "$CASES" --dtype float64 \
+            --out "$dir/reference-f64"
         "$PYTHON" scripts/dump_reference.py --model "$dir" --cases "$CASES" --out "$dir/reference.tmp"
-        mv "$dir/reference.tmp" "$dir/reference"
+        mv "$dir/reference.tmp" "$dir/reference"  # last: its manifest marks the model complete
     else
         echo "--- $name: cached in $dir"
     fi
-    echo "--- validating $name: every checkpoint, every layer, both cases"
+    echo "--- validating $name: every checkpoint, every layer, both cases, both references"
     start=$SECONDS
     "$LLORCH" validate --model "$dir" --checkpoint all --layer all
     echo "--- $name validated in $((SECONDS - start))s"

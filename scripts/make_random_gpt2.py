@@ -25,16 +25,13 @@ from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import checkpoint_table  # noqa: E402
 import dump_reference  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TOKENIZER = REPO / "fixtures" / "gpt2-tokenizer"
 GPT2_VOCAB = 50257
 EOS = 50256
-
-# Default atol per checkpoint, as in CHECKPOINTS.md and src/checkpoint.rs.
-ATOL = {0: 1e-6, 1: 1e-4, 2: 1e-4, 3: 1e-4, 4: 1e-4, 5: 1e-4, 6: 1e-4, 7: 1e-4, 8: 1e-3, 9: 1e-3, 11: 1e-6}
-RTOL = {0: 0.0, 1: 1e-5, 2: 1e-5, 3: 1e-5, 4: 1e-5, 5: 1e-5, 6: 1e-5, 7: 1e-5, 8: 1e-5, 9: 1e-5, 11: 0.0}
 
 
 def randomize_norms_and_biases(model, scale, generator):
@@ -66,6 +63,7 @@ def openai_state_dict(model):
 def float64_check(model_dir, prompt_ids):
     """Runs HF in float32 and float64; returns (worst ratio of |f32 − f64| to the checkpoint's
     allowance, where it was)."""
+    table = checkpoint_table.load()  # the tolerances, from llorch itself
     f32 = dump_reference.load_model(model_dir, torch.float32)
     f64 = dump_reference.load_model(model_dir, torch.float64)
     sampling = {"temperature": 1.0, "top_k": None, "top_p": None}
@@ -74,10 +72,11 @@ def float64_check(model_dir, prompt_ids):
     worst, where = 0.0, None
     for (cp, layer, name, a), (_, _, _, b) in zip(t32, t64):
         a, b = a.astype(np.float64), b.astype(np.float64)
-        if name == "scores":  # masked future entries hold each dtype's minimum
+        if checkpoint_table.masked(table, cp, name):  # masked future entries hold each dtype's minimum
             keep = np.tril(np.ones(a.shape[-2:], dtype=bool))
             a, b = a[..., keep], b[..., keep]
-        allowed = ATOL[cp] + RTOL[cp] * np.abs(b)
+        tol = table[cp]["tolerance"]
+        allowed = tol["atol"] + tol["rtol"] * np.abs(b)
         ratio = float(np.max(np.abs(a - b) / allowed))
         if ratio > worst:
             worst, where = ratio, f"checkpoint {cp} layer {layer} {name}"

@@ -21,8 +21,15 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Generate text with the same engine (greedy with --temp 0, or sampled).
     Generate(GenerateArgs),
-    /// List the 13 checkpoints: what each compares and its default tolerance.
-    Checkpoints,
+    /// List the 13 checkpoints: their tensors, tolerances and accuracy rules.
+    Checkpoints(CheckpointsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckpointsArgs {
+    /// Output: a table for people, or JSON (the Python scripts read their tolerances from it).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
 }
 
 #[derive(clap::Args, Debug)]
@@ -32,9 +39,11 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
 
-    /// Reference dump directory (manifest.json + .npy files). Default: MODEL/reference.
+    /// Reference dump directory (manifest.json + .npy files); repeat it to compare several
+    /// references with ours and with each other in one run. A float64 dump is the truth of
+    /// the accuracy verdict, the first float32 dump its peer. Default: every MODEL/reference*.
     #[arg(long, value_name = "DIR")]
-    pub reference: Option<PathBuf>,
+    pub reference: Vec<PathBuf>,
 
     /// Checkpoints to check: a number 0-12, a list and ranges ("1,2,7", "0-7"), or "all".
     #[arg(long, short = 'c', value_name = "N|LIST|all", default_value = "all")]
@@ -82,6 +91,11 @@ pub struct ValidateArgs {
     /// Also print each failing tensor's first mismatching elements and a histogram of |diff|.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+
+    /// Test builds only: run an engine with a planted bug (or a correct variant).
+    #[cfg(feature = "planted-bugs")]
+    #[arg(long, value_enum, hide = true)]
+    pub plant: Option<crate::plant::Variant>,
 }
 
 #[derive(clap::Args, Debug)]

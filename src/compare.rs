@@ -1,15 +1,66 @@
-//! Element-wise comparison of our tensor with the reference: statistics and the verdict.
-//! Knows nothing about models or checkpoints beyond the tolerance it is handed.
+//! Element-wise comparison of two tensors: statistics and the verdict. Knows nothing about
+//! models, checkpoints or sources: it is handed two arrays (float32 or float64, compared in
+//! float64), a tolerance and a mask.
+
+use std::fmt;
 
 use anyhow::{Result, ensure};
 use ndarray::ArrayViewD;
 use serde::Serialize;
 
-use crate::checkpoint::Tolerance;
+/// How close two tensors must be: pass when |a − b| ≤ atol + rtol·|b| for every element (NaN and
+/// Inf never pass), or bit-for-bit / value-for-value equality.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Tolerance {
+    Close { atol: f64, rtol: f64 },
+    Exact,
+}
+
+impl Tolerance {
+    /// The largest difference allowed against a reference value `r`.
+    pub fn allowed(&self, r: f64) -> f64 {
+        match *self {
+            Tolerance::Close { atol, rtol } => atol + rtol * r.abs(),
+            Tolerance::Exact => 0.0,
+        }
+    }
+}
+
+/// JSON: `{"atol": .., "rtol": ..}` or `{"exact": true}`.
+impl Serialize for Tolerance {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        match *self {
+            Tolerance::Close { atol, rtol } => {
+                m.serialize_entry("atol", &atol)?;
+                m.serialize_entry("rtol", &rtol)?;
+            }
+            Tolerance::Exact => m.serialize_entry("exact", &true)?,
+        }
+        m.end()
+    }
+}
+
+impl fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Tolerance::Close { atol, rtol: 0.0 } => write!(f, "atol {atol:.0e}"),
+            Tolerance::Close { atol, rtol } => write!(f, "atol {atol:.0e} rtol {rtol:.0e}"),
+            Tolerance::Exact => write!(f, "exact"),
+        }
+    }
+}
+
+/// An element type a comparison reads: float32 (our engine, float32 dumps) or float64 (the
+/// float64 truth). Every comparison is done in float64, so a float64 reference keeps its digits.
+pub trait Element: Copy + Into<f64> {}
+impl<T: Copy + Into<f64>> Element for T {}
 
 /// Which elements take part. Attention scores compare causal entries only: the future ones are
 /// masked (HF fills them with the float minimum, we never compute them).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mask {
     All,
     /// Shape [.., T_q, T_k] with query i at key position T_k − T_q + i: keys after it excluded.
@@ -34,8 +85,8 @@ pub struct Stats {
     pub non_finite: usize,
     /// The element that is furthest outside its tolerance (or the largest diff when all pass).
     pub worst_index: Vec<usize>,
-    pub worst_ours: f32,
-    pub worst_ref: f32,
+    pub worst_ours: f64,
+    pub worst_ref: f64,
     pub cosine: f64,
     /// The first few elements out of tolerance, in memory order.
     pub first_mismatches: Vec<Mismatch>,
@@ -47,8 +98,8 @@ pub struct Stats {
 #[derive(Clone, Debug, Serialize)]
 pub struct Mismatch {
     pub index: Vec<usize>,
-    pub ours: f32,
-    pub reference: f32,
+    pub ours: f64,
+    pub reference: f64,
 }
 
 /// How many mismatching elements `Stats::first_mismatches` keeps.
@@ -81,10 +132,12 @@ impl Stats {
     }
 }
 
-/// Compares `ours` with `reference` element by element. Shapes must match exactly.
-pub fn compare(
-    ours: ArrayViewD<'_, f32>,
-    reference: ArrayViewD<'_, f32>,
+/// Compares `ours` with `reference` element by element, in float64. Shapes must match exactly.
+/// "ours" is the first source of a pair, "reference" the second, whose magnitude the rtol term
+/// scales with.
+pub fn compare<A: Element, B: Element>(
+    ours: ArrayViewD<'_, A>,
+    reference: ArrayViewD<'_, B>,
     tolerance: Tolerance,
     mask: Mask,
 ) -> Result<Stats> {
@@ -119,8 +172,8 @@ pub fn compare(
         mismatches: 0,
         non_finite: 0,
         worst_index: vec![0; shape.len()],
-        worst_ours: a.first().copied().unwrap_or(0.0),
-        worst_ref: b.first().copied().unwrap_or(0.0),
+        worst_ours: a.first().map_or(0.0, |&x| x.into()),
+        worst_ref: b.first().map_or(0.0, |&x| x.into()),
         cosine: 1.0,
         first_mismatches: Vec::new(),
         diff_decades: [0; 12],
@@ -135,13 +188,13 @@ pub fn compare(
             continue;
         }
         s.compared += 1;
-        let (x64, r64) = (x as f64, r as f64);
-        let excess = if !x.is_finite() || !r.is_finite() {
+        let (x64, r64): (f64, f64) = (x.into(), r.into());
+        let excess = if !x64.is_finite() || !r64.is_finite() {
             s.non_finite += 1;
             s.mismatches += 1;
             s.diff_decades[11] += 1;
             if s.first_mismatches.len() < MISMATCHES_KEPT {
-                s.first_mismatches.push(Mismatch { index: unravel(flat, &shape), ours: x, reference: r });
+                s.first_mismatches.push(Mismatch { index: unravel(flat, &shape), ours: x64, reference: r64 });
             }
             f64::INFINITY
         } else {
@@ -160,7 +213,11 @@ pub fn compare(
             if d > allowed {
                 s.mismatches += 1;
                 if s.first_mismatches.len() < MISMATCHES_KEPT {
-                    s.first_mismatches.push(Mismatch { index: unravel(flat, &shape), ours: x, reference: r });
+                    s.first_mismatches.push(Mismatch {
+                        index: unravel(flat, &shape),
+                        ours: x64,
+                        reference: r64,
+                    });
                 }
             }
             if allowed > 0.0 {
@@ -190,8 +247,8 @@ pub fn compare(
     };
     if s.compared > 0 {
         s.worst_index = unravel(worst_flat, &shape);
-        s.worst_ours = a[worst_flat];
-        s.worst_ref = b[worst_flat];
+        s.worst_ours = a[worst_flat].into();
+        s.worst_ref = b[worst_flat].into();
     }
     Ok(s)
 }
@@ -248,7 +305,7 @@ mod tests {
         assert!(!s.passed());
         assert_eq!(s.mismatches, 1);
         assert_eq!(s.worst_index, vec![1, 2]);
-        assert_eq!((s.worst_ours, s.worst_ref), (6.01, 6.0));
+        assert_eq!((s.worst_ours, s.worst_ref), (6.01f32 as f64, 6.0));
         assert!((s.max_abs - 0.01).abs() < 1e-6);
         assert!((s.max_rel - 0.01 / 6.0).abs() < 1e-6);
     }
@@ -313,6 +370,25 @@ mod tests {
         assert_eq!((s.diff_decades[0], s.diff_decades[4], s.diff_decades[11]), (1, 1, 1));
         assert_eq!(s.first_mismatches.len(), 1);
         assert_eq!(s.first_mismatches[0].index, vec![2]);
+    }
+
+    #[test]
+    fn a_float64_reference_is_compared_in_float64() {
+        // 0.1 is not a float32 value: ours (the float32 nearest to 0.1) is 1.5e-9 from the
+        // float64 0.1, a difference a float32 reference could not show.
+        let ours = array![0.1f32].into_dyn();
+        let truth = array![0.1f64].into_dyn();
+        let s = compare(ours.view(), truth.view(), TOL, Mask::All).unwrap();
+        assert!((s.max_abs - (0.1f32 as f64 - 0.1).abs()).abs() < 1e-18);
+        assert!(s.max_abs > 1e-9 && s.max_abs < 2e-9, "{}", s.max_abs);
+    }
+
+    #[test]
+    fn tolerance_rule_scales_with_reference() {
+        let t = Tolerance::Close { atol: 1e-4, rtol: 1e-5 };
+        assert_eq!(t.allowed(0.0), 1e-4);
+        assert!((t.allowed(-100.0) - 1.1e-3).abs() < 1e-12);
+        assert_eq!(Tolerance::Exact.allowed(5.0), 0.0);
     }
 
     #[test]

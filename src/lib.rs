@@ -6,8 +6,11 @@ pub mod cli;
 pub mod compare;
 pub mod generate;
 pub mod model;
+pub mod options;
+pub mod plant;
 pub mod reference;
 pub mod report;
+pub mod result;
 pub mod sampling;
 pub mod search;
 pub mod tape;
@@ -15,142 +18,81 @@ pub mod tokenizer;
 pub mod validate;
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
 use cli::{Cli, Command, GenerateArgs, ReportFormat, TextFormat, ValidateArgs};
 use model::Gpt2;
+use options::{ValidateOptions, model_dir};
+use report::Exporter;
 use tokenizer::Gpt2Tokenizer;
 
-/// The bundled tiny random GPT-2 that `validate` and `generate` use without --model.
-pub const DEFAULT_MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tiny-gpt2");
+pub use options::DEFAULT_MODEL_DIR;
 
-/// Runs one command. Ok(exit code) for results (0 pass, 1 a tolerance failed); errors are the
+/// Runs one command. Ok(exit code) for results (0 pass, 1 a check failed); errors are the
 /// caller's exit code 2.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => run_validate(args),
         Command::Generate(args) => run_generate(args),
-        Command::Checkpoints => {
-            print_out(&report::checkpoint_table())?;
+        Command::Checkpoints(args) => {
+            print_out(&match args.format {
+                ReportFormat::Table => report::checkpoints_table(),
+                ReportFormat::Json => report::checkpoints_json(),
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn model_dir(arg: Option<PathBuf>) -> Result<PathBuf> {
-    let dir = arg.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_DIR));
-    if !dir.is_dir() {
-        bail!("model directory {} does not exist", dir.display());
-    }
-    Ok(dir)
-}
-
-/// MODEL/reference unless --reference names another directory.
-fn reference_dir(arg: Option<PathBuf>, model_dir: &Path) -> Result<PathBuf> {
-    if let Some(dir) = arg {
-        return Ok(dir);
-    }
-    let dir = model_dir.join("reference");
-    if !dir.is_dir() {
-        bail!(
-            "no reference for {}: pass --reference DIR, or make one with \
-             `python scripts/dump_reference.py --model {} --out {}`",
-            model_dir.display(),
-            model_dir.display(),
-            dir.display()
-        );
-    }
-    Ok(dir)
-}
-
-fn parse_layers(arg: &str) -> Result<validate::Layers> {
-    match arg.trim() {
-        l if l.eq_ignore_ascii_case("all") => Ok(validate::Layers::All),
-        l => Ok(validate::Layers::One(
-            l.parse().with_context(|| format!("--layer takes a layer number or \"all\", not {l:?}"))?,
-        )),
-    }
-}
-
 fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
-    let model_dir = model_dir(args.model.clone())?;
-    let reference_dir = reference_dir(args.reference.clone(), &model_dir)?;
-    let strategy = match (args.until_fail, args.bisect) {
-        (true, _) => Some(search::Strategy::Sequential),
-        (_, true) => Some(search::Strategy::Bisect),
-        _ => None,
-    };
-    let layers = parse_layers(args.layer.as_deref().unwrap_or(if strategy.is_some() { "all" } else { "0" }))?;
-    for (flag, value) in [("--atol", args.atol), ("--rtol", args.rtol)] {
-        if let Some(v) = value {
-            anyhow::ensure!(v.is_finite() && v >= 0.0, "{flag} must be a non-negative number, not {v}");
-        }
+    #[cfg(feature = "planted-bugs")]
+    if let Some(variant) = args.plant {
+        plant::select(variant);
     }
-    let checkpoints = checkpoint::parse_selection(&args.checkpoint).context("in --checkpoint")?;
-    // Opened before the run, so an unwritable path fails in a second, not after the work; removed
-    // again if the run fails, so no empty file poses as a report.
-    let output = match &args.output {
-        Some(path) => Some(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot write the report to {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let result =
-        validate_and_report(&args, &model_dir, &reference_dir, strategy, layers, &checkpoints, output);
-    if let (Err(_), Some(path)) = (&result, &args.output) {
+    let options = ValidateOptions::resolve(args)?;
+    let output_path = options.output.as_ref().map(|(path, _)| path.clone());
+    let result = validate_and_report(options);
+    // No empty or partial file may pose as a report.
+    if let (Err(_), Some(path)) = (&result, output_path) {
         let _ = std::fs::remove_file(path);
     }
     result
 }
 
-fn validate_and_report(
-    args: &ValidateArgs,
-    model_dir: &Path,
-    reference_dir: &Path,
-    strategy: Option<search::Strategy>,
-    layers: validate::Layers,
-    checkpoints: &[checkpoint::Checkpoint],
-    output: Option<std::fs::File>,
-) -> Result<ExitCode> {
-    let mut session = validate::Session::open(model_dir, reference_dir, validate::progress_bar())?;
-    session.atol = args.atol;
-    session.rtol = args.rtol;
-    let sites = validate::plan(checkpoints, &session.layers(layers)?);
-    let cases = session.reference.cases(args.case.as_deref())?;
-    let report = match strategy {
+fn validate_and_report(options: ValidateOptions) -> Result<ExitCode> {
+    let validator = validate::Validator::open(
+        &options.model_dir,
+        &options.reference_dirs,
+        options.overrides,
+        validate::progress_bar(),
+    )?;
+    let sites = validate::plan(&options.checkpoints, &validator.layers(options.layers)?);
+    let cases = validator.cases(options.case.as_deref())?;
+    let report = match options.search {
         None => {
             let mut rows = Vec::new();
             for case in &cases {
-                rows.extend(session.check(case, &sites, false)?);
+                rows.extend(validator.check(case, &sites, false)?);
             }
-            session.report(rows)
+            validator.report(rows, None)
         }
         Some(strategy) => {
-            let (rows, outcome) = search::search(&session, &cases, &sites, strategy)?;
-            let mut report = session.report(rows);
-            report.search = Some(outcome);
-            report
+            let (rows, outcome) = search::search(&validator, &cases, &sites, strategy)?;
+            validator.report(rows, Some(outcome))
         }
     };
-    session.progress.finish_and_clear();
-    let detail = match (args.quiet, args.verbose) {
-        (true, _) => report::Detail::Quiet,
-        (_, true) => report::Detail::Verbose,
-        _ => report::Detail::Normal,
+    validator.progress.finish_and_clear();
+    let text = match options.format {
+        ReportFormat::Table => report::Table { color: colors_on(), detail: options.detail }.render(&report),
+        ReportFormat::Json => report::Json.render(&report),
     };
-    let text = match args.format {
-        ReportFormat::Table => report.to_table(colors_on(), detail),
-        ReportFormat::Json => report.to_json() + "\n",
-    };
-    match (output, &args.output) {
-        (Some(mut file), Some(path)) => file
+    match options.output {
+        Some((path, mut file)) => file
             .write_all(text.as_bytes())
             .with_context(|| format!("writing the report to {}", path.display()))?,
-        _ => print_out(&text)?,
+        None => print_out(&text)?,
     }
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -1,12 +1,12 @@
-//! A reference dump written by scripts/dump_reference.py: manifest.json plus one .npy per
-//! tensor. The format is documented in CHECKPOINTS.md ("Reference dump format").
+//! A reference dump written by scripts/dump_reference.py (or any engine that writes the same
+//! format): manifest.json plus one .npy per tensor, float32 or float64. The format is
+//! documented in CHECKPOINTS.md ("Reference dump format").
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use std::fs::File;
-
 use memmap2::Mmap;
 use ndarray::{ArrayD, ArrayViewD};
 use ndarray_npy::ViewNpyExt;
@@ -52,7 +52,7 @@ pub struct ModelInfo {
     pub n_inner: usize,
 }
 
-#[derive(Debug, Deserialize, Serialize, Clone)]
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
 pub struct SamplingSettings {
     pub temperature: f64,
     pub top_k: Option<usize>,
@@ -85,6 +85,30 @@ pub struct TensorEntry {
     pub dtype: String,
 }
 
+/// A reference tensor as the dump stores it.
+pub enum Tensor {
+    F32(ArrayD<f32>),
+    F64(ArrayD<f64>),
+}
+
+impl Tensor {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Tensor::F32(a) => a.shape(),
+            Tensor::F64(a) => a.shape(),
+        }
+    }
+}
+
+/// The float precision a dump was computed in: a float64 dump is the truth of the accuracy
+/// verdict, a float32 one a peer of our engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    Float32,
+    Float64,
+}
+
 pub struct Reference {
     pub dir: PathBuf,
     pub manifest: Manifest,
@@ -109,8 +133,49 @@ impl Reference {
         Ok(reference)
     }
 
-    /// Every tensor the manifest lists must exist, and every .npy in a case directory must be
-    /// listed: a stray file means the directory mixes dumps.
+    /// The precision of the dump: the manifest's `generator.dtype`, "float32" when absent (dumps
+    /// made before float64 ones existed). Every tensor entry must agree with it.
+    pub fn precision(&self) -> Result<Precision> {
+        let dtype = self.manifest.generator.get("dtype").and_then(|v| v.as_str()).unwrap_or("float32");
+        let precision = match dtype {
+            "float32" => Precision::Float32,
+            "float64" => Precision::Float64,
+            other => bail!(
+                "{}: generator.dtype is {other:?}; llorch reads float32 and float64 dumps",
+                self.dir.join("manifest.json").display()
+            ),
+        };
+        for case in &self.manifest.cases {
+            if let Some(entry) = case.tensors.iter().find(|t| t.dtype != dtype) {
+                bail!(
+                    "{}: {} has dtype {:?} in a {dtype} dump",
+                    self.dir.join("manifest.json").display(),
+                    entry.file,
+                    entry.dtype
+                );
+            }
+        }
+        Ok(precision)
+    }
+
+    /// A short name for tables: the manifest's `generator.name` ("pytorch-f32"), else the
+    /// directory's name.
+    pub fn label(&self) -> String {
+        match self.manifest.generator.get("name").and_then(|v| v.as_str()) {
+            Some(name) if !name.trim().is_empty() => name.trim().to_string(),
+            _ => self.dir_name(),
+        }
+    }
+
+    pub fn dir_name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.dir.display().to_string())
+    }
+
+    /// Every tensor the manifest lists must exist inside the reference directory, and every .npy
+    /// in a case directory must be listed: a stray file means the directory mixes dumps.
     fn check_files(&self) -> Result<()> {
         for case in &self.manifest.cases {
             ensure!(
@@ -121,6 +186,7 @@ impl Reference {
             );
             let mut listed = std::collections::HashSet::new();
             for entry in &case.tensors {
+                self.check_inside(&entry.file)?;
                 let path = self.dir.join(&entry.file);
                 ensure!(
                     path.is_file(),
@@ -144,6 +210,21 @@ impl Reference {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A manifest's `file` is a path relative to the reference directory, and stays inside it:
+    /// `../../etc/hostname` or an absolute path is refused before anything is opened.
+    fn check_inside(&self, file: &str) -> Result<()> {
+        let path = Path::new(file);
+        let plain = path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        ensure!(
+            plain && !file.is_empty(),
+            "{} lists the file {file:?}, which is outside the reference directory {}: a manifest \
+             may only name files inside its own directory",
+            self.dir.join("manifest.json").display(),
+            self.dir.display()
+        );
         Ok(())
     }
 
@@ -187,33 +268,42 @@ impl Reference {
         }
     }
 
-    /// Reads one float32 tensor and checks it against its manifest entry.
-    pub fn load(&self, entry: &TensorEntry) -> Result<ArrayD<f32>> {
+    /// Reads one tensor (float32 or float64, as its manifest entry says) and checks it against
+    /// its entry.
+    pub fn load(&self, entry: &TensorEntry) -> Result<Tensor> {
         let path = self.dir.join(&entry.file);
-        ensure!(
-            entry.dtype == "float32",
-            "{}: manifest says dtype {:?}, llorch references are float32",
-            path.display(),
-            entry.dtype
-        );
         // Viewed in place from a mapping: a corrupt header that claims a huge shape is then a
         // length error, not an allocation of that size.
         let file =
             File::open(&path).with_context(|| format!("reading reference tensor {}", path.display()))?;
         // Safety: read-only mapping of a file we do not modify; see Weights::open.
         let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        let array = ArrayViewD::<f32>::view_npy(&map)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("{} is not a float32 .npy file", path.display()))?
-            .to_owned();
+        let not_npy = || format!("{} is not a {} .npy file", path.display(), entry.dtype);
+        let tensor = match entry.dtype.as_str() {
+            "float32" => Tensor::F32(
+                ArrayViewD::<f32>::view_npy(&map)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .with_context(not_npy)?
+                    .to_owned(),
+            ),
+            "float64" => Tensor::F64(
+                ArrayViewD::<f64>::view_npy(&map)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .with_context(not_npy)?
+                    .to_owned(),
+            ),
+            other => {
+                bail!("{}: manifest says dtype {other:?}; llorch reads float32 and float64", path.display())
+            }
+        };
         ensure!(
-            array.shape() == entry.shape.as_slice(),
+            tensor.shape() == entry.shape.as_slice(),
             "{} has shape {:?}, but the manifest says {:?}",
             path.display(),
-            array.shape(),
+            tensor.shape(),
             entry.shape
         );
-        Ok(array)
+        Ok(tensor)
     }
 }
 

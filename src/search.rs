@@ -4,10 +4,8 @@
 
 use anyhow::Result;
 
-use crate::checkpoint::Checkpoint;
-use crate::reference::Case;
-use crate::report::{Location, Row, Search};
-use crate::validate::{Session, SiteKey};
+use crate::result::{Location, Row, Search};
+use crate::validate::{SiteKey, Validator};
 
 /// Which search to run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -21,8 +19,8 @@ pub enum Strategy {
 /// Runs `strategy` over `sites` (in forward order) of each case in turn, stopping at the first
 /// case with a failure. Returns the rows of the probes and what the search found.
 pub fn search(
-    session: &Session,
-    cases: &[&Case],
+    validator: &Validator,
+    cases: &[String],
     sites: &[SiteKey],
     strategy: Strategy,
 ) -> Result<(Vec<Row>, Search)> {
@@ -31,14 +29,19 @@ pub fn search(
     let mut sequential_runs = 0;
     for case in cases {
         let found = match strategy {
-            Strategy::Sequential => walk(session, case, sites, &mut rows, &mut runs)?,
-            Strategy::Bisect => bisect(session, case, sites, &mut rows, &mut runs)?,
+            Strategy::Sequential => walk(validator, case, sites, &mut rows, &mut runs)?,
+            Strategy::Bisect => bisect(validator, case, sites, &mut rows, &mut runs)?,
         };
         sequential_runs += found.map_or(sites.len(), |i| i + 1);
         if let Some(i) = found {
             let (checkpoint, layer) = sites[i];
-            let first_failure =
-                Some(Location { case: case.name.clone(), checkpoint: checkpoint.index(), layer });
+            let first_failure = Some(Location {
+                case: case.clone(),
+                checkpoint: checkpoint.index(),
+                layer,
+                tensor: None,
+                pair: None,
+            });
             return Ok((rows, summary(strategy, runs, sequential_runs, sites.len(), first_failure)));
         }
     }
@@ -61,23 +64,23 @@ fn summary(
 
 /// One probe: a forward run that checks `sites` and stops after the last of them (or at the
 /// first failure). Returns whether anything failed, and the rows.
-fn probe(session: &Session, case: &Case, sites: &[SiteKey], runs: &mut usize) -> Result<(bool, Vec<Row>)> {
-    let rows = session.check(case, sites, true)?;
+fn probe(validator: &Validator, case: &str, sites: &[SiteKey], runs: &mut usize) -> Result<(bool, Vec<Row>)> {
+    let rows = validator.check(case, sites, true)?;
     *runs += 1;
     Ok((rows.iter().any(|r| !r.passed), rows))
 }
 
 /// Sequential: site after site, one forward run each. Returns the first failing index.
 fn walk(
-    session: &Session,
-    case: &Case,
+    validator: &Validator,
+    case: &str,
     sites: &[SiteKey],
     rows: &mut Vec<Row>,
     runs: &mut usize,
 ) -> Result<Option<usize>> {
     for (i, site) in sites.iter().enumerate() {
-        session.progress.set_message(format!("case {}: site {}/{}", case.name, i + 1, sites.len()));
-        let (failed, out) = probe(session, case, std::slice::from_ref(site), runs)?;
+        validator.progress.set_message(format!("case {case}: site {}/{}", i + 1, sites.len()));
+        let (failed, out) = probe(validator, case, std::slice::from_ref(site), runs)?;
         rows.extend(out);
         if failed {
             return Ok(Some(i));
@@ -90,15 +93,15 @@ fn walk(
 /// pattern of failures the sites have. Sites before `lo` are known to pass, so a probe compares
 /// only sites lo..=m (in one forward run that stops after site m); it is a yes/no answer.
 fn bisect(
-    session: &Session,
-    case: &Case,
+    validator: &Validator,
+    case: &str,
     sites: &[SiteKey],
     rows: &mut Vec<Row>,
     runs: &mut usize,
 ) -> Result<Option<usize>> {
     let range = |lo: usize, m: usize, runs: &mut usize| {
-        session.progress.set_message(format!("case {}: bisect, sites {lo}..={m}", case.name));
-        probe(session, case, &sites[lo..=m], runs)
+        validator.progress.set_message(format!("case {case}: bisect, sites {lo}..={m}"));
+        probe(validator, case, &sites[lo..=m], runs)
     };
     if sites.is_empty() {
         return Ok(None);
@@ -125,11 +128,4 @@ fn bisect(
     let (checkpoint, layer) = sites[hi];
     rows.extend(last_failing.into_iter().filter(|r| r.checkpoint == checkpoint && r.layer == layer));
     Ok(Some(hi))
-}
-
-/// "checkpoint 5 (attention output), layer 1" for a location.
-pub fn describe(location: &Location) -> String {
-    let cp = Checkpoint::ALL[location.checkpoint as usize];
-    let layer = location.layer.map(|l| format!(", layer {l}")).unwrap_or_default();
-    format!("case {}, checkpoint {} ({}){layer}", location.case, cp.index(), cp.title())
 }

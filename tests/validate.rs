@@ -6,10 +6,15 @@ mod common;
 use common::{RefCopy, fixture, run};
 
 #[test]
-fn default_run_validates_every_checkpoint_and_passes() {
+fn default_run_validates_every_checkpoint_against_both_references_and_passes() {
     let out = run(&["validate"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("PASS") && !out.stdout.contains("FAIL"), "{}", out.stdout);
+    // The three-way comparison: ours, PyTorch float32 and the float64 truth, side by side.
+    for pair in ["ours vs pytorch-f32", "ours vs pytorch-f64", "pytorch-f32 vs pytorch-f64"] {
+        assert!(out.stdout.contains(pair), "no {pair:?} rows:\n{}", out.stdout);
+    }
+    assert!(out.stdout.contains("accuracy against pytorch-f64: worst ours/pytorch-f32 error ratio"));
     for case in ["hello", "long", "unicode", "sampled"] {
         assert!(out.stdout.contains(&format!("case {case}\n")), "case {case} missing");
     }
@@ -25,9 +30,10 @@ fn default_run_validates_every_checkpoint_and_passes() {
 fn every_layer_passes_for_the_early_checkpoints() {
     let out = run(&["validate", "--checkpoint", "1", "--layer", "all", "--case", "hello"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    // ln_1 at layer 0 and layer 1, nothing else.
+    // ln_1 at layer 0 and layer 1, nothing else; three pairs each.
     assert_eq!(out.stdout.matches(" ln_1 ").count(), 2, "{}", out.stdout);
-    assert!(out.stdout.ends_with("llorch: 2 passed, 0 failed\n"), "{}", out.stdout);
+    assert_eq!(out.stdout.matches("ours vs pytorch-f64").count(), 2, "{}", out.stdout);
+    assert!(out.stdout.ends_with("llorch: 6 passed, 0 failed\n"), "{}", out.stdout);
 }
 
 #[test]
@@ -156,7 +162,7 @@ fn a_different_hf_generation_names_the_first_differing_token() {
     refs.set_manifest(&m);
     let out = refs.validate_hello(&["--checkpoint", "12"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    let expected = format!("first difference at new token 3: ours {ours3}, HF {}", ours3 + 1);
+    let expected = format!("first difference at new token 3: ours {ours3}, pytorch-f32 {}", ours3 + 1);
     assert!(out.stdout.contains(&expected), "{}", out.stdout);
     assert!(out.stdout.contains("our logit gap"), "{}", out.stdout);
 }
@@ -175,9 +181,14 @@ fn json_output_parses_and_matches_the_verdicts() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
     let rows = doc["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 5); // embeddings, ln_1, q, k, v
+    assert_eq!(rows.len(), 5 * 3); // embeddings, ln_1, q, k, v; three pairs each
     assert!(rows.iter().all(|r| r["passed"] == true));
     assert_eq!(rows[0]["checkpoint"], 0);
+    assert_eq!(rows[0]["pair"], serde_json::json!(["ours", "pytorch-f32"]));
     assert_eq!(rows[0]["stats"]["max_abs"], 0.0, "wte[id] + wpe[pos] is one float32 add on both sides");
-    assert!(doc["generator"]["transformers"].is_string());
+    let sources = doc["sources"].as_array().unwrap();
+    let roles: Vec<&str> = sources.iter().map(|s| s["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["engine", "peer", "truth"]);
+    assert!(sources[1]["generator"]["transformers"].is_string());
+    assert_eq!(sources[2]["precision"], "float64");
 }

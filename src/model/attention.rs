@@ -9,6 +9,7 @@ use super::kv_cache::KvCache;
 use super::linear::Conv1D;
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
+use crate::plant::{self, Variant};
 use crate::tape::{Site, Tape, hook};
 
 pub struct Attention {
@@ -79,7 +80,10 @@ impl Attention {
             hook(tape, Site::new(Checkpoint::AttnScores, Some(layer), "scores"), scores.view())?;
             hook(tape, Site::new(Checkpoint::AttnScores, Some(layer), "attn_probs"), probs.view())?;
         }
-        let out = self.c_proj.forward(y.view()); // [T, C]
+        let mut out = self.c_proj.forward(y.view()); // [T, C]
+        if plant::active(Variant::AttnOutShift) {
+            out += 3e-6;
+        }
         hook(tape, Site::new(Checkpoint::AttnOutput, Some(layer), "attn_out"), out.view())?;
         Ok(out)
     }

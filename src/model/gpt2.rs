@@ -10,6 +10,7 @@ use super::block::Block;
 use super::config::Config;
 use super::kv_cache::KvCache;
 use super::layer_norm::LayerNorm;
+use super::linear::matmul;
 use super::weights::{Param, Weights};
 use crate::checkpoint::Checkpoint;
 use crate::tape::{NoTape, Site, Tape, hook};
@@ -83,11 +84,11 @@ impl Gpt2 {
 
         let x = self.ln_f.forward(x.view()); // [T, C]
         if tape.wants(Checkpoint::Logits, None) {
-            let logits = x.dot(&wte.t()); // [T, V]
+            let logits = matmul(x.view(), wte.t()); // [T, V]
             tape.record(Site::new(Checkpoint::Logits, None, "logits"), logits.view().into_dyn())?;
         }
         // Only the last position's logits are needed to pick the next token: [1, C]·[C, V].
-        let last = x.slice(s![t - 1..t, ..]).dot(&wte.t()).remove_axis(Axis(0)); // [V]
+        let last = matmul(x.slice(s![t - 1..t, ..]), wte.t()).remove_axis(Axis(0)); // [V]
         hook(tape, Site::new(Checkpoint::SelectedLogits, None, "selected_logits"), last.view())?;
         Ok(Some(last))
     }

@@ -8,11 +8,13 @@ use ndarray::{Array3, ArrayView2, ArrayView3, s};
 use super::config::Config;
 
 /// K and V of one layer: [n_head, capacity, head_dim] each, rows 0..len filled.
+#[derive(Clone)]
 pub struct LayerCache {
     k: Array3<f32>,
     v: Array3<f32>,
 }
 
+#[derive(Clone)]
 pub struct KvCache {
     layers: Vec<LayerCache>,
     len: usize,

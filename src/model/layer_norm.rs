@@ -4,6 +4,7 @@ use anyhow::Result;
 use ndarray::{Array2, ArrayView1, ArrayView2, Zip};
 
 use super::weights::{Param, Weights};
+use crate::plant::{self, Variant};
 
 pub struct LayerNorm {
     weight: Param, // [C]
@@ -33,6 +34,10 @@ pub fn layer_norm(
     bias: ArrayView1<'_, f32>,
     eps: f64,
 ) -> Array2<f32> {
+    let eps = if plant::active(Variant::LnEpsilon) { 1e-6 } else { eps };
+    if plant::active(Variant::F32LayerNormStats) {
+        return layer_norm_f32_stats(x, weight, bias, eps);
+    }
     let mut y = Array2::<f32>::zeros(x.raw_dim()); // [T, C]
     Zip::from(y.rows_mut()).and(x.rows()).for_each(|mut y_row, x_row| {
         // The statistics are accumulated in f64, so they are as exact as float32 inputs allow;
@@ -43,6 +48,27 @@ pub fn layer_norm(
         let inv_std = 1.0 / (var + eps).sqrt();
         Zip::from(&mut y_row).and(&x_row).and(&weight).and(&bias).for_each(|y, &x, &w, &b| {
             *y = ((x as f64 - mean) * inv_std) as f32 * w + b;
+        });
+    });
+    y
+}
+
+/// The correct variant with float32 statistics (two passes, as PyTorch's CPU kernel), for the
+/// test that proves the accuracy verdict passes other correct numerics.
+fn layer_norm_f32_stats(
+    x: ArrayView2<'_, f32>,
+    weight: ArrayView1<'_, f32>,
+    bias: ArrayView1<'_, f32>,
+    eps: f64,
+) -> Array2<f32> {
+    let mut y = Array2::<f32>::zeros(x.raw_dim()); // [T, C]
+    Zip::from(y.rows_mut()).and(x.rows()).for_each(|mut y_row, x_row| {
+        let n = x_row.len() as f32;
+        let mean = x_row.sum() / n;
+        let var = x_row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let inv_std = 1.0 / (var + eps as f32).sqrt();
+        Zip::from(&mut y_row).and(&x_row).and(&weight).and(&bias).for_each(|y, &x, &w, &b| {
+            *y = (x - mean) * inv_std * w + b;
         });
     });
     y

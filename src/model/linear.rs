@@ -4,6 +4,7 @@ use anyhow::Result;
 use ndarray::{Array2, ArrayView2};
 
 use super::weights::{Param, Weights};
+use crate::plant::{self, Variant};
 
 pub struct Conv1D {
     weight: Param, // [in, out]
@@ -20,8 +21,33 @@ impl Conv1D {
 
     /// x [T, in] -> x·W + b [T, out]
     pub fn forward(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        let mut y = x.dot(&self.weight.view2()); // [T, out]
+        let mut y = matmul(x, self.weight.view2()); // [T, out]
         y += &self.bias.view1();
         y
     }
+}
+
+/// x [T, K] · w [K, N] -> [T, N]: every product with a weight matrix goes through here.
+pub fn matmul(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
+    if plant::active(Variant::ReverseOrderMatmul) {
+        return reverse_order_matmul(x, w);
+    }
+    x.dot(&w)
+}
+
+/// The correct variant: a plain loop accumulating in float32, k from last to first; another
+/// summation order than the blocked kernel's, for the test that proves the accuracy verdict
+/// passes it.
+fn reverse_order_matmul(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
+    let (t, k) = x.dim();
+    let n = w.ncols();
+    let mut y = Array2::<f32>::zeros((t, n));
+    for i in 0..t {
+        let mut row = y.row_mut(i);
+        for kk in (0..k).rev() {
+            let a = x[[i, kk]];
+            row.zip_mut_with(&w.row(kk), |y, &b| *y += a * b);
+        }
+    }
+    y
 }

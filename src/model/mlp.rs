@@ -7,6 +7,7 @@ use super::config::Config;
 use super::linear::Conv1D;
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
+use crate::plant::{self, Variant};
 use crate::tape::{Site, Tape, hook};
 
 pub struct Mlp {
@@ -37,8 +38,13 @@ impl Mlp {
 /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), HF's `NewGELUActivation`.
 /// Evaluated in f64 and rounded once, so the only error left is float32's final rounding.
 pub fn gelu_new(x: f32) -> f32 {
+    if plant::active(Variant::F32Gelu) {
+        let inner = (2.0f32 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+        return 0.5 * x * (1.0 + inner.tanh());
+    }
+    let coefficient = if plant::active(Variant::GeluCoefficient) { 0.0447 } else { 0.044715 };
     let x = x as f64;
-    let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3));
+    let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + coefficient * x.powi(3));
     (0.5 * x * (1.0 + inner.tanh())) as f32
 }
 

@@ -13,8 +13,14 @@ pub fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2")
 }
 
+/// The fixture's float32 dump (PyTorch float32, the peer).
 pub fn reference() -> PathBuf {
     fixture().join("reference")
+}
+
+/// The fixture's float64 dump (PyTorch float64, the truth).
+pub fn reference_f64() -> PathBuf {
+    fixture().join("reference-f64")
 }
 
 pub fn llorch() -> Command {
@@ -57,9 +63,19 @@ pub struct RefCopy {
 }
 
 impl RefCopy {
+    /// A copy of the float32 dump.
     pub fn new() -> RefCopy {
+        RefCopy::of(&reference())
+    }
+
+    /// A copy of the float64 dump.
+    pub fn f64() -> RefCopy {
+        RefCopy::of(&reference_f64())
+    }
+
+    pub fn of(source: &Path) -> RefCopy {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(&reference(), dir.path());
+        copy_dir(source, dir.path());
         RefCopy { dir }
     }
 
@@ -91,6 +107,21 @@ impl RefCopy {
             .find(|t| t["checkpoint"] == cp && t["layer"].as_u64() == layer && t["name"] == name)
             .unwrap_or_else(|| panic!("no tensor {cp} {layer:?} {name}"));
         self.dir.path().join(entry["file"].as_str().unwrap())
+    }
+
+    /// Rewrites one tensor of a float64 dump through `f`.
+    pub fn edit_tensor_f64(
+        &self,
+        case: &str,
+        cp: u64,
+        layer: Option<u64>,
+        name: &str,
+        f: impl FnOnce(&mut ArrayD<f64>),
+    ) {
+        let path = self.tensor_path(case, cp, layer, name);
+        let mut a: ArrayD<f64> = ndarray_npy::read_npy(&path).unwrap();
+        f(&mut a);
+        ndarray_npy::write_npy(&path, &a).unwrap();
     }
 
     /// Rewrites one reference tensor through `f`.

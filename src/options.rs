@@ -1,0 +1,93 @@
+//! `llorch validate`'s command line resolved once into one value: directories found, layers and
+//! checkpoints parsed, tolerances checked, the output opened. Everything after this works on
+//! `ValidateOptions` and never looks at the raw arguments again.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::cli::{ReportFormat, ValidateArgs};
+use crate::report::Detail;
+use crate::search::Strategy;
+use crate::validate::{self, Layers, Overrides};
+
+/// The bundled tiny random GPT-2 that `validate` and `generate` use without --model.
+pub const DEFAULT_MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tiny-gpt2");
+
+pub struct ValidateOptions {
+    pub model_dir: PathBuf,
+    pub reference_dirs: Vec<PathBuf>,
+    pub checkpoints: Vec<Checkpoint>,
+    pub layers: Layers,
+    pub case: Option<String>,
+    pub overrides: Overrides,
+    pub search: Option<Strategy>,
+    pub format: ReportFormat,
+    pub detail: Detail,
+    /// The report file, created before any work (so an unwritable path fails in a second).
+    pub output: Option<(PathBuf, std::fs::File)>,
+}
+
+pub fn model_dir(arg: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = arg.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_DIR));
+    if !dir.is_dir() {
+        bail!("model directory {} does not exist", dir.display());
+    }
+    Ok(dir)
+}
+
+fn parse_layers(arg: &str) -> Result<Layers> {
+    match arg.trim() {
+        l if l.eq_ignore_ascii_case("all") => Ok(Layers::All),
+        l => Ok(Layers::One(
+            l.parse().with_context(|| format!("--layer takes a layer number or \"all\", not {l:?}"))?,
+        )),
+    }
+}
+
+impl ValidateOptions {
+    pub fn resolve(args: ValidateArgs) -> Result<ValidateOptions> {
+        let model_dir = model_dir(args.model)?;
+        let reference_dirs =
+            if args.reference.is_empty() { validate::default_dirs(&model_dir)? } else { args.reference };
+        let search = match (args.until_fail, args.bisect) {
+            (true, _) => Some(Strategy::Sequential),
+            (_, true) => Some(Strategy::Bisect),
+            _ => None,
+        };
+        let layers =
+            parse_layers(args.layer.as_deref().unwrap_or(if search.is_some() { "all" } else { "0" }))?;
+        for (flag, value) in [("--atol", args.atol), ("--rtol", args.rtol)] {
+            if let Some(v) = value {
+                ensure!(v.is_finite() && v >= 0.0, "{flag} must be a non-negative number, not {v}");
+            }
+        }
+        let checkpoints = checkpoint::parse_selection(&args.checkpoint).context("in --checkpoint")?;
+        let detail = match (args.quiet, args.verbose) {
+            (true, _) => Detail::Quiet,
+            (_, true) => Detail::Verbose,
+            _ => Detail::Normal,
+        };
+        let output = match args.output {
+            Some(path) => {
+                let file = std::fs::File::create(&path)
+                    .with_context(|| format!("cannot write the report to {}", path.display()))?;
+                Some((path, file))
+            }
+            None => None,
+        };
+        Ok(ValidateOptions {
+            model_dir,
+            reference_dirs,
+            checkpoints,
+            layers,
+            case: args.case,
+            overrides: Overrides { atol: args.atol, rtol: args.rtol },
+            search,
+            format: args.format,
+            detail,
+            output,
+        })
+    }
+}

@@ -1,0 +1,47 @@
+//! Engine variants for proving the validator: planted bugs it must catch at the stage that
+//! holds them, and correct-but-different numerics it must pass. They exist only in builds with
+//! the `planted-bugs` cargo feature (the test suite's), selected by the hidden `--plant` flag of
+//! such a build; in every other build `active` is a constant `false` and the variants compile
+//! away. Never an environment variable: nothing a user sets can change the engine.
+
+/// One engine variant. Bugs first, then correct variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "planted-bugs", derive(clap::ValueEnum))]
+pub enum Variant {
+    /// Bug: LayerNorm uses epsilon 1e-6 instead of the config's (1e-5).
+    LnEpsilon,
+    /// Bug: a constant 3e-6 added to every attention output, a few float32 ulps: inside every
+    /// fixed tolerance.
+    AttnOutShift,
+    /// Bug: GELU's cubic coefficient 0.0447 instead of 0.044715.
+    GeluCoefficient,
+    /// Correct: LayerNorm statistics accumulated in float32, as PyTorch's kernel does.
+    F32LayerNormStats,
+    /// Correct: GELU evaluated in float32 instead of float64.
+    F32Gelu,
+    /// Correct: every matrix product as a plain loop accumulating in float32 in reverse order.
+    ReverseOrderMatmul,
+}
+
+#[cfg(feature = "planted-bugs")]
+static ACTIVE: std::sync::OnceLock<Variant> = std::sync::OnceLock::new();
+
+/// Selects the variant of this process (once, at start-up).
+#[cfg(feature = "planted-bugs")]
+pub fn select(variant: Variant) {
+    let _ = ACTIVE.set(variant);
+}
+
+/// Whether the engine runs `variant`. Always false without the `planted-bugs` feature.
+#[inline(always)]
+pub fn active(variant: Variant) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        ACTIVE.get() == Some(&variant)
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        let _ = variant;
+        false
+    }
+}

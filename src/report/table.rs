@@ -1,0 +1,254 @@
+//! The table for people: one table per case, a row per (tensor, pair of sources), the pairs of
+//! one tensor side by side; under it the sentences that numbers cannot say, then the summary.
+
+use comfy_table::{Cell, Color, ContentArrangement, presets::UTF8_FULL_CONDENSED};
+
+use super::{Detail, Exporter, sci};
+use crate::compare::DECADE_LABELS;
+use crate::result::{Report, Row};
+
+pub struct Table {
+    pub color: bool,
+    pub detail: Detail,
+}
+
+impl Exporter for Table {
+    /// One table per case, then the summary; the last line names the first failure when a
+    /// search ran, so scripts can read it.
+    fn render(&self, report: &Report) -> String {
+        let mut out = String::new();
+        let shown = |r: &&Row| self.detail != Detail::Quiet || !r.passed;
+        let mut cases: Vec<&str> = report.rows.iter().filter(shown).map(|r| r.case.as_str()).collect();
+        cases.dedup();
+        for case in cases {
+            let rows: Vec<&Row> = report.rows.iter().filter(shown).filter(|r| r.case == case).collect();
+            out.push_str(&format!("case {case}\n"));
+            out.push_str(&self.table(&rows));
+            out.push('\n');
+            let mut previous: Option<&Row> = None;
+            for row in rows {
+                let first_of_tensor = previous.is_none_or(|p| !same_tensor(p, row));
+                if let Some(line) = explain(row, first_of_tensor) {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                if self.detail == Detail::Verbose && !row.passed {
+                    out.push_str(&verbose(row));
+                }
+                previous = Some(row);
+            }
+        }
+        out.push_str(&summary(report, self.detail));
+        out
+    }
+}
+
+impl Table {
+    fn table(&self, rows: &[&Row]) -> String {
+        let with_accuracy = rows.iter().any(|r| r.accuracy.is_some());
+        let mut table = comfy_table::Table::new();
+        table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
+        if !self.color {
+            table.force_no_tty();
+        }
+        let mut header = vec!["cp", "layer", "tensor", "shape", "pair", "max abs", "max rel", "tolerance"];
+        if with_accuracy {
+            header.push("err/peer max rms");
+        }
+        header.push("verdict");
+        table.set_header(header);
+        let mut previous: Option<&Row> = None;
+        for &row in rows {
+            // The pairs of one tensor sit under each other; its name is written once.
+            let repeat = previous.is_some_and(|p| same_tensor(p, row));
+            let (abs, rel) = match &row.stats {
+                Some(s) => (sci(s.max_abs), sci(s.max_rel)),
+                None => ("-".into(), "-".into()),
+            };
+            let verdict_text = match (row.passed, row.failed_accuracy_only()) {
+                (true, _) => "PASS",
+                (false, true) => "FAIL acc",
+                (false, false) => "FAIL",
+            };
+            let mut verdict = Cell::new(verdict_text);
+            if self.color {
+                verdict = verdict.fg(if row.passed { Color::Green } else { Color::Red });
+            }
+            let blank_if = |text: String| if repeat { String::new() } else { text };
+            let mut cells = vec![
+                Cell::new(blank_if(row.checkpoint.index().to_string())),
+                Cell::new(blank_if(row.layer.map(|l| l.to_string()).unwrap_or_else(|| "-".into()))),
+                Cell::new(blank_if(row.tensor.clone())),
+                Cell::new(blank_if(format!("{:?}", row.shape))),
+                Cell::new(row.pair.to_string()),
+                Cell::new(abs),
+                Cell::new(rel),
+                Cell::new(blank_if(row.tolerance.to_string())),
+            ];
+            if with_accuracy {
+                let ratio = match &row.accuracy {
+                    Some(a) => {
+                        let x = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
+                        format!("{} {}", x(a.ratio), x(a.rms_ratio))
+                    }
+                    None => String::new(),
+                };
+                cells.push(Cell::new(ratio));
+            }
+            cells.push(verdict);
+            table.add_row(cells);
+            previous = Some(row);
+        }
+        table.to_string()
+    }
+}
+
+fn same_tensor(a: &Row, b: &Row) -> bool {
+    a.case == b.case && a.checkpoint == b.checkpoint && a.layer == b.layer && a.tensor == b.tensor
+}
+
+/// The lines under the tables: odd ones out, the worst accuracy ratios, the first failure and
+/// the counts (or the search's outcome).
+fn summary(report: &Report, detail: Detail) -> String {
+    let mut out = String::new();
+    for odd in &report.odd_ones_out {
+        out.push_str(&format!(
+            "odd one out: {} disagrees with every other source while they agree, on {} tensor{}, first at {}\n",
+            odd.source,
+            odd.tensors,
+            if odd.tensors == 1 { "" } else { "s" },
+            odd.first
+        ));
+    }
+    let worst = report.worst_ratios();
+    if detail != Detail::Quiet && !worst.is_empty() {
+        let truth =
+            report.sources.iter().find(|s| s.role == "truth").map_or("the truth", |s| s.name.as_str());
+        let peer = report.sources.iter().find(|s| s.role == "peer").map_or("the peer", |s| s.name.as_str());
+        let per_cp: Vec<String> =
+            worst.iter().map(|(cp, (max, rms))| format!("{cp}: {max:.2}/{rms:.2}")).collect();
+        out.push_str(&format!(
+            "accuracy against {truth}: worst ours/{peer} error ratio per checkpoint (max/rms): {}\n",
+            per_cp.join(", ")
+        ));
+    }
+    let (passed, failed) = report.counts();
+    match &report.search {
+        None => {
+            if let Some(first) = report.first_failure() {
+                out.push_str(&format!("first failure: {}\n", first.location()));
+            }
+            out.push_str(&format!("llorch: {passed} passed, {failed} failed\n"));
+        }
+        Some(search) => {
+            out.push_str(&format!(
+                "{} search: {} forward runs over {} sites; a sequential walk needs {}\n",
+                search.strategy, search.forward_runs, search.sites, search.sequential_runs
+            ));
+            out.push_str(&format!("llorch: {passed} passed, {failed} failed\n"));
+            match &search.first_failure {
+                Some(at) => out.push_str(&format!("first failure: {at}\n")),
+                None => out.push_str(&format!("no failure: all {} sites pass\n", search.sites)),
+            }
+        }
+    }
+    out
+}
+
+/// The --verbose lines of a failing row: its statistics, first mismatches and |diff| by decade.
+fn verbose(row: &Row) -> String {
+    let Some(s) = &row.stats else { return String::new() };
+    let mut out = format!(
+        "    mean abs {}, rms {}, cosine {:.9}, {} of {} out of tolerance\n",
+        sci(s.mean_abs),
+        sci(s.rms),
+        s.cosine,
+        s.mismatches,
+        s.compared
+    );
+    for m in &s.first_mismatches {
+        out.push_str(&format!(
+            "    at {:?}: {} {}, {} {}\n",
+            m.index,
+            row.pair.0,
+            value(m.ours),
+            row.pair.1,
+            value(m.reference)
+        ));
+    }
+    let widest = s.diff_decades.iter().copied().max().unwrap_or(0).max(1);
+    out.push_str("    |diff|   count\n");
+    for (label, &count) in DECADE_LABELS.iter().zip(&s.diff_decades) {
+        if count > 0 {
+            let bar = "#".repeat((count * 40).div_ceil(widest));
+            out.push_str(&format!("    {label:>6}  {count:>7} {bar}\n"));
+        }
+    }
+    out
+}
+
+/// A sentence under the table for rows that need more than numbers: exact checks, accuracy
+/// failures, masked entries (once per tensor), and the worst element of every failure.
+fn explain(row: &Row, first_of_tensor: bool) -> Option<String> {
+    use crate::checkpoint::Checkpoint;
+    let at = describe_row(row);
+    if let Some(detail) = &row.detail {
+        // Passing bitwise invariants need no sentence; token results are worth reading, once
+        // per tensor while the sources agree.
+        let informative = !row.passed
+            || (first_of_tensor && matches!(row.checkpoint, Checkpoint::Argmax | Checkpoint::Generation));
+        return informative.then(|| format!("  {at}: {detail}"));
+    }
+    let s = row.stats.as_ref()?;
+    if !s.passed() {
+        let mut line = format!(
+            "  {at}: {} of {} elements ({:.3}%) out of tolerance; worst at {:?}: {} {}, {} {}",
+            s.mismatches,
+            s.compared,
+            s.mismatch_percent(),
+            s.worst_index,
+            row.pair.0,
+            value(s.worst_ours),
+            row.pair.1,
+            value(s.worst_ref)
+        );
+        if s.non_finite > 0 {
+            line.push_str(&format!("; {} NaN/Inf elements", s.non_finite));
+        }
+        return Some(line);
+    }
+    if let Some(a) = row.accuracy.as_ref().filter(|a| !a.passed) {
+        let ratio = |r: Option<f64>| r.map(|r| format!(" ({r:.1}×)")).unwrap_or_default();
+        return Some(format!(
+            "  {at}: less accurate than {peer} against {truth}, though within every fixed tolerance: \
+             max error {} vs {}{} (allowed {}× + {:.0e}), rms error {} vs {}{} (allowed {}× + {:.0e})",
+            sci(a.err_ours),
+            sci(a.err_peer),
+            ratio(a.ratio),
+            a.k,
+            a.floor,
+            sci(a.rms_ours),
+            sci(a.rms_peer),
+            ratio(a.rms_ratio),
+            a.k_rms,
+            a.floor,
+            peer = a.peer,
+            truth = a.truth,
+        ));
+    }
+    (s.masked > 0 && first_of_tensor)
+        .then(|| format!("  {at}: {} masked future entries excluded from the diff", s.masked))
+}
+
+/// A tensor element with 9 significant digits: every float32 value exactly, a float64 one to
+/// well below float32 resolution (JSON carries all its digits).
+fn value(x: f64) -> String {
+    format!("{x:.8e}")
+}
+
+/// "checkpoint 5 (attention output), layer 1, attn_out, ours vs pytorch-f32"
+fn describe_row(row: &Row) -> String {
+    let layer = row.layer.map(|l| format!(", layer {l}")).unwrap_or_default();
+    let pair = if row.pair.is_self() { String::new() } else { format!(", {}", row.pair) };
+    format!("checkpoint {} ({}){layer}, {}{pair}", row.checkpoint.index(), row.checkpoint.title(), row.tensor)
+}

@@ -1,0 +1,219 @@
+//! The checks: small functions that turn (ours, the references) into rows, one family each.
+//! Float tensors are compared for every pair of sources and, with a float64 truth and a
+//! float32 peer, judged by the accuracy rule; tokens and text are compared for equality;
+//! invariants of our own engine are compared bit for bit.
+
+use anyhow::{Context, Result};
+use ndarray::ArrayViewD;
+
+use super::sources::Sources;
+use crate::checkpoint::{Checkpoint, Kind};
+use crate::compare::{self, Mask, Stats, Tolerance};
+use crate::reference::{Case, Tensor};
+use crate::result::{Accuracy, OURS, Pair, Row};
+
+/// What every check of one case needs: the references' entries for the case and the tolerance
+/// overrides.
+pub struct CaseContext<'a> {
+    pub name: &'a str,
+    pub sources: &'a Sources,
+    /// The case as each reference dump has it, in the order of `sources.refs`.
+    pub cases: Vec<&'a Case>,
+    pub atol: Option<f64>,
+    pub rtol: Option<f64>,
+}
+
+/// A float tensor of either precision, viewed.
+enum View<'a> {
+    F32(ArrayViewD<'a, f32>),
+    F64(ArrayViewD<'a, f64>),
+}
+
+fn view(tensor: &Tensor) -> View<'_> {
+    match tensor {
+        Tensor::F32(a) => View::F32(a.view()),
+        Tensor::F64(a) => View::F64(a.view()),
+    }
+}
+
+fn compare_views(a: &View<'_>, b: &View<'_>, tolerance: Tolerance, mask: Mask) -> Result<Stats> {
+    match (a, b) {
+        (View::F32(a), View::F32(b)) => compare::compare(a.view(), b.view(), tolerance, mask),
+        (View::F32(a), View::F64(b)) => compare::compare(a.view(), b.view(), tolerance, mask),
+        (View::F64(a), View::F32(b)) => compare::compare(a.view(), b.view(), tolerance, mask),
+        (View::F64(a), View::F64(b)) => compare::compare(a.view(), b.view(), tolerance, mask),
+    }
+}
+
+impl CaseContext<'_> {
+    /// The tolerance of a checkpoint's float tensors, after --atol / --rtol.
+    pub fn tolerance(&self, checkpoint: Checkpoint) -> Tolerance {
+        match checkpoint.tolerance() {
+            Tolerance::Close { atol, rtol } => {
+                Tolerance::Close { atol: self.atol.unwrap_or(atol), rtol: self.rtol.unwrap_or(rtol) }
+            }
+            Tolerance::Exact => Tolerance::Exact,
+        }
+    }
+
+    fn row(&self, cp: Checkpoint, layer: Option<usize>, tensor: &str, shape: &[usize], pair: Pair) -> Row {
+        Row {
+            case: self.name.to_string(),
+            checkpoint: cp,
+            layer,
+            tensor: tensor.to_string(),
+            shape: shape.to_vec(),
+            pair,
+            tolerance: Tolerance::Exact,
+            passed: false,
+            stats: None,
+            accuracy: None,
+            detail: None,
+        }
+    }
+
+    /// One float tensor: ours against every reference, every reference against every other,
+    /// then the accuracy verdict on the row of ours against the truth. `ours[i]` is what ours
+    /// computed for reference i (the same view for all, except where the references fed our
+    /// engine different inputs: the decode step after a different argmax).
+    pub fn float_rows(
+        &self,
+        cp: Checkpoint,
+        layer: Option<usize>,
+        name: &str,
+        ours: &[ArrayViewD<'_, f32>],
+    ) -> Result<Vec<Row>> {
+        let mask = match cp.tensor(name).map(|t| t.kind) {
+            Some(Kind::Float { mask }) => mask,
+            _ => unreachable!("checkpoint {cp} has no float tensor {name:?}"),
+        };
+        let tolerance = self.tolerance(cp);
+        let refs = &self.sources.refs;
+        let mut theirs = Vec::with_capacity(refs.len());
+        for (source, case) in refs.iter().zip(&self.cases) {
+            let entry = case.require(cp, layer, name)?;
+            let tensor = source.reference.load(entry)?;
+            theirs.push((entry, tensor));
+        }
+        let mut rows = Vec::new();
+        let mut emit =
+            |a: &View<'_>, a_name: &str, b: &View<'_>, b_name: &str, file: &str, shape: &[usize]| {
+                let stats = compare_views(a, b, tolerance, mask).with_context(|| {
+                    format!("comparing {name} of checkpoint {cp}, {a_name} vs {b_name} ({file})")
+                })?;
+                let mut row = self.row(cp, layer, name, shape, Pair::new(a_name, b_name));
+                row.tolerance = tolerance;
+                row.passed = stats.passed();
+                row.stats = Some(stats);
+                rows.push(row);
+                anyhow::Ok(())
+            };
+        for (i, (entry, tensor)) in theirs.iter().enumerate() {
+            emit(&View::F32(ours[i].view()), OURS, &view(tensor), &refs[i].name, &entry.file, &entry.shape)?;
+        }
+        for i in 0..theirs.len() {
+            for j in i + 1..theirs.len() {
+                let ((ei, ti), (_, tj)) = (&theirs[i], &theirs[j]);
+                emit(&view(ti), &refs[i].name, &view(tj), &refs[j].name, &ei.file, &ei.shape)?;
+            }
+        }
+        self.judge_accuracy(cp, &mut rows);
+        Ok(rows)
+    }
+
+    /// Attaches the accuracy verdict to the row of ours against the truth: err_ours is that
+    /// row's max |diff|, err_peer the max |diff| of the peer against the truth (and the same for
+    /// the RMS). A peer that disagrees with the truth beyond tolerance is no yardstick: its own
+    /// row fails, and no verdict is given.
+    fn judge_accuracy(&self, cp: Checkpoint, rows: &mut [Row]) {
+        let (Some(t), Some(p), Some(rule)) = (self.sources.truth, self.sources.peer, cp.accuracy()) else {
+            return;
+        };
+        let (truth, peer) = (&self.sources.refs[t].name, &self.sources.refs[p].name);
+        let stats = |rows: &'_ [Row], a: &str, b: &str| {
+            rows.iter()
+                .find(|r| (r.pair.0 == a && r.pair.1 == b) || (r.pair.0 == b && r.pair.1 == a))
+                .and_then(|r| r.stats.clone())
+        };
+        let (Some(ours_stats), Some(peer_stats)) = (stats(rows, OURS, truth), stats(rows, peer, truth))
+        else {
+            return;
+        };
+        if !peer_stats.passed() {
+            return;
+        }
+        let (err_ours, rms_ours) = (ours_stats.max_abs, ours_stats.rms);
+        let (err_peer, rms_peer) = (peer_stats.max_abs, peer_stats.rms);
+        let (allowed, allowed_rms) = (rule.allowed(err_peer), rule.allowed_rms(rms_peer));
+        let passed = err_ours <= allowed && rms_ours <= allowed_rms;
+        let ratio_of = |ours: f64, peer: f64| (peer > 0.0).then(|| ours / peer);
+        let row = rows.iter_mut().find(|r| r.pair.0 == OURS && &r.pair.1 == truth).expect("found above");
+        row.passed &= passed;
+        row.accuracy = Some(Accuracy {
+            truth: truth.clone(),
+            peer: peer.clone(),
+            err_ours,
+            err_peer,
+            ratio: ratio_of(err_ours, err_peer),
+            rms_ours,
+            rms_peer,
+            rms_ratio: ratio_of(rms_ours, rms_peer),
+            k: rule.k,
+            k_rms: rule.k_rms,
+            floor: rule.floor,
+            allowed,
+            allowed_rms,
+            passed,
+        });
+    }
+
+    /// Values that must be equal (token ids, text): ours against every reference, and the
+    /// references among themselves. `theirs[i]` is reference i's value; `describe` words a
+    /// comparison for the row's detail.
+    pub fn equal_rows<T: PartialEq>(
+        &self,
+        cp: Checkpoint,
+        tensor: &str,
+        shape: &[usize],
+        ours: &T,
+        theirs: &[T],
+        describe: impl Fn(&str, &T, &str, &T) -> String,
+    ) -> Vec<Row> {
+        let names: Vec<&str> = self.sources.refs.iter().map(|r| r.name.as_str()).collect();
+        let mut rows = Vec::new();
+        let mut emit = |a_name: &str, a: &T, b_name: &str, b: &T| {
+            let mut row = self.row(cp, None, tensor, shape, Pair::new(a_name, b_name));
+            row.passed = a == b;
+            row.detail = Some(describe(a_name, a, b_name, b));
+            rows.push(row);
+        };
+        for (name, value) in names.iter().zip(theirs) {
+            emit(OURS, ours, name, value);
+        }
+        for i in 0..theirs.len() {
+            for j in i + 1..theirs.len() {
+                emit(names[i], &theirs[i], names[j], &theirs[j]);
+            }
+        }
+        rows
+    }
+
+    /// An invariant of our own engine: two of our tensors must be equal bit for bit.
+    pub fn bitwise_row(
+        &self,
+        cp: Checkpoint,
+        layer: Option<usize>,
+        what: &str,
+        a: ArrayViewD<'_, f32>,
+        b: ArrayViewD<'_, f32>,
+    ) -> Result<Row> {
+        let diff = compare::first_bitwise_difference(a.view(), b.view())?;
+        let mut row = self.row(cp, layer, what, a.shape(), Pair::new(OURS, OURS));
+        row.passed = diff.is_none();
+        row.detail = Some(match &diff {
+            None => "bit-identical".to_string(),
+            Some(i) => format!("differ first at {i:?}"),
+        });
+        Ok(row)
+    }
+}

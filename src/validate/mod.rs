@@ -1,0 +1,169 @@
+//! `llorch validate`: run → checks → result. Our engine runs each case once; a checking tape
+//! hands every recorded tensor to the checks, which compare it with every reference dump (and
+//! the dumps with each other) and judge its accuracy against a float64 truth; the rows go to
+//! `result::Report`, which the renderers read.
+//!
+//! - `sources`: the reference dumps, their names, their roles (truth, peer)
+//! - `tape`: the tape that feeds the checks during the forward pass
+//! - `case`: one case: the pass, then the checkpoints that need all of it
+//! - `checks`: one small function per check family, turning (ours, references) into rows
+
+mod case;
+mod checks;
+mod sources;
+mod tape;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail, ensure};
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use sources::default_dirs;
+
+use crate::checkpoint::Checkpoint;
+use crate::model::Gpt2;
+use crate::reference::Case;
+use crate::result::{Report, Row, Search};
+use crate::tokenizer::Gpt2Tokenizer;
+use case::CaseRun;
+use checks::CaseContext;
+use sources::Sources;
+
+/// Which transformer layers the per-layer checkpoints (1–7) are checked at.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Layers {
+    One(usize),
+    All,
+}
+
+/// One place a checkpoint is checked: (checkpoint, layer), the layer only for checkpoints 1–7.
+pub type SiteKey = (Checkpoint, Option<usize>);
+
+/// The sites of `checkpoints` at `layers`, in the order the forward pass reaches them:
+/// embeddings, then layer by layer checkpoints 1–7, then the head (8–12).
+pub fn plan(checkpoints: &[Checkpoint], layers: &[usize]) -> Vec<SiteKey> {
+    let has = |cp: &Checkpoint| checkpoints.contains(cp);
+    let mut sites = Vec::new();
+    if has(&Checkpoint::Embeddings) {
+        sites.push((Checkpoint::Embeddings, None));
+    }
+    for &l in layers {
+        sites.extend(Checkpoint::ALL.iter().filter(|c| c.per_layer() && has(c)).map(|&c| (c, Some(l))));
+    }
+    sites.extend(Checkpoint::ALL.iter().filter(|c| c.index() >= 8 && has(c)).map(|&c| (c, None)));
+    sites
+}
+
+/// Overrides of the default tolerances, from --atol / --rtol.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Overrides {
+    pub atol: Option<f64>,
+    pub rtol: Option<f64>,
+}
+
+/// A loaded model, tokenizer and set of reference dumps, checked as often as a search needs
+/// without loading anything twice.
+pub struct Validator {
+    pub model: Gpt2,
+    pub tokenizer: Option<Gpt2Tokenizer>,
+    sources: Sources,
+    model_dir: PathBuf,
+    overrides: Overrides,
+    pub progress: ProgressBar,
+}
+
+impl Validator {
+    pub fn open(
+        model_dir: &Path,
+        reference_dirs: &[PathBuf],
+        overrides: Overrides,
+        progress: ProgressBar,
+    ) -> Result<Validator> {
+        progress.set_message("loading model");
+        let model = Gpt2::load_dir(model_dir)?;
+        let tokenizer = Gpt2Tokenizer::from_model_dir(model_dir)?;
+        let sources = Sources::open(reference_dirs, &model.config)?;
+        for source in &sources.refs {
+            for case in &source.reference.manifest.cases {
+                check_prompt(case, tokenizer.as_ref())?;
+            }
+        }
+        let model_dir = model_dir.to_owned();
+        Ok(Validator { model, tokenizer, sources, model_dir, overrides, progress })
+    }
+
+    pub fn layers(&self, layers: Layers) -> Result<Vec<usize>> {
+        let n = self.model.config.n_layer;
+        match layers {
+            Layers::All => Ok((0..n).collect()),
+            Layers::One(l) if l < n => Ok(vec![l]),
+            Layers::One(l) => bail!("--layer {l} does not exist: the model has layers 0 to {}", n - 1),
+        }
+    }
+
+    /// `--case NAME`, or every case of the dumps.
+    pub fn cases(&self, name: Option<&str>) -> Result<Vec<String>> {
+        self.sources.select_cases(name)
+    }
+
+    /// Checks `sites` of one case with one forward pass (plus the decode step and generation
+    /// when they are among the sites). With `stop_at_first_failure` the work ends at the first
+    /// failing tensor. Rows come back in forward order; the pairs of one tensor stay together.
+    pub fn check(&self, case: &str, sites: &[SiteKey], stop_at_first_failure: bool) -> Result<Vec<Row>> {
+        let ctx = CaseContext {
+            name: case,
+            sources: &self.sources,
+            cases: self.sources.case(case),
+            atol: self.overrides.atol,
+            rtol: self.overrides.rtol,
+        };
+        let mut run = CaseRun {
+            validator: self,
+            ctx,
+            sites: sites.iter().copied().collect(),
+            stop_at_first_failure,
+            rows: Vec::new(),
+        };
+        run.run()?;
+        let order: HashMap<SiteKey, usize> = plan(&Checkpoint::ALL, &self.layers(Layers::All)?)
+            .into_iter()
+            .enumerate()
+            .map(|(i, site)| (site, i))
+            .collect();
+        // Stable: the pairs of one tensor, and the tensors of one site, keep their order.
+        run.rows.sort_by_key(|r| order.get(&(r.checkpoint, r.layer)).copied());
+        Ok(run.rows)
+    }
+
+    pub fn report(&self, rows: Vec<Row>, search: Option<Search>) -> Report {
+        Report::new(self.model_dir.display().to_string(), self.sources.describe(), rows, search)
+    }
+}
+
+/// The manifest's token ids must be what our tokenizer makes of its prompt: otherwise the dump
+/// belongs to another prompt or another tokenizer, and every comparison would be meaningless.
+fn check_prompt(case: &Case, tokenizer: Option<&Gpt2Tokenizer>) -> Result<()> {
+    ensure!(!case.token_ids.is_empty(), "case {:?} has no prompt tokens", case.name);
+    if let (Some(tokenizer), Some(prompt)) = (tokenizer, &case.prompt) {
+        let ours = tokenizer.encode(prompt)?;
+        ensure!(
+            ours == case.token_ids,
+            "case {:?}: the model's tokenizer encodes {prompt:?} as {ours:?}, but the reference \
+             was made from token ids {:?}",
+            case.name,
+            case.token_ids
+        );
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr; indicatif draws nothing when stderr is not a terminal.
+pub fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_finish(indicatif::ProgressFinish::AndClear);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({pos} tensors, {elapsed})").expect("valid template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}

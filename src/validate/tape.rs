@@ -1,0 +1,89 @@
+//! The tape of a validation run: hands each checkpoint tensor to the checks the moment the
+//! forward pass records it and drops it right after (so a 48-layer run holds one layer's
+//! activations at a time), keeping only the few tensors that an invariant needs later.
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::Result;
+use indicatif::ProgressBar;
+use ndarray::{ArrayD, ArrayViewD};
+
+use super::SiteKey;
+use crate::checkpoint::Checkpoint;
+use crate::result::Row;
+use crate::tape::{Site, Tape};
+
+/// A kept tensor: (checkpoint, layer, manifest name).
+pub type Key = (Checkpoint, Option<usize>, &'static str);
+
+/// The checks a recorded tensor goes to: returns its rows.
+pub type Check<'a> = dyn FnMut(Site, ArrayViewD<'_, f32>) -> Result<Vec<Row>> + 'a;
+
+pub struct CheckingTape<'a> {
+    /// Sites whose tensors go to the checks.
+    compare: BTreeSet<SiteKey>,
+    /// Sites whose tensors are kept for a check after the pass.
+    keep: BTreeSet<SiteKey>,
+    /// Tensors the pass will record for `compare` and `keep`: once all are in, it may stop.
+    expected: usize,
+    recorded: usize,
+    /// Checks after the pass need all of it (the cache, the logits): never stop early.
+    full_pass: bool,
+    stop_at_first_failure: bool,
+    failed: bool,
+    check: &'a mut Check<'a>,
+    progress: &'a ProgressBar,
+    pub rows: Vec<Row>,
+    pub kept: HashMap<Key, ArrayD<f32>>,
+}
+
+impl<'a> CheckingTape<'a> {
+    pub fn new(
+        compare: BTreeSet<SiteKey>,
+        keep: BTreeSet<SiteKey>,
+        full_pass: bool,
+        stop_at_first_failure: bool,
+        check: &'a mut Check<'a>,
+        progress: &'a ProgressBar,
+    ) -> CheckingTape<'a> {
+        let expected = compare.union(&keep).map(|(cp, _)| cp.spec().tensors.len()).sum();
+        CheckingTape {
+            compare,
+            keep,
+            expected,
+            recorded: 0,
+            full_pass,
+            stop_at_first_failure,
+            failed: false,
+            check,
+            progress,
+            rows: Vec::new(),
+            kept: HashMap::new(),
+        }
+    }
+}
+
+impl Tape for CheckingTape<'_> {
+    fn wants(&self, checkpoint: Checkpoint, layer: Option<usize>) -> bool {
+        self.compare.contains(&(checkpoint, layer)) || self.keep.contains(&(checkpoint, layer))
+    }
+
+    fn record(&mut self, site: Site, tensor: ArrayViewD<'_, f32>) -> Result<()> {
+        let at = (site.checkpoint, site.layer);
+        if self.compare.contains(&at) {
+            let rows = (self.check)(site, tensor.view())?;
+            self.failed |= rows.iter().any(|r| !r.passed);
+            self.rows.extend(rows);
+        }
+        if self.keep.contains(&at) {
+            self.kept.insert((site.checkpoint, site.layer, site.name), tensor.to_owned());
+        }
+        self.recorded += 1;
+        self.progress.inc(1);
+        Ok(())
+    }
+
+    fn is_complete(&self) -> bool {
+        (self.failed && self.stop_at_first_failure) || (!self.full_pass && self.recorded >= self.expected)
+    }
+}

@@ -1,0 +1,84 @@
+//! The validator proven by the bugs it catches and the correct engines it passes: engine
+//! variants from src/plant.rs, in a test build of the binary (cargo feature `planted-bugs`),
+//! against the bundled model's float32 and float64 references.
+
+mod common;
+
+#[cfg(not(feature = "planted-bugs"))]
+#[test]
+#[ignore = "the planted-bug engines exist only with the feature: cargo test --features planted-bugs"]
+fn planted_bugs_need_the_feature() {}
+
+#[cfg(feature = "planted-bugs")]
+mod planted {
+    use super::common::{reference, run};
+    use serde_json::Value;
+
+    fn validate(variant: &str, extra: &[&str]) -> (i32, Value) {
+        let out =
+            run(&[&["validate", "--plant", variant, "--layer", "all", "--format", "json"], extra].concat());
+        assert!(out.code == 0 || out.code == 1, "exit {}: {}", out.code, out.stderr);
+        (out.code, serde_json::from_str(&out.stdout).expect("valid JSON"))
+    }
+
+    /// (case, checkpoint, layer, tensor) of the first failing row, and whether it failed the
+    /// accuracy verdict only (within every fixed tolerance).
+    fn first_failure(doc: &Value) -> Option<(String, u64, Option<u64>, String, bool)> {
+        let row = doc["rows"].as_array().unwrap().iter().find(|r| r["passed"] == false)?;
+        let accuracy_only = row["stats"]["mismatches"] == 0 && row["accuracy"]["passed"] == false;
+        Some((
+            row["case"].as_str()?.into(),
+            row["checkpoint"].as_u64()?,
+            row["layer"].as_u64(),
+            row["tensor"].as_str()?.into(),
+            accuracy_only,
+        ))
+    }
+
+    #[test]
+    fn a_shift_of_a_few_ulps_passes_every_tolerance_and_fails_the_accuracy_verdict_where_it_is() {
+        let (code, doc) = validate("attn-out-shift", &[]);
+        assert_eq!(code, 1);
+        let (case, cp, layer, tensor, accuracy_only) = first_failure(&doc).expect("caught");
+        assert_eq!((case.as_str(), cp, layer, tensor.as_str()), ("hello", 5, Some(0), "attn_out"));
+        assert!(accuracy_only, "found by the accuracy verdict, not a fixed tolerance");
+        // Every failure anywhere is the accuracy verdict's: no fixed tolerance sees the bug ...
+        for row in doc["rows"].as_array().unwrap().iter().filter(|r| r["passed"] == false) {
+            assert_eq!(row["stats"]["mismatches"], 0, "{row}");
+        }
+        // ... as a run against the float32 reference alone shows.
+        let f32_only = reference();
+        let (code, _) = validate("attn-out-shift", &["--reference", f32_only.to_str().unwrap()]);
+        assert_eq!(code, 0, "the fixed tolerances alone pass this bug");
+    }
+
+    #[test]
+    fn layer_norm_epsilon_1e_6_first_fails_at_checkpoint_1() {
+        let (code, doc) = validate("ln-epsilon", &[]);
+        assert_eq!(code, 1);
+        let (_, cp, layer, tensor, _) = first_failure(&doc).expect("caught");
+        assert_eq!((cp, layer, tensor.as_str()), (1, Some(0), "ln_1"));
+    }
+
+    #[test]
+    fn a_wrong_gelu_coefficient_first_fails_at_the_gelu() {
+        let (code, doc) = validate("gelu-coefficient", &[]);
+        assert_eq!(code, 1);
+        let (_, cp, layer, tensor, accuracy_only) = first_failure(&doc).expect("caught");
+        assert_eq!((cp, layer, tensor.as_str()), (6, Some(0), "gelu"));
+        assert!(accuracy_only, "a 3e-4 relative change of the coefficient hides inside the tolerances");
+    }
+
+    /// Correct engines with other numerics: float32 statistics, float32 GELU, a plain loop
+    /// summing in another order. Each must pass everything, the accuracy verdict included.
+    #[test]
+    fn correct_but_different_numerics_pass() {
+        for variant in ["f32-layer-norm-stats", "f32-gelu", "reverse-order-matmul"] {
+            let (code, doc) = validate(variant, &[]);
+            assert_eq!(code, 0, "{variant}: first failure {:?}", first_failure(&doc));
+            let with_verdict =
+                doc["rows"].as_array().unwrap().iter().filter(|r| r["accuracy"].is_object()).count();
+            assert!(with_verdict > 100, "{variant}: the accuracy verdict was applied ({with_verdict} rows)");
+        }
+    }
+}
