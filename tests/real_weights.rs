@@ -52,7 +52,8 @@ fn gpt2_medium_greedy_hello() {
     assert_eq!(doc["text"], "Hello. I'm a little late to the party, but");
 }
 
-/// Every checkpoint on every layer against a reference HF dumps on the spot.
+/// Every checkpoint on every layer against references HF dumps on the spot: float32, and the
+/// float64 truth of the accuracy verdict.
 #[test]
 #[ignore = "needs the published gpt2-medium weights: set LLORCH_REAL_MODEL=DIR and pass --ignored"]
 fn every_checkpoint_of_the_real_model_matches_a_fresh_hf_dump() {
@@ -60,30 +61,22 @@ fn every_checkpoint_of_the_real_model_matches_a_fresh_hf_dump() {
     let python = std::env::var("LLORCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let refs = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dump_reference.py");
-    let status = Command::new(&python)
-        .args([
-            script,
-            "--model",
-            dir.to_str().unwrap(),
-            "--prompt",
-            "Hello.",
-            "--out",
-            refs.path().to_str().unwrap(),
-        ])
-        .status()
-        .expect("LLORCH_PYTHON runs");
-    assert!(status.success(), "dump_reference.py failed");
-    let out = run(&[
-        "validate",
-        "--model",
-        dir.to_str().unwrap(),
-        "--reference",
-        refs.path().to_str().unwrap(),
-        "--checkpoint",
-        "all",
-        "--layer",
-        "all",
-    ]);
+    let mut reference_args = Vec::new();
+    for dtype in ["float32", "float64"] {
+        let out = refs.path().join(dtype);
+        let status = Command::new(&python)
+            .args([script, "--model", dir.to_str().unwrap(), "--prompt", "Hello.", "--dtype", dtype])
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .expect("LLORCH_PYTHON runs");
+        assert!(status.success(), "dump_reference.py --dtype {dtype} failed");
+        reference_args.extend(["--reference".to_string(), out.to_str().unwrap().to_string()]);
+    }
+    let mut args: Vec<&str> = vec!["validate", "--model", dir.to_str().unwrap()];
+    args.extend(reference_args.iter().map(String::as_str));
+    args.extend(["--checkpoint", "all", "--layer", "all"]);
+    let out = run(&args);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     println!("{}", out.stdout.lines().last().unwrap());
 }

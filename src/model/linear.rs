@@ -42,6 +42,18 @@ fn reverse_order_matmul(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array
     let (t, k) = x.dim();
     let n = w.ncols();
     let mut y = Array2::<f32>::zeros((t, n));
+    if let Some(w_t) = w.t().as_slice() {
+        // w is a transposed row-major matrix (the tied lm_head, wteᵀ): its columns are
+        // contiguous, so each output is one dot product over k.
+        for i in 0..t {
+            let x_row = x.row(i);
+            for j in 0..n {
+                let col = &w_t[j * k..(j + 1) * k];
+                y[[i, j]] = (0..k).rev().fold(0.0f32, |acc, kk| acc + x_row[kk] * col[kk]);
+            }
+        }
+        return y;
+    }
     for i in 0..t {
         let mut row = y.row_mut(i);
         for kk in (0..k).rev() {

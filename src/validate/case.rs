@@ -2,13 +2,13 @@
 //! the checkpoints that need the whole pass (the cache and its decode step, the selected
 //! logits, the next token, the probabilities, the generated text).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result, ensure};
-use ndarray::{Array3, ArrayD, ArrayView1, ArrayViewD, Axis, s};
+use ndarray::{Array1, Array3, ArrayView1, ArrayViewD, Axis, s};
 
 use super::checks::CaseContext;
-use super::tape::{CheckingTape, Key};
+use super::tape::{CheckingTape, Kept};
 use super::{SiteKey, Validator};
 use crate::checkpoint::Checkpoint;
 use crate::generate::Generation;
@@ -16,6 +16,13 @@ use crate::model::KvCache;
 use crate::result::Row;
 use crate::sampling::{self, Sampling};
 use crate::tape::NoTape;
+
+/// Our cache after one decode step: the keys and the values of the checked layers, in the
+/// order of the layers checked, [H, T+1, D] each.
+struct Decoded {
+    keys: Vec<Array3<f32>>,
+    values: Vec<Array3<f32>>,
+}
 
 pub struct CaseRun<'a> {
     pub validator: &'a Validator,
@@ -83,11 +90,7 @@ impl CaseRun<'_> {
 
     /// The forward pass over the prompt: the tape checks the float checkpoints among the sites
     /// as they are recorded and keeps what the invariants of checkpoints 3 and 9 need.
-    #[allow(clippy::type_complexity)]
-    fn prefill(
-        &mut self,
-        cache: &mut KvCache,
-    ) -> Result<(Option<ndarray::Array1<f32>>, HashMap<Key, ArrayD<f32>>)> {
+    fn prefill(&mut self, cache: &mut KvCache) -> Result<(Option<Array1<f32>>, Kept)> {
         let mut compare = BTreeSet::new();
         let mut keep = BTreeSet::new();
         for &(cp, layer) in &self.sites {
@@ -129,7 +132,7 @@ impl CaseRun<'_> {
 
     /// Checkpoint 3: the cache after the prompt, then after one decode step fed each
     /// reference's argmax (one step per distinct token; normally all references agree).
-    fn kv_cache(&mut self, cache: &KvCache, kept: &HashMap<Key, ArrayD<f32>>) -> Result<()> {
+    fn kv_cache(&mut self, cache: &KvCache, kept: &Kept) -> Result<()> {
         let cp = Checkpoint::KvCache;
         let invariants = cp.spec().invariants;
         let n_refs = self.ctx.sources.refs.len();
@@ -146,7 +149,7 @@ impl CaseRun<'_> {
             }
         }
         // Our cache after a decode step with each distinct next token of the references.
-        let mut decoded: BTreeMap<u32, Vec<(Array3<f32>, Array3<f32>)>> = BTreeMap::new();
+        let mut decoded: BTreeMap<u32, Decoded> = BTreeMap::new();
         for case in &self.ctx.cases {
             if decoded.contains_key(&case.next_token) {
                 continue;
@@ -154,21 +157,17 @@ impl CaseRun<'_> {
             self.validator.progress.set_message(format!("case {}: decode step", self.ctx.name));
             let mut after = cache.clone();
             self.validator.model.forward_recorded(&[case.next_token], &mut after, &mut NoTape)?;
-            let per_layer =
-                layers.iter().map(|&l| (after.keys(l).to_owned(), after.values(l).to_owned())).collect();
-            decoded.insert(case.next_token, per_layer);
+            let keys = layers.iter().map(|&l| after.keys(l).to_owned()).collect();
+            let values = layers.iter().map(|&l| after.values(l).to_owned()).collect();
+            decoded.insert(case.next_token, Decoded { keys, values });
         }
         let t = cache.len();
         for (i, &l) in layers.iter().enumerate() {
-            let per_ref =
-                |pick: fn(&(Array3<f32>, Array3<f32>)) -> &Array3<f32>| -> Vec<ArrayViewD<'_, f32>> {
-                    self.ctx
-                        .cases
-                        .iter()
-                        .map(|c| pick(&decoded[&c.next_token][i]).view().into_dyn())
-                        .collect()
-                };
-            let (ks, vs) = (per_ref(|kv| &kv.0), per_ref(|kv| &kv.1));
+            // What ours computed for each reference, fed that reference's token.
+            let ks: Vec<ArrayViewD<'_, f32>> =
+                self.ctx.cases.iter().map(|c| decoded[&c.next_token].keys[i].view().into_dyn()).collect();
+            let vs: Vec<ArrayViewD<'_, f32>> =
+                self.ctx.cases.iter().map(|c| decoded[&c.next_token].values[i].view().into_dyn()).collect();
             let rows = self.ctx.float_rows(cp, Some(l), "k_cache_decode", &ks)?;
             self.rows.extend(rows);
             let rows = self.ctx.float_rows(cp, Some(l), "v_cache_decode", &vs)?;

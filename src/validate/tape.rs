@@ -16,6 +16,9 @@ use crate::tape::{Site, Tape};
 /// A kept tensor: (checkpoint, layer, manifest name).
 pub type Key = (Checkpoint, Option<usize>, &'static str);
 
+/// The tensors kept for the checks after the pass.
+pub type Kept = HashMap<Key, ArrayD<f32>>;
+
 /// The checks a recorded tensor goes to: returns its rows.
 pub type Check<'a> = dyn FnMut(Site, ArrayViewD<'_, f32>) -> Result<Vec<Row>> + 'a;
 
@@ -34,7 +37,7 @@ pub struct CheckingTape<'a> {
     check: &'a mut Check<'a>,
     progress: &'a ProgressBar,
     pub rows: Vec<Row>,
-    pub kept: HashMap<Key, ArrayD<f32>>,
+    pub kept: Kept,
 }
 
 impl<'a> CheckingTape<'a> {
