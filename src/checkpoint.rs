@@ -112,14 +112,14 @@ const fn close(atol: f64, rtol: f64) -> Tolerance {
     Tolerance::Close { atol, rtol }
 }
 
-/// How much larger than the peer's our errors against the truth may be. Measured (CHECKPOINTS.md,
-/// "The accuracy verdict"): our engine is at most 2.1× (max) and 1.8× (RMS) the peer's on every
-/// model CI validates; a correct engine that sums every matrix product in a plain float32 loop,
-/// as llm.c's reference kernels do, reaches 4.3× and 2.7× on the GPT-2-small shape. The
-/// constants leave room above that, and catch a constant 3e-6 shift of one stage (10× to 28×
-/// the peer's RMS).
+/// How much larger than the peer's our errors against the truth may be, for the max and for the
+/// RMS. Chosen by measurement (CHECKPOINTS.md, "The accuracy verdict"): our engine stays within
+/// 2.4× (max) and 1.8× (RMS) of PyTorch float32 on every model CI validates; correct engines
+/// with other numerics reach 4.6× (a plain float32 loop for every matrix product, as llm.c's
+/// reference kernels) and 3.9× (LayerNorm statistics in float32) on the GPT-2-medium shape.
+/// A constant 3e-6 shift of one stage reaches 9× to 21× the peer's RMS where it happens.
 const K_MAX: f64 = 8.0;
-const K_RMS: f64 = 4.0;
+const K_RMS: f64 = 6.0;
 
 const fn rule(k: f64, floor: f64) -> Option<AccuracyRule> {
     Some(AccuracyRule { k, k_rms: K_RMS, floor })

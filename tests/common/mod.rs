@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use ndarray::ArrayD;
+use ndarray_npy::{ReadableElement, WritableElement};
 use serde_json::Value;
 
 pub fn fixture() -> PathBuf {
@@ -109,6 +110,18 @@ impl RefCopy {
         self.dir.path().join(entry["file"].as_str().unwrap())
     }
 
+    /// Rewrites one tensor of a float32 dump through `f`.
+    pub fn edit_tensor(
+        &self,
+        case: &str,
+        cp: u64,
+        layer: Option<u64>,
+        name: &str,
+        f: impl FnOnce(&mut ArrayD<f32>),
+    ) {
+        self.edit(case, cp, layer, name, f)
+    }
+
     /// Rewrites one tensor of a float64 dump through `f`.
     pub fn edit_tensor_f64(
         &self,
@@ -118,23 +131,19 @@ impl RefCopy {
         name: &str,
         f: impl FnOnce(&mut ArrayD<f64>),
     ) {
-        let path = self.tensor_path(case, cp, layer, name);
-        let mut a: ArrayD<f64> = ndarray_npy::read_npy(&path).unwrap();
-        f(&mut a);
-        ndarray_npy::write_npy(&path, &a).unwrap();
+        self.edit(case, cp, layer, name, f)
     }
 
-    /// Rewrites one reference tensor through `f`.
-    pub fn edit_tensor(
+    fn edit<T: ReadableElement + WritableElement>(
         &self,
         case: &str,
         cp: u64,
         layer: Option<u64>,
         name: &str,
-        f: impl FnOnce(&mut ArrayD<f32>),
+        f: impl FnOnce(&mut ArrayD<T>),
     ) {
         let path = self.tensor_path(case, cp, layer, name);
-        let mut a: ArrayD<f32> = ndarray_npy::read_npy(&path).unwrap();
+        let mut a: ArrayD<T> = ndarray_npy::read_npy(&path).unwrap();
         f(&mut a);
         ndarray_npy::write_npy(&path, &a).unwrap();
     }
