@@ -15,9 +15,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the forward pass and compare every checkpoint tensor with the reference dump.
+    /// Run the forward pass and compare every checkpoint tensor with the reference dumps.
     ///
-    /// Exit status: 0 when every tensor passes, 1 when a tolerance fails, 2 on any error.
+    /// Exit status: 0 when every check passes, 1 when one fails (a tolerance, the accuracy
+    /// verdict against a float64 truth, or two references that disagree), 2 on any error.
     Validate(ValidateArgs),
     /// Generate text with the same engine (greedy with --temp 0, or sampled).
     Generate(GenerateArgs),

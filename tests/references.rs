@@ -68,6 +68,12 @@ fn the_float64_truth_alone_is_a_reference_like_any_other() {
         json(&["validate", "--reference", reference_f64().to_str().unwrap(), "--case", "hello"]);
     assert_eq!(code, 0, "ours is within every fixed tolerance of the float64 truth");
     assert!(rows(&doc).iter().all(|r| r["accuracy"].is_null()), "no float32 peer: no accuracy verdict");
+    let table = run(&["validate", "--reference", reference_f64().to_str().unwrap(), "--case", "hello"]);
+    assert!(
+        table.stdout.contains("no accuracy verdict: a float64 truth needs a float32 reference"),
+        "{}",
+        table.stdout
+    );
 }
 
 /// A float32 reference whose layer-0 block output is nudged in one element (as a dump made

@@ -121,6 +121,10 @@ fn summary(report: &Report, detail: Detail) -> String {
         ));
     }
     let worst = report.worst_ratios();
+    let has = |role: &str| report.sources.iter().any(|s| s.role == role);
+    if detail != Detail::Quiet && has("truth") && !has("peer") {
+        out.push_str("no accuracy verdict: a float64 truth needs a float32 reference beside it to measure ours against\n");
+    }
     if detail != Detail::Quiet && !worst.is_empty() {
         let truth =
             report.sources.iter().find(|s| s.role == "truth").map_or("the truth", |s| s.name.as_str());
