@@ -36,7 +36,7 @@ from transformers.generation.logits_process import (
 )
 from transformers.models.gpt2 import modeling_gpt2
 
-FORMAT = "llorch-reference/1"
+FORMAT = "llorch-reference/2"
 DTYPES = {"float32": (torch.float32, np.float32, "f32"), "float64": (torch.float64, np.float64, "f64")}
 
 
@@ -100,18 +100,15 @@ def warpers(sampling):
     return procs
 
 
-@torch.no_grad()
-def capture(model, token_ids, sampling, max_new_tokens):
-    """Runs HF on `token_ids` and returns (tensors, results): tensors is a list of
-    (checkpoint, layer, name, np.ndarray), results the token-level outcomes."""
-    cfg = model.config
-    n_head = cfg.n_head
-    tensors = []
-    modules = {}  # (checkpoint, layer, name) -> tensor, filled by the hooks
+def run_hooked(model, input_ids, past=None):
+    """One forward pass of HF with the checkpoint hooks on its modules. Returns (modules,
+    attention, output): modules maps (checkpoint, layer, name) to the hooked module outputs,
+    attention maps a layer to its (pre-softmax scores, probabilities)."""
+    modules = {}
 
-    def keep(key, fn=lambda out: out):
+    def keep(key):
         def hook(_module, _inputs, output):
-            modules[key] = fn(output).detach().clone()
+            modules[key] = output.detach().clone()
         return hook
 
     tr = model.transformer
@@ -126,28 +123,33 @@ def capture(model, token_ids, sampling, max_new_tokens):
             block.register_forward_hook(keep((7, layer, "block_out"))),
         ]
     attention = {}
-    ids = torch.tensor([token_ids])
     try:
         with attention_capture(attention):
-            out = model(input_ids=ids, use_cache=True)
+            out = model(input_ids=input_ids, past_key_values=past, use_cache=True)
     finally:
         for h in handles:
             h.remove()
+    return modules, attention, out
+
+
+def phase_tensors(cfg, phase, modules, attention, out):
+    """The checkpoint tensors 0-9 of one pass, as (phase, checkpoint, layer, name, np.ndarray).
+    Copied out at once: the cache is updated in place by the next pass."""
+    tensors = []
 
     def add(cp, layer, name, t):
-        tensors.append((cp, layer, name, t.detach().cpu().numpy().copy()))
+        tensors.append((phase, cp, layer, name, t.detach().cpu().numpy().copy()))
 
     add(0, None, "embeddings", modules[(0, None, "embeddings")][0])
     cache = out.past_key_values
-    prefill_kv = [(cache.layers[l].keys[0].clone(), cache.layers[l].values[0].clone()) for l in range(cfg.n_layer)]
     for layer in range(cfg.n_layer):
         add(1, layer, "ln_1", modules[(1, layer, "ln_1")][0])
         q, k, v = modules[(2, layer, "c_attn")].split(cfg.n_embd, dim=2)
-        add(2, layer, "q", heads(q, n_head))
-        add(2, layer, "k", heads(k, n_head))
-        add(2, layer, "v", heads(v, n_head))
-        add(3, layer, "k_cache", prefill_kv[layer][0])
-        add(3, layer, "v_cache", prefill_kv[layer][1])
+        add(2, layer, "q", heads(q, cfg.n_head))
+        add(2, layer, "k", heads(k, cfg.n_head))
+        add(2, layer, "v", heads(v, cfg.n_head))
+        add(3, layer, "k_cache", cache.layers[layer].keys[0])
+        add(3, layer, "v_cache", cache.layers[layer].values[0])
         scores, probs = attention[layer]
         add(4, layer, "scores", scores[0])
         add(4, layer, "attn_probs", probs[0])
@@ -157,19 +159,29 @@ def capture(model, token_ids, sampling, max_new_tokens):
         add(7, layer, "block_out", modules[(7, layer, "block_out")][0])
     logits = out.logits[0]  # [T, V]
     add(8, None, "logits", logits)
-    last = logits[-1]
-    add(9, None, "selected_logits", last)
-    next_token = int(torch.argmax(last))
+    add(9, None, "selected_logits", logits[-1])
+    return tensors
 
-    # Checkpoint 3, second half: one decode step with the argmax token through HF's cache.
-    step = model(input_ids=torch.tensor([[next_token]]), past_key_values=cache, use_cache=True)
-    for layer in range(cfg.n_layer):
-        add(3, layer, "k_cache_decode", step.past_key_values.layers[layer].keys[0])
-        add(3, layer, "v_cache_decode", step.past_key_values.layers[layer].values[0])
+
+@torch.no_grad()
+def capture(model, token_ids, sampling, max_new_tokens):
+    """Runs HF on `token_ids` (the prefill), then one decode step with its argmax through HF's
+    cache, and returns (tensors, results): tensors is a list of (phase, checkpoint, layer, name,
+    np.ndarray), results the token-level outcomes."""
+    cfg = model.config
+    ids = torch.tensor([token_ids])
+    modules, attention, out = run_hooked(model, ids)
+    tensors = phase_tensors(cfg, "prefill", modules, attention, out)
+    last = out.logits[0, -1]
+    next_token = int(torch.argmax(last))
 
     # Checkpoint 11: HF's warpers on the last logits, then softmax.
     warped = warpers(sampling)(ids, last[None, :].clone())
-    add(11, None, "probs", torch.softmax(warped, dim=-1)[0])
+    tensors.append(("prefill", 11, None, "probs", torch.softmax(warped, dim=-1)[0].cpu().numpy().copy()))
+
+    # Checkpoints 0-9 of the decode step: the argmax token at position T, through HF's cache.
+    modules, attention, step = run_hooked(model, torch.tensor([[next_token]]), out.past_key_values)
+    tensors += phase_tensors(cfg, "decode", modules, attention, step)
 
     # Checkpoint 12: HF's own greedy generate.
     eos = cfg.eos_token_id
@@ -185,9 +197,10 @@ def capture(model, token_ids, sampling, max_new_tokens):
     return tensors, results
 
 
-def file_name(case, cp, layer, name):
+def file_name(case, phase, cp, layer, name):
     at = "" if layer is None else f"_l{layer:02d}"
-    return f"{case}/cp{cp:02d}{at}_{name}.npy"
+    prefix = "" if phase == "prefill" else f"{phase}_"
+    return f"{case}/{prefix}cp{cp:02d}{at}_{name}.npy"
 
 
 def read_cases(args):
@@ -277,15 +290,15 @@ def main():
         case_dir.mkdir(parents=True)
         entries = []
         written = {}  # content hash -> file: a tensor identical to one already written points to it
-        for cp, layer, name, array in tensors:
+        for phase, cp, layer, name, array in tensors:
             array = np.ascontiguousarray(array, dtype=np_dtype)
             key = hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
             rel = written.get(key)
             if rel is None:  # HF's cache holds c_attn's K and V themselves: k_cache is k, bit for bit
-                rel = file_name(case["name"], cp, layer, name)
+                rel = file_name(case["name"], phase, cp, layer, name)
                 np.save(out / rel, array)
                 written[key] = rel
-            entries.append({"checkpoint": cp, "layer": layer, "name": name, "file": rel,
+            entries.append({"phase": phase, "checkpoint": cp, "layer": layer, "name": name, "file": rel,
                             "shape": list(array.shape), "dtype": args.dtype})
         text = None
         if tokenizer is not None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed inputs of the fuzz targets into fuzz/corpus (see fuzz/README.md): a 1-layer,
 4-wide GPT-2 (config JSON, byte 0xFF, safetensors bytes) in both tensor namings, and a
-one-tensor reference dump (manifest JSON, byte 0xFF, .npy bytes)."""
+one-tensor reference dump in float32 and in float64 (manifest JSON, byte 0xFF, .npy bytes)."""
 
 import io
 import json
@@ -34,16 +34,21 @@ head = json.dumps(config).encode() + b"\xff"
 (CORPUS / "model_loader" / "tiny-openai-naming").write_bytes(head + save(t))
 (CORPUS / "model_loader" / "tiny-hf-naming").write_bytes(head + save({"transformer." + k: v for k, v in t.items()}))
 
-npy = io.BytesIO()
-np.save(npy, r(2, 3))
-manifest = {
-    "format": "llorch-reference/1", "generator": {},
-    "model": {"n_layer": 1, "n_head": 2, "n_embd": C, "n_positions": P, "vocab_size": V,
-              "layer_norm_epsilon": 1e-5, "n_inner": 4 * C},
-    "cases": [{"name": "c", "prompt": None, "token_ids": [1, 2],
-               "sampling": {"temperature": 1.0, "top_k": None, "top_p": None}, "next_token": 3,
-               "max_new_tokens": 1, "generated_ids": [3], "generated_text": None,
-               "tensors": [{"checkpoint": 0, "layer": None, "name": "embeddings", "file": "c/t.npy",
-                            "shape": [2, 3], "dtype": "float32"}]}],
-}
-(CORPUS / "reference_loader" / "one-tensor").write_bytes(json.dumps(manifest).encode() + b"\xff" + npy.getvalue())
+def reference_seed(dtype):
+    npy = io.BytesIO()
+    np.save(npy, r(2, 3).astype(dtype))
+    manifest = {
+        "format": "llorch-reference/2", "generator": {"dtype": dtype},
+        "model": {"n_layer": 1, "n_head": 2, "n_embd": C, "n_positions": P, "vocab_size": V,
+                  "layer_norm_epsilon": 1e-5, "n_inner": 4 * C},
+        "cases": [{"name": "c", "prompt": None, "token_ids": [1, 2],
+                   "sampling": {"temperature": 1.0, "top_k": None, "top_p": None}, "next_token": 3,
+                   "max_new_tokens": 1, "generated_ids": [3], "generated_text": None,
+                   "tensors": [{"phase": "prefill", "checkpoint": 0, "layer": None, "name": "embeddings",
+                                "file": "c/t.npy", "shape": [2, 3], "dtype": dtype}]}],
+    }
+    return json.dumps(manifest).encode() + b"\xff" + npy.getvalue()
+
+
+(CORPUS / "reference_loader" / "one-tensor").write_bytes(reference_seed("float32"))
+(CORPUS / "reference_loader" / "one-tensor-f64").write_bytes(reference_seed("float64"))

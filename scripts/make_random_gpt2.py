@@ -70,7 +70,7 @@ def float64_check(model_dir, prompt_ids):
     t32, r32 = dump_reference.capture(f32, prompt_ids, sampling, 10)
     t64, r64 = dump_reference.capture(f64, prompt_ids, sampling, 10)
     worst, where = 0.0, None
-    for (cp, layer, name, a), (_, _, _, b) in zip(t32, t64):
+    for (phase, cp, layer, name, a), (_, _, _, _, b) in zip(t32, t64):
         a, b = a.astype(np.float64), b.astype(np.float64)
         if checkpoint_table.masked(table, cp, name):  # masked future entries hold each dtype's minimum
             keep = np.tril(np.ones(a.shape[-2:], dtype=bool))
@@ -79,7 +79,7 @@ def float64_check(model_dir, prompt_ids):
         allowed = tol["atol"] + tol["rtol"] * np.abs(b)
         ratio = float(np.max(np.abs(a - b) / allowed))
         if ratio > worst:
-            worst, where = ratio, f"checkpoint {cp} layer {layer} {name}"
+            worst, where = ratio, f"{phase} checkpoint {cp} layer {layer} {name}"
     return worst, where, r32["generated_ids"], r64["generated_ids"]
 
 

@@ -6,9 +6,33 @@
 use std::fmt;
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::compare::{Mask, Tolerance};
+
+/// Which pass of the forward computation a tensor belongs to: the prompt (prefill), or the
+/// decode step that follows it (the argmax token at position T, through the KV cache), where
+/// the bugs of start positions, masks and caches live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Prefill,
+    Decode,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 2] = [Phase::Prefill, Phase::Decode];
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Prefill => "prefill",
+            Phase::Decode => "decode step",
+        })
+    }
+}
 
 /// One checkpoint of the forward pass, in forward order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,7 +70,8 @@ pub enum Kind {
 pub struct TensorSpec {
     pub name: &'static str,
     /// In the notation of CHECKPOINTS.md: T prompt tokens, C width, H heads, D head width,
-    /// V vocabulary; the batch dimension is dropped.
+    /// V vocabulary; the batch dimension is dropped. On the decode step T is 1 and the keys
+    /// number T_prompt + 1.
     pub shape: &'static str,
     #[serde(flatten)]
     pub kind: Kind,
@@ -91,6 +116,8 @@ pub struct Spec {
     pub title: &'static str,
     /// Checkpoints 1–7 exist once per transformer block; the others once per case.
     pub per_layer: bool,
+    /// Checked on the decode step too (checkpoints 0–9), not only on the prompt.
+    pub decode: bool,
     pub tensors: &'static [TensorSpec],
     /// Bit-for-bit invariants between tensors of our own engine, checked beside the tensors.
     pub invariants: &'static [&'static str],
@@ -132,6 +159,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::Embeddings,
         title: "embeddings",
         per_layer: false,
+        decode: true,
         tensors: &[float("embeddings", "[T, C]")],
         invariants: &[],
         tolerance: close(1e-6, 0.0),
@@ -141,6 +169,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::LayerNorm,
         title: "layer norm",
         per_layer: true,
+        decode: true,
         tensors: &[float("ln_1", "[T, C]")],
         invariants: &[],
         // 1e-4, not 1e-5: HF's own float32 ln_1 drifts 8.9e-6 from its float64 value at depth
@@ -152,6 +181,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::Qkv,
         title: "Q/K/V",
         per_layer: true,
+        decode: true,
         tensors: &[float("q", "[H, T, D]"), float("k", "[H, T, D]"), float("v", "[H, T, D]")],
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
@@ -161,17 +191,18 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::KvCache,
         title: "KV cache",
         per_layer: true,
+        decode: true,
         tensors: &[
-            float("k_cache", "[H, T, D]"),
-            float("v_cache", "[H, T, D]"),
-            float("k_cache_decode", "[H, T+1, D]"),
-            float("v_cache_decode", "[H, T+1, D]"),
+            float("k_cache", "[H, T, D]; decode: [H, T+1, D]"),
+            float("v_cache", "[H, T, D]; decode: [H, T+1, D]"),
         ],
         invariants: &[
             "k_cache = checkpoint 2 k (ours)",
             "v_cache = checkpoint 2 v (ours)",
-            "k_cache rows 0..T unchanged by decode",
-            "v_cache rows 0..T unchanged by decode",
+            "decode: k_cache rows 0..T unchanged",
+            "decode: v_cache rows 0..T unchanged",
+            "decode: k_cache row T = checkpoint 2 k (ours)",
+            "decode: v_cache row T = checkpoint 2 v (ours)",
         ],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
@@ -180,6 +211,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::AttnScores,
         title: "attention scores",
         per_layer: true,
+        decode: true,
         tensors: &[
             TensorSpec { name: "scores", shape: "[H, T, T]", kind: Kind::Float { mask: Mask::Causal } },
             float("attn_probs", "[H, T, T]"),
@@ -192,6 +224,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::AttnOutput,
         title: "attention output",
         per_layer: true,
+        decode: true,
         tensors: &[float("attn_out", "[T, C]")],
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
@@ -201,6 +234,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::Ffn,
         title: "FFN",
         per_layer: true,
+        decode: true,
         tensors: &[float("gelu", "[T, 4C]"), float("mlp_out", "[T, C]")],
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
@@ -210,6 +244,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::BlockOutput,
         title: "block output",
         per_layer: true,
+        decode: true,
         tensors: &[float("block_out", "[T, C]")],
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
@@ -219,6 +254,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::Logits,
         title: "full logits",
         per_layer: false,
+        decode: true,
         tensors: &[float("logits", "[T, V]")],
         invariants: &[],
         tolerance: close(1e-3, 1e-5),
@@ -228,6 +264,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::SelectedLogits,
         title: "selected logits",
         per_layer: false,
+        decode: true,
         tensors: &[float("selected_logits", "[V]")],
         invariants: &["selected_logits = logits[T-1] (ours)"],
         tolerance: close(1e-3, 1e-5),
@@ -237,6 +274,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::Argmax,
         title: "argmax",
         per_layer: false,
+        decode: false,
         tensors: &[TensorSpec { name: "next_token", shape: "[]", kind: Kind::Tokens }],
         invariants: &[],
         tolerance: Tolerance::Exact,
@@ -246,6 +284,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::Probabilities,
         title: "softmax probabilities",
         per_layer: false,
+        decode: false,
         tensors: &[float("probs", "[V]")],
         invariants: &[],
         tolerance: close(1e-6, 0.0),
@@ -255,6 +294,7 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::Generation,
         title: "end-to-end generation",
         per_layer: false,
+        decode: false,
         tensors: &[
             TensorSpec { name: "generated_ids", shape: "[N]", kind: Kind::Tokens },
             TensorSpec { name: "generated_text", shape: "[]", kind: Kind::Text },

@@ -63,6 +63,10 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub rtol: Option<f64>,
 
+    /// Which pass to check: the prompt's (prefill), the decode step after it, or both.
+    #[arg(long, value_enum, default_value_t = PhaseArg::Both)]
+    pub phase: PhaseArg,
+
     /// Validate only this case of the reference dump (default: every case).
     #[arg(long, value_name = "NAME")]
     pub case: Option<String>,
@@ -142,6 +146,13 @@ pub struct GenerateArgs {
 pub enum ReportFormat {
     Table,
     Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum PhaseArg {
+    Prefill,
+    Decode,
+    Both,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]

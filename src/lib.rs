@@ -68,7 +68,12 @@ fn validate_and_report(options: ValidateOptions) -> Result<ExitCode> {
         options.overrides,
         validate::progress_bar(),
     )?;
-    let sites = validate::plan(&options.checkpoints, &validator.layers(options.layers)?);
+    let sites = validate::plan(&options.checkpoints, &validator.layers(options.layers)?, &options.phases);
+    anyhow::ensure!(
+        !sites.is_empty(),
+        "nothing to check: the decode step has checkpoints 0 to 9 only (--phase decode with --checkpoint {})",
+        options.checkpoints.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+    );
     let cases = validator.cases(options.case.as_deref())?;
     let report = match options.search {
         None => {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::checkpoint::{self, Checkpoint};
-use crate::cli::{ReportFormat, ValidateArgs};
+use crate::checkpoint::{self, Checkpoint, Phase};
+use crate::cli::{PhaseArg, ReportFormat, ValidateArgs};
 use crate::report::Detail;
 use crate::search::Strategy;
 use crate::validate::{self, Layers, Overrides};
@@ -20,6 +20,7 @@ pub struct ValidateOptions {
     pub reference_dirs: Vec<PathBuf>,
     pub checkpoints: Vec<Checkpoint>,
     pub layers: Layers,
+    pub phases: Vec<Phase>,
     pub case: Option<String>,
     pub overrides: Overrides,
     pub search: Option<Strategy>,
@@ -82,6 +83,11 @@ impl ValidateOptions {
             reference_dirs,
             checkpoints,
             layers,
+            phases: match args.phase {
+                PhaseArg::Prefill => vec![Phase::Prefill],
+                PhaseArg::Decode => vec![Phase::Decode],
+                PhaseArg::Both => Phase::ALL.to_vec(),
+            },
             case: args.case,
             overrides: Overrides { atol: args.atol, rtol: args.rtol },
             search,

@@ -15,6 +15,14 @@ pub enum Variant {
     AttnOutShift,
     /// Bug: GELU's cubic coefficient 0.0447 instead of 0.044715.
     GeluCoefficient,
+    /// Bug: the causal mask ignores the cached positions, so the decode step's query sees only
+    /// the first key (the prompt's pass has no cache and is unaffected).
+    DecodeMaskIgnoresCache,
+    /// Bug: position ids restart at 0 after the cache (the decode step embeds its token at
+    /// position 0).
+    DecodePositionsRestart,
+    /// Bug: the decode step writes its K and V over row 0 of the cache instead of row T.
+    DecodeCacheOverwrite,
     /// Correct: LayerNorm statistics accumulated in float32, as PyTorch's kernel does.
     F32LayerNormStats,
     /// Correct: GELU evaluated in float32 instead of float64.

@@ -12,10 +12,11 @@ use ndarray::{ArrayD, ArrayViewD};
 use ndarray_npy::ViewNpyExt;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Phase};
 use crate::model::Config;
 
-pub const FORMAT: &str = "llorch-reference/1";
+/// Version 2 added the decode step's tensors (`phase`) and float64 dumps.
+pub const FORMAT: &str = "llorch-reference/2";
 
 #[derive(Debug, Deserialize, Serialize)]
 pub struct Manifest {
@@ -66,7 +67,7 @@ pub struct Case {
     pub token_ids: Vec<u32>,
     /// The settings checkpoint 11's probabilities were filtered with.
     pub sampling: SamplingSettings,
-    /// HF's argmax after the prompt (checkpoint 10), also the token of checkpoint 3's decode step.
+    /// HF's argmax after the prompt (checkpoint 10), also the token of the decode step.
     pub next_token: u32,
     pub max_new_tokens: usize,
     /// HF's greedy `generate` (checkpoint 12): the new tokens only, and the decoded full text.
@@ -77,6 +78,8 @@ pub struct Case {
 
 #[derive(Debug, Deserialize, Serialize, Clone)]
 pub struct TensorEntry {
+    /// The prompt's pass or the decode step after it.
+    pub phase: Phase,
     pub checkpoint: u8,
     pub layer: Option<usize>,
     pub name: String,
@@ -123,7 +126,8 @@ impl Reference {
             .with_context(|| format!("{} is not a valid llorch reference manifest", path.display()))?;
         ensure!(
             manifest.format == FORMAT,
-            "{} has format {:?}; this llorch reads {FORMAT:?}",
+            "{} has format {:?}; this llorch reads {FORMAT:?}: regenerate the dump with \
+             scripts/dump_reference.py",
             path.display(),
             manifest.format
         );
@@ -308,16 +312,30 @@ impl Reference {
 }
 
 impl Case {
-    pub fn tensor(&self, checkpoint: Checkpoint, layer: Option<usize>, name: &str) -> Option<&TensorEntry> {
-        self.tensors.iter().find(|t| t.checkpoint == checkpoint.index() && t.layer == layer && t.name == name)
+    pub fn tensor(
+        &self,
+        phase: Phase,
+        checkpoint: Checkpoint,
+        layer: Option<usize>,
+        name: &str,
+    ) -> Option<&TensorEntry> {
+        self.tensors.iter().find(|t| {
+            t.phase == phase && t.checkpoint == checkpoint.index() && t.layer == layer && t.name == name
+        })
     }
 
     /// Like `tensor`, but a missing entry is an error that says what is missing.
-    pub fn require(&self, checkpoint: Checkpoint, layer: Option<usize>, name: &str) -> Result<&TensorEntry> {
-        self.tensor(checkpoint, layer, name).with_context(|| {
+    pub fn require(
+        &self,
+        phase: Phase,
+        checkpoint: Checkpoint,
+        layer: Option<usize>,
+        name: &str,
+    ) -> Result<&TensorEntry> {
+        self.tensor(phase, checkpoint, layer, name).with_context(|| {
             let at = layer.map(|l| format!(" layer {l}")).unwrap_or_default();
             format!(
-                "case {:?} has no reference tensor {name:?} for checkpoint {checkpoint}{at}; \
+                "case {:?} has no reference tensor {name:?} for checkpoint {checkpoint}{at} ({phase}); \
                  regenerate the dump with scripts/dump_reference.py",
                 self.name
             )

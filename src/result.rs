@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Phase};
 use crate::compare::{Stats, Tolerance};
 use crate::reference::Precision;
 
@@ -74,6 +74,7 @@ pub struct Accuracy {
 #[derive(Serialize, Clone, Debug)]
 pub struct Row {
     pub case: String,
+    pub phase: Phase,
     #[serde(serialize_with = "as_index")]
     pub checkpoint: Checkpoint,
     pub layer: Option<usize>,
@@ -112,6 +113,7 @@ impl Row {
     pub fn location(&self) -> Location {
         Location {
             case: self.case.clone(),
+            phase: self.phase,
             checkpoint: self.checkpoint.index(),
             layer: self.layer,
             tensor: Some(self.tensor.clone()),
@@ -120,10 +122,12 @@ impl Row {
     }
 }
 
-/// Where something happened: case, checkpoint, layer, and (for a row) the tensor and the pair.
+/// Where something happened: case, phase, checkpoint, layer, and (for a row) the tensor and the
+/// pair.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct Location {
     pub case: String,
+    pub phase: Phase,
     pub checkpoint: u8,
     pub layer: Option<usize>,
     pub tensor: Option<String>,
@@ -131,10 +135,15 @@ pub struct Location {
 }
 
 impl fmt::Display for Location {
-    /// "case hello, checkpoint 5 (attention output), layer 1, attn_out, ours vs pytorch-f32"
+    /// "case hello, checkpoint 5 (attention output), layer 1, attn_out, ours vs pytorch-f32";
+    /// a location on the decode step says so after the case.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cp = Checkpoint::ALL[self.checkpoint as usize];
-        write!(f, "case {}, checkpoint {} ({})", self.case, cp.index(), cp.title())?;
+        write!(f, "case {}", self.case)?;
+        if self.phase == Phase::Decode {
+            write!(f, ", {}", self.phase)?;
+        }
+        write!(f, ", checkpoint {} ({})", cp.index(), cp.title())?;
         if let Some(l) = self.layer {
             write!(f, ", layer {l}")?;
         }
@@ -241,6 +250,7 @@ fn odd_ones_out(rows: &[Row]) -> Vec<OddOneOut> {
         // Rows of one tensor are adjacent: the checks emit every pair of a tensor together.
         let same = |r: &Row| {
             r.case == rows[i].case
+                && r.phase == rows[i].phase
                 && r.checkpoint == rows[i].checkpoint
                 && r.layer == rows[i].layer
                 && r.tensor == rows[i].tensor
@@ -280,6 +290,7 @@ mod tests {
     fn row(pair: (&str, &str), passed: bool) -> Row {
         Row {
             case: "c".into(),
+            phase: Phase::Prefill,
             checkpoint: Checkpoint::Qkv,
             layer: Some(0),
             tensor: "k".into(),

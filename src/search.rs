@@ -34,9 +34,10 @@ pub fn search(
         };
         sequential_runs += found.map_or(sites.len(), |i| i + 1);
         if let Some(i) = found {
-            let (checkpoint, layer) = sites[i];
+            let (phase, checkpoint, layer) = sites[i];
             let first_failure = Some(Location {
                 case: case.clone(),
+                phase,
                 checkpoint: checkpoint.index(),
                 layer,
                 tensor: None,
@@ -125,7 +126,11 @@ fn bisect(
         }
     }
     // Keep the rows of the failing site itself for the report.
-    let (checkpoint, layer) = sites[hi];
-    rows.extend(last_failing.into_iter().filter(|r| r.checkpoint == checkpoint && r.layer == layer));
+    let (phase, checkpoint, layer) = sites[hi];
+    rows.extend(
+        last_failing
+            .into_iter()
+            .filter(|r| r.phase == phase && r.checkpoint == checkpoint && r.layer == layer),
+    );
     Ok(Some(hi))
 }

@@ -3,6 +3,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 
 use common::{RefCopy, copy_dir, fixture, run};
 
@@ -372,5 +373,36 @@ fn empty_files() {
     assert_error(
         &["validate", "--reference", refs.path(), "--checkpoint", "0"],
         "is not a float32 .npy file",
+    );
+}
+
+/// The fuzz targets start from the committed seeds: each must be a valid input, or the fuzzer
+/// spends its minute on inputs the reader refuses at the door.
+#[test]
+fn the_reference_fuzz_seeds_open_and_load() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/reference_loader");
+    for seed in ["one-tensor", "one-tensor-f64"] {
+        let data = fs::read(corpus.join(seed)).unwrap();
+        let split = data.iter().position(|&b| b == 0xFF).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("manifest.json"), &data[..split]).unwrap();
+        fs::create_dir(dir.path().join("c")).unwrap();
+        fs::write(dir.path().join("c/t.npy"), &data[split + 1..]).unwrap();
+        let reference =
+            llorch::reference::Reference::open(dir.path()).unwrap_or_else(|e| panic!("{seed}: {e:#}"));
+        reference.precision().unwrap();
+        reference.load(&reference.manifest.cases[0].tensors[0]).unwrap_or_else(|e| panic!("{seed}: {e:#}"));
+    }
+}
+
+#[test]
+fn a_dump_of_the_first_format_is_refused_with_a_request_to_regenerate() {
+    let refs = RefCopy::new();
+    let mut m = refs.manifest();
+    m["format"] = "llorch-reference/1".into();
+    refs.set_manifest(&m);
+    assert_error(
+        &["validate", "--reference", refs.path()],
+        "this llorch reads \"llorch-reference/2\": regenerate",
     );
 }

@@ -69,6 +69,38 @@ mod planted {
         assert!(accuracy_only, "a 3e-4 relative change of the coefficient hides inside the tolerances");
     }
 
+    /// (phase, checkpoint, layer, tensor) of the first failing row.
+    fn first_site(doc: &Value) -> Option<(String, u64, Option<u64>, String)> {
+        let row = doc["rows"].as_array().unwrap().iter().find(|r| r["passed"] == false)?;
+        Some((
+            row["phase"].as_str()?.into(),
+            row["checkpoint"].as_u64()?,
+            row["layer"].as_u64(),
+            row["tensor"].as_str()?.into(),
+        ))
+    }
+
+    /// Decode-path bugs: invisible on the prompt's pass, each found on the decode step at the
+    /// stage that holds it; without the decode step only the end-to-end generation shows them.
+    #[test]
+    fn decode_path_bugs_are_found_at_their_stage_of_the_decode_step() {
+        let cases = [
+            ("decode-mask-ignores-cache", (4, Some(0), "scores")),
+            ("decode-positions-restart", (0, None, "embeddings")),
+            ("decode-cache-overwrite", (3, Some(0), "k_cache")),
+        ];
+        for (variant, (cp, layer, tensor)) in cases {
+            let (code, doc) = validate(variant, &[]);
+            assert_eq!(code, 1, "{variant}");
+            let expected = ("decode".to_string(), cp, layer, tensor.to_string());
+            assert_eq!(first_site(&doc), Some(expected), "{variant}");
+            let (code, doc) = validate(variant, &["--phase", "prefill"]);
+            assert_eq!(code, 1, "{variant}");
+            let (_, cp, ..) = first_site(&doc).unwrap();
+            assert_eq!(cp, 12, "{variant}: the prompt's pass alone sees only the generated tokens");
+        }
+    }
+
     /// Correct engines with other numerics: float32 statistics, float32 GELU, a plain loop
     /// summing in another order. Each must pass everything, the accuracy verdict included.
     #[test]

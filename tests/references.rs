@@ -29,6 +29,8 @@ fn every_pair_is_compared_and_ours_against_the_truth_carries_the_accuracy_verdic
         "long",
         "--checkpoint",
         "5",
+        "--phase",
+        "prefill",
     ]);
     assert_eq!(code, 0);
     let pairs: Vec<&Value> = rows(&doc).iter().map(|r| &r["pair"]).collect();

@@ -30,10 +30,11 @@ fn default_run_validates_every_checkpoint_against_both_references_and_passes() {
 fn every_layer_passes_for_the_early_checkpoints() {
     let out = run(&["validate", "--checkpoint", "1", "--layer", "all", "--case", "hello"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    // ln_1 at layer 0 and layer 1, nothing else; three pairs each.
-    assert_eq!(out.stdout.matches(" ln_1 ").count(), 2, "{}", out.stdout);
-    assert_eq!(out.stdout.matches("ours vs pytorch-f64").count(), 2, "{}", out.stdout);
-    assert!(out.stdout.ends_with("llorch: 6 passed, 0 failed\n"), "{}", out.stdout);
+    // ln_1 at layer 0 and layer 1 of the prompt's pass and of the decode step, nothing else;
+    // three pairs each.
+    assert_eq!(out.stdout.matches(" ln_1 ").count(), 4, "{}", out.stdout);
+    assert_eq!(out.stdout.matches("ours vs pytorch-f64").count(), 4, "{}", out.stdout);
+    assert!(out.stdout.ends_with("llorch: 12 passed, 0 failed\n"), "{}", out.stdout);
 }
 
 #[test]
@@ -88,9 +89,53 @@ fn perturbed_keys_fail_checkpoint_2() {
     assert_perturbation_caught(2, Some(1), "k", "Q/K/V");
 }
 
+/// The same on the decode step: the failure is located in the decode step's tables.
+fn assert_decode_perturbation_caught(cp: u64, layer: Option<u64>, name: &str, title: &str) {
+    let refs = RefCopy::new();
+    refs.edit_decode_tensor("hello", cp, layer, name, |a| {
+        *a.iter_mut().last().unwrap() += 1.0;
+    });
+    let cp_arg = cp.to_string();
+    let out = refs.validate_hello(&["--checkpoint", &cp_arg, "--layer", "all"]);
+    assert_eq!(out.code, 1, "perturbed decode {name} at checkpoint {cp}: {}{}", out.stdout, out.stderr);
+    let at = layer.map(|l| format!(", layer {l}")).unwrap_or_default();
+    let expected = format!("first failure: case hello, decode step, checkpoint {cp} ({title}){at}, {name}");
+    assert!(out.stdout.contains(&expected), "wanted {expected:?} in:\n{}", out.stdout);
+    assert!(out.stdout.contains("case hello, decode step (the token after the prompt)\n"), "{}", out.stdout);
+}
+
 #[test]
 fn perturbed_kv_cache_fails_checkpoint_3() {
-    assert_perturbation_caught(3, Some(1), "v_cache_decode", "KV cache");
+    // The decode step's cache: the prompt's shares its files with checkpoint 2's k and v.
+    assert_decode_perturbation_caught(3, Some(1), "v_cache", "KV cache");
+}
+
+#[test]
+fn perturbed_decode_step_tensors_fail_at_their_checkpoint_of_the_decode_step() {
+    assert_decode_perturbation_caught(0, None, "embeddings", "embeddings");
+    assert_decode_perturbation_caught(4, Some(0), "scores", "attention scores");
+    assert_decode_perturbation_caught(6, Some(1), "mlp_out", "FFN");
+    assert_decode_perturbation_caught(8, None, "logits", "full logits");
+}
+
+#[test]
+fn the_phase_flag_selects_the_pass() {
+    let prefill = run(&["validate", "--case", "hello", "--checkpoint", "0", "--phase", "prefill"]);
+    let decode = run(&["validate", "--case", "hello", "--checkpoint", "0", "--phase", "decode"]);
+    assert_eq!((prefill.code, decode.code), (0, 0), "{}{}", prefill.stderr, decode.stderr);
+    assert!(
+        !prefill.stdout.contains("decode step") && prefill.stdout.contains("[2, 64]"),
+        "{}",
+        prefill.stdout
+    );
+    assert!(decode.stdout.contains("decode step") && decode.stdout.contains("[1, 64]"), "{}", decode.stdout);
+    let nothing = run(&["validate", "--checkpoint", "12", "--phase", "decode"]);
+    assert_eq!(nothing.code, 2);
+    assert!(
+        nothing.stderr.contains("nothing to check: the decode step has checkpoints 0 to 9 only"),
+        "{}",
+        nothing.stderr
+    );
 }
 
 #[test]
@@ -177,7 +222,17 @@ fn a_tighter_tolerance_flag_turns_float_noise_into_failures() {
 
 #[test]
 fn json_output_parses_and_matches_the_verdicts() {
-    let out = run(&["validate", "--case", "hello", "--checkpoint", "0-2", "--format", "json"]);
+    let out = run(&[
+        "validate",
+        "--case",
+        "hello",
+        "--checkpoint",
+        "0-2",
+        "--phase",
+        "prefill",
+        "--format",
+        "json",
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
     let rows = doc["rows"].as_array().unwrap();

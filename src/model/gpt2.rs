@@ -13,6 +13,7 @@ use super::layer_norm::LayerNorm;
 use super::linear::matmul;
 use super::weights::{Param, Weights};
 use crate::checkpoint::Checkpoint;
+use crate::plant::{self, Variant};
 use crate::tape::{NoTape, Site, Tape, hook};
 
 pub struct Gpt2 {
@@ -67,7 +68,8 @@ impl Gpt2 {
         let (wte, wpe) = (self.wte.view2(), self.wpe.view2());
         let mut x = Array2::<f32>::zeros((t, self.config.n_embd)); // [T, C]
         for (i, (mut row, &id)) in x.rows_mut().into_iter().zip(tokens).enumerate() {
-            row.assign(&(&wte.row(id as usize) + &wpe.row(past + i)));
+            let position = if plant::active(Variant::DecodePositionsRestart) { i } else { past + i };
+            row.assign(&(&wte.row(id as usize) + &wpe.row(position)));
         }
         hook(tape, Site::new(Checkpoint::Embeddings, None, "embeddings"), x.view())?;
         if tape.is_complete() {

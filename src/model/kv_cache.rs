@@ -6,6 +6,7 @@ use anyhow::{Result, ensure};
 use ndarray::{Array3, ArrayView2, ArrayView3, s};
 
 use super::config::Config;
+use crate::plant::{self, Variant};
 
 /// K and V of one layer: [n_head, capacity, head_dim] each, rows 0..len filled.
 #[derive(Clone)]
@@ -69,9 +70,11 @@ impl KvCache {
         v_new: ArrayView2<'_, f32>,
     ) -> (ArrayView2<'_, f32>, ArrayView2<'_, f32>) {
         let (start, end) = (self.len, self.len + k_new.nrows());
+        // A test build's planted bug writes at row 0 whatever the position.
+        let at = if plant::active(Variant::DecodeCacheOverwrite) { 0 } else { start };
         let cache = &mut self.layers[layer];
-        cache.k.slice_mut(s![h, start..end, ..]).assign(&k_new);
-        cache.v.slice_mut(s![h, start..end, ..]).assign(&v_new);
+        cache.k.slice_mut(s![h, at..at + k_new.nrows(), ..]).assign(&k_new);
+        cache.v.slice_mut(s![h, at..at + v_new.nrows(), ..]).assign(&v_new);
         (cache.k.slice(s![h, ..end, ..]), cache.v.slice(s![h, ..end, ..]))
     }
 

@@ -4,6 +4,7 @@
 use comfy_table::{Cell, Color, ContentArrangement, presets::UTF8_FULL_CONDENSED};
 
 use super::{Detail, Exporter, sci};
+use crate::checkpoint::Phase;
 use crate::compare::DECADE_LABELS;
 use crate::result::{Report, Row};
 
@@ -13,16 +14,26 @@ pub struct Table {
 }
 
 impl Exporter for Table {
-    /// One table per case, then the summary; the last line names the first failure when a
-    /// search ran, so scripts can read it.
+    /// One table per case and phase (the prompt's pass, then the decode step), then the
+    /// summary; the last line names the first failure when a search ran, so scripts can read it.
     fn render(&self, report: &Report) -> String {
         let mut out = String::new();
         let shown = |r: &&Row| self.detail != Detail::Quiet || !r.passed;
-        let mut cases: Vec<&str> = report.rows.iter().filter(shown).map(|r| r.case.as_str()).collect();
-        cases.dedup();
-        for case in cases {
-            let rows: Vec<&Row> = report.rows.iter().filter(shown).filter(|r| r.case == case).collect();
-            out.push_str(&format!("case {case}\n"));
+        let mut tables: Vec<(&str, Phase)> = Vec::new();
+        for row in report.rows.iter().filter(shown) {
+            if !tables.contains(&(row.case.as_str(), row.phase)) {
+                tables.push((row.case.as_str(), row.phase));
+            }
+        }
+        for (case, phase) in tables {
+            let rows: Vec<&Row> =
+                report.rows.iter().filter(shown).filter(|r| r.case == case && r.phase == phase).collect();
+            match phase {
+                Phase::Prefill => out.push_str(&format!("case {case}\n")),
+                Phase::Decode => {
+                    out.push_str(&format!("case {case}, decode step (the token after the prompt)\n"))
+                }
+            }
             out.push_str(&self.table(&rows));
             out.push('\n');
             let mut previous: Option<&Row> = None;
@@ -104,7 +115,11 @@ impl Table {
 }
 
 fn same_tensor(a: &Row, b: &Row) -> bool {
-    a.case == b.case && a.checkpoint == b.checkpoint && a.layer == b.layer && a.tensor == b.tensor
+    a.case == b.case
+        && a.phase == b.phase
+        && a.checkpoint == b.checkpoint
+        && a.layer == b.layer
+        && a.tensor == b.tensor
 }
 
 /// The lines under the tables: odd ones out, the worst accuracy ratios, the first failure and
@@ -250,9 +265,16 @@ fn value(x: f64) -> String {
     format!("{x:.8e}")
 }
 
-/// "checkpoint 5 (attention output), layer 1, attn_out, ours vs pytorch-f32"
+/// "checkpoint 5 (attention output), layer 1, attn_out, ours vs pytorch-f32", after
+/// "decode step, " on the decode step.
 fn describe_row(row: &Row) -> String {
+    let phase = if row.phase == Phase::Decode { "decode step, " } else { "" };
     let layer = row.layer.map(|l| format!(", layer {l}")).unwrap_or_default();
     let pair = if row.pair.is_self() { String::new() } else { format!(", {}", row.pair) };
-    format!("checkpoint {} ({}){layer}, {}{pair}", row.checkpoint.index(), row.checkpoint.title(), row.tensor)
+    format!(
+        "{phase}checkpoint {} ({}){layer}, {}{pair}",
+        row.checkpoint.index(),
+        row.checkpoint.title(),
+        row.tensor
+    )
 }

@@ -1,28 +1,21 @@
-//! One case of a validation run: our forward pass over the prompt with a checking tape, then
-//! the checkpoints that need the whole pass (the cache and its decode step, the selected
-//! logits, the next token, the probabilities, the generated text).
+//! One case of a validation run: our forward pass over the prompt with a checking tape, the
+//! decode step after it (the argmax token through the cache) with another, then the checks that
+//! need a whole pass (the cache, the selected logits, the next token, the probabilities, the
+//! generated text).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, ensure};
-use ndarray::{Array1, Array3, ArrayView1, ArrayViewD, Axis, s};
+use ndarray::{Array1, ArrayView1, ArrayViewD, Axis, s};
 
 use super::checks::CaseContext;
 use super::tape::{CheckingTape, Kept};
 use super::{SiteKey, Validator};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Phase};
 use crate::generate::Generation;
 use crate::model::KvCache;
-use crate::result::Row;
+use crate::result::{Pair, Row};
 use crate::sampling::{self, Sampling};
-use crate::tape::NoTape;
-
-/// Our cache after one decode step: the keys and the values of the checked layers, in the
-/// order of the layers checked, [H, T+1, D] each.
-struct Decoded {
-    keys: Vec<Array3<f32>>,
-    values: Vec<Array3<f32>>,
-}
 
 pub struct CaseRun<'a> {
     pub validator: &'a Validator,
@@ -34,12 +27,20 @@ pub struct CaseRun<'a> {
 
 impl CaseRun<'_> {
     /// The layers among the sites of a per-layer checkpoint.
-    fn layers_of(&self, checkpoint: Checkpoint) -> Vec<usize> {
-        self.sites.iter().filter(|(c, _)| *c == checkpoint).filter_map(|&(_, l)| l).collect()
+    fn layers_of(&self, phase: Phase, checkpoint: Checkpoint) -> Vec<usize> {
+        self.sites
+            .iter()
+            .filter(|(p, c, _)| (*p, *c) == (phase, checkpoint))
+            .filter_map(|&(.., l)| l)
+            .collect()
     }
 
-    fn wants(&self, checkpoint: Checkpoint) -> bool {
-        self.sites.iter().any(|(c, _)| *c == checkpoint)
+    fn wants(&self, phase: Phase, checkpoint: Checkpoint) -> bool {
+        self.sites.iter().any(|(p, c, _)| (*p, *c) == (phase, checkpoint))
+    }
+
+    fn wants_phase(&self, phase: Phase) -> bool {
+        self.sites.iter().any(|(p, ..)| *p == phase)
     }
 
     /// True once a row failed and the run is to stop there.
@@ -53,47 +54,53 @@ impl CaseRun<'_> {
     }
 
     pub fn run(&mut self) -> Result<()> {
-        let model = &self.validator.model;
         let t = self.tokens().len();
-        // The decode step of checkpoint 3 needs one more cache row than the prompt.
-        let mut cache = KvCache::new(&model.config, t + 1)?;
-        let (logits, kept) = self.prefill(&mut cache)?;
-        if self.wants(Checkpoint::KvCache) && !self.stopped() {
-            self.kv_cache(&cache, &kept)?;
+        // The decode step needs one more cache row than the prompt.
+        let mut cache = KvCache::new(&self.validator.model.config, t + 1)?;
+        // Everything after the prompt's pass needs all of it, cache included.
+        let after_prefill = self.wants(Phase::Prefill, Checkpoint::KvCache)
+            || self.wants_phase(Phase::Decode)
+            || [Checkpoint::Argmax, Checkpoint::Probabilities, Checkpoint::Generation]
+                .iter()
+                .any(|&cp| self.wants(Phase::Prefill, cp));
+        let tokens = self.tokens().to_vec();
+        let (logits, kept) = self.pass(Phase::Prefill, &tokens, &mut cache, after_prefill)?;
+        if self.wants(Phase::Prefill, Checkpoint::KvCache) && !self.stopped() {
+            self.prefill_cache(&cache, &kept)?;
+        }
+        if let Some(logits) = &logits {
+            self.selected_logits_invariant(Phase::Prefill, logits, &kept)?;
+        }
+        if self.wants_phase(Phase::Decode) && !self.stopped() {
+            self.decode_step(&mut cache)?;
         }
         let Some(logits) = logits else { return Ok(()) };
         let logits = logits.as_slice().expect("contiguous");
-        if self.wants(Checkpoint::SelectedLogits) && !self.stopped() {
-            let cp = Checkpoint::SelectedLogits;
-            let full = kept.get(&(Checkpoint::Logits, None, "logits")).context("full logits kept")?;
-            let last_row = full.index_axis(Axis(0), t - 1);
-            let what = cp.spec().invariants[0];
-            self.rows.push(self.ctx.bitwise_row(
-                cp,
-                None,
-                what,
-                ArrayView1::from(logits).into_dyn(),
-                last_row,
-            )?);
-        }
-        if self.wants(Checkpoint::Argmax) && !self.stopped() {
+        if self.wants(Phase::Prefill, Checkpoint::Argmax) && !self.stopped() {
             self.argmax(logits);
         }
-        if self.wants(Checkpoint::Probabilities) && !self.stopped() {
+        if self.wants(Phase::Prefill, Checkpoint::Probabilities) && !self.stopped() {
             self.probabilities(logits)?;
         }
-        if self.wants(Checkpoint::Generation) && !self.stopped() {
+        if self.wants(Phase::Prefill, Checkpoint::Generation) && !self.stopped() {
             self.generation()?;
         }
         Ok(())
     }
 
-    /// The forward pass over the prompt: the tape checks the float checkpoints among the sites
-    /// as they are recorded and keeps what the invariants of checkpoints 3 and 9 need.
-    fn prefill(&mut self, cache: &mut KvCache) -> Result<(Option<Array1<f32>>, Kept)> {
+    /// One forward pass of `phase` over `tokens`: the tape checks the float checkpoints among
+    /// that phase's sites as they are recorded and keeps what the invariants of checkpoints 3
+    /// and 9 need. With `full_pass` it runs to the end even when the tape has all it wants.
+    fn pass(
+        &mut self,
+        phase: Phase,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        full_pass: bool,
+    ) -> Result<(Option<Array1<f32>>, Kept)> {
         let mut compare = BTreeSet::new();
         let mut keep = BTreeSet::new();
-        for &(cp, layer) in &self.sites {
+        for &(p, cp, layer) in self.sites.iter().filter(|(p, ..)| *p == phase) {
             match cp {
                 Checkpoint::KvCache => {
                     keep.insert((Checkpoint::Qkv, layer));
@@ -107,77 +114,125 @@ impl CaseRun<'_> {
                     compare.insert((cp, layer));
                 }
             }
+            debug_assert_eq!(p, phase);
         }
-        let full_pass = self.sites.iter().any(|(c, _)| {
-            matches!(
-                c,
-                Checkpoint::KvCache | Checkpoint::Argmax | Checkpoint::Probabilities | Checkpoint::Generation
-            )
-        });
+        let full_pass = full_pass || self.wants(phase, Checkpoint::KvCache);
         let ctx = &self.ctx;
         let n_refs = ctx.sources.refs.len();
         let mut check = |site: crate::tape::Site, ours: ArrayViewD<'_, f32>| {
-            ctx.float_rows(site.checkpoint, site.layer, site.name, &vec![ours; n_refs])
+            ctx.float_rows(phase, site.checkpoint, site.layer, site.name, &vec![ours; n_refs])
         };
         let progress = &self.validator.progress;
-        progress.set_message(format!("case {}: forward pass", ctx.name));
+        progress.set_message(format!("case {}: {phase}", ctx.name));
         let mut tape =
             CheckingTape::new(compare, keep, full_pass, self.stop_at_first_failure, &mut check, progress);
-        let tokens = &ctx.cases[0].token_ids;
         let logits = self.validator.model.forward_recorded(tokens, cache, &mut tape)?;
         let CheckingTape { rows, kept, .. } = tape;
         self.rows.extend(rows);
         Ok((logits, kept))
     }
 
-    /// Checkpoint 3: the cache after the prompt, then after one decode step fed each
-    /// reference's argmax (one step per distinct token; normally all references agree).
-    fn kv_cache(&mut self, cache: &KvCache, kept: &Kept) -> Result<()> {
-        let cp = Checkpoint::KvCache;
+    /// Checkpoint 9's invariant: the selected logits (the generation path, last position only)
+    /// are bit for bit the last row of checkpoint 8's full logits.
+    fn selected_logits_invariant(&mut self, phase: Phase, logits: &Array1<f32>, kept: &Kept) -> Result<()> {
+        let cp = Checkpoint::SelectedLogits;
+        if !self.wants(phase, cp) || self.stopped() {
+            return Ok(());
+        }
+        let full = kept.get(&(Checkpoint::Logits, None, "logits")).context("full logits kept")?;
+        let last_row = full.index_axis(Axis(0), full.shape()[0] - 1);
+        let what = cp.spec().invariants[0];
+        let ours = ArrayView1::from(logits.as_slice().expect("contiguous")).into_dyn();
+        self.rows.push(self.ctx.bitwise_row(phase, cp, None, what, ours, last_row)?);
+        Ok(())
+    }
+
+    /// Checkpoint 3 after the prompt: the cache against the references, and bit for bit the K
+    /// and V that checkpoint 2 recorded.
+    fn prefill_cache(&mut self, cache: &KvCache, kept: &Kept) -> Result<()> {
+        let (phase, cp) = (Phase::Prefill, Checkpoint::KvCache);
         let invariants = cp.spec().invariants;
         let n_refs = self.ctx.sources.refs.len();
-        let layers = self.layers_of(cp);
-        for &l in &layers {
+        for l in self.layers_of(phase, cp) {
             let (k, v) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());
-            let rows = self.ctx.float_rows(cp, Some(l), "k_cache", &vec![k.view(); n_refs])?;
+            let rows = self.ctx.float_rows(phase, cp, Some(l), "k_cache", &vec![k.view(); n_refs])?;
             self.rows.extend(rows);
-            let rows = self.ctx.float_rows(cp, Some(l), "v_cache", &vec![v.view(); n_refs])?;
+            let rows = self.ctx.float_rows(phase, cp, Some(l), "v_cache", &vec![v.view(); n_refs])?;
             self.rows.extend(rows);
             for (name, cached, what) in [("k", &k, invariants[0]), ("v", &v, invariants[1])] {
                 let from_qkv = kept.get(&(Checkpoint::Qkv, Some(l), name)).context("checkpoint 2 kept")?;
-                self.rows.push(self.ctx.bitwise_row(cp, Some(l), what, cached.view(), from_qkv.view())?);
+                self.rows.push(self.ctx.bitwise_row(
+                    phase,
+                    cp,
+                    Some(l),
+                    what,
+                    cached.view(),
+                    from_qkv.view(),
+                )?);
             }
         }
-        // Our cache after a decode step with each distinct next token of the references.
-        let mut decoded: BTreeMap<u32, Decoded> = BTreeMap::new();
-        for case in &self.ctx.cases {
-            if decoded.contains_key(&case.next_token) {
-                continue;
-            }
-            self.validator.progress.set_message(format!("case {}: decode step", self.ctx.name));
-            let mut after = cache.clone();
-            self.validator.model.forward_recorded(&[case.next_token], &mut after, &mut NoTape)?;
-            let keys = layers.iter().map(|&l| after.keys(l).to_owned()).collect();
-            let values = layers.iter().map(|&l| after.values(l).to_owned()).collect();
-            decoded.insert(case.next_token, Decoded { keys, values });
+        Ok(())
+    }
+
+    /// The decode step: HF's argmax at position T through the cache, checkpoints 0–9 checked
+    /// as the pass records them, then the cache after the step and the selected logits.
+    fn decode_step(&mut self, cache: &mut KvCache) -> Result<()> {
+        let phase = Phase::Decode;
+        let token = self.ctx.cases[0].next_token;
+        // Every reference's decode step must have been fed the same token, or their tensors
+        // answer different questions.
+        let refs = &self.ctx.sources.refs;
+        if let Some(i) = self.ctx.cases.iter().position(|c| c.next_token != token) {
+            let why = format!(
+                "the references disagree on the token after the prompt ({} {token}, {} {}): their \
+                 decode steps cannot both be compared with ours; see checkpoint 10",
+                refs[0].name, refs[i].name, self.ctx.cases[i].next_token
+            );
+            let pair = Pair::new(&refs[0].name, &refs[i].name);
+            self.rows.push(self.ctx.cannot_check(phase, Checkpoint::Embeddings, "next_token", pair, why));
+            return Ok(());
         }
-        let t = cache.len();
-        for (i, &l) in layers.iter().enumerate() {
-            // What ours computed for each reference, fed that reference's token.
-            let ks: Vec<ArrayViewD<'_, f32>> =
-                self.ctx.cases.iter().map(|c| decoded[&c.next_token].keys[i].view().into_dyn()).collect();
-            let vs: Vec<ArrayViewD<'_, f32>> =
-                self.ctx.cases.iter().map(|c| decoded[&c.next_token].values[i].view().into_dyn()).collect();
-            let rows = self.ctx.float_rows(cp, Some(l), "k_cache_decode", &ks)?;
+        let before = cache.clone();
+        let (logits, kept) = self.pass(phase, &[token], cache, false)?;
+        if self.wants(phase, Checkpoint::KvCache) && !self.stopped() {
+            self.decode_cache(cache, &before, &kept)?;
+        }
+        if let Some(logits) = &logits {
+            self.selected_logits_invariant(phase, logits, &kept)?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoint 3 after the decode step: the cache against the references; rows 0..T bit for
+    /// bit what the prompt's pass wrote, row T bit for bit the step's own K and V.
+    fn decode_cache(&mut self, cache: &KvCache, before: &KvCache, kept: &Kept) -> Result<()> {
+        let (phase, cp) = (Phase::Decode, Checkpoint::KvCache);
+        let invariants = cp.spec().invariants;
+        let n_refs = self.ctx.sources.refs.len();
+        let t = before.len();
+        for l in self.layers_of(phase, cp) {
+            let (k, v) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());
+            let rows = self.ctx.float_rows(phase, cp, Some(l), "k_cache", &vec![k.view(); n_refs])?;
             self.rows.extend(rows);
-            let rows = self.ctx.float_rows(cp, Some(l), "v_cache_decode", &vs)?;
+            let rows = self.ctx.float_rows(phase, cp, Some(l), "v_cache", &vec![v.view(); n_refs])?;
             self.rows.extend(rows);
-            // The decode step writes row T only: rows 0..T are the prefill's, bit for bit.
-            let (k_before, v_before) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());
-            let unchanged = [(&ks[0], k_before, invariants[2]), (&vs[0], v_before, invariants[3])];
-            for (after, before, what) in unchanged {
+            let olds = [
+                (&k, before.keys(l), invariants[2], "k", invariants[4]),
+                (&v, before.values(l), invariants[3], "v", invariants[5]),
+            ];
+            for (after, old, unchanged, name, new_row) in olds {
                 let kept_rows = after.slice(s![.., ..t, ..]).into_dyn();
-                self.rows.push(self.ctx.bitwise_row(cp, Some(l), what, kept_rows, before)?);
+                self.rows.push(self.ctx.bitwise_row(
+                    phase,
+                    cp,
+                    Some(l),
+                    unchanged,
+                    kept_rows,
+                    old.into_dyn(),
+                )?);
+                let step = kept.get(&(Checkpoint::Qkv, Some(l), name)).context("checkpoint 2 kept")?;
+                let written = after.slice(s![.., t..t + 1, ..]).into_dyn();
+                self.rows.push(self.ctx.bitwise_row(phase, cp, Some(l), new_row, written, step.view())?);
             }
         }
         Ok(())
@@ -216,6 +271,7 @@ impl CaseRun<'_> {
         let probs = sampling::probabilities(logits, &sampling);
         let view = ArrayView1::from(&probs).into_dyn();
         let rows = self.ctx.float_rows(
+            Phase::Prefill,
             Checkpoint::Probabilities,
             None,
             "probs",

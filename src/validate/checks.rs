@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use ndarray::ArrayViewD;
 
 use super::sources::Sources;
-use crate::checkpoint::{Checkpoint, Kind};
+use crate::checkpoint::{Checkpoint, Kind, Phase};
 use crate::compare::{self, Mask, Stats, Tolerance};
 use crate::reference::{Case, Tensor};
 use crate::result::{Accuracy, OURS, Pair, Row};
@@ -56,9 +56,18 @@ impl CaseContext<'_> {
         }
     }
 
-    fn row(&self, cp: Checkpoint, layer: Option<usize>, tensor: &str, shape: &[usize], pair: Pair) -> Row {
+    fn row(
+        &self,
+        phase: Phase,
+        cp: Checkpoint,
+        layer: Option<usize>,
+        tensor: &str,
+        shape: &[usize],
+        pair: Pair,
+    ) -> Row {
         Row {
             case: self.name.to_string(),
+            phase,
             checkpoint: cp,
             layer,
             tensor: tensor.to_string(),
@@ -78,6 +87,7 @@ impl CaseContext<'_> {
     /// engine different inputs: the decode step after a different argmax).
     pub fn float_rows(
         &self,
+        phase: Phase,
         cp: Checkpoint,
         layer: Option<usize>,
         name: &str,
@@ -91,7 +101,7 @@ impl CaseContext<'_> {
         let refs = &self.sources.refs;
         let mut theirs = Vec::with_capacity(refs.len());
         for (source, case) in refs.iter().zip(&self.cases) {
-            let entry = case.require(cp, layer, name)?;
+            let entry = case.require(phase, cp, layer, name)?;
             let tensor = source.reference.load(entry)?;
             theirs.push((entry, tensor));
         }
@@ -101,7 +111,7 @@ impl CaseContext<'_> {
                 let stats = compare_views(a, b, tolerance, mask).with_context(|| {
                     format!("comparing {name} of checkpoint {cp}, {a_name} vs {b_name} ({file})")
                 })?;
-                let mut row = self.row(cp, layer, name, shape, Pair::new(a_name, b_name));
+                let mut row = self.row(phase, cp, layer, name, shape, Pair::new(a_name, b_name));
                 row.tolerance = tolerance;
                 row.passed = stats.passed();
                 row.stats = Some(stats);
@@ -167,6 +177,13 @@ impl CaseContext<'_> {
         });
     }
 
+    /// A failing row that says why a check could not be made at all.
+    pub fn cannot_check(&self, phase: Phase, cp: Checkpoint, tensor: &str, pair: Pair, why: String) -> Row {
+        let mut row = self.row(phase, cp, None, tensor, &[], pair);
+        row.detail = Some(why);
+        row
+    }
+
     /// Values that must be equal (token ids, text): ours against every reference, and the
     /// references among themselves. `theirs[i]` is reference i's value; `describe` words a
     /// comparison for the row's detail.
@@ -182,7 +199,8 @@ impl CaseContext<'_> {
         let names: Vec<&str> = self.sources.refs.iter().map(|r| r.name.as_str()).collect();
         let mut rows = Vec::new();
         let mut emit = |a_name: &str, a: &T, b_name: &str, b: &T| {
-            let mut row = self.row(cp, None, tensor, shape, Pair::new(a_name, b_name));
+            // Token checks (10, 12) belong to the prompt's pass.
+            let mut row = self.row(Phase::Prefill, cp, None, tensor, shape, Pair::new(a_name, b_name));
             row.passed = a == b;
             row.detail = Some(describe(a_name, a, b_name, b));
             rows.push(row);
@@ -201,6 +219,7 @@ impl CaseContext<'_> {
     /// An invariant of our own engine: two of our tensors must be equal bit for bit.
     pub fn bitwise_row(
         &self,
+        phase: Phase,
         cp: Checkpoint,
         layer: Option<usize>,
         what: &str,
@@ -208,7 +227,7 @@ impl CaseContext<'_> {
         b: ArrayViewD<'_, f32>,
     ) -> Result<Row> {
         let diff = compare::first_bitwise_difference(a.view(), b.view())?;
-        let mut row = self.row(cp, layer, what, a.shape(), Pair::new(OURS, OURS));
+        let mut row = self.row(phase, cp, layer, what, a.shape(), Pair::new(OURS, OURS));
         row.passed = diff.is_none();
         row.detail = Some(match &diff {
             None => "bit-identical".to_string(),

@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub use sources::default_dirs;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Phase};
 use crate::model::Gpt2;
 use crate::reference::Case;
 use crate::result::{Report, Row, Search};
@@ -37,21 +37,33 @@ pub enum Layers {
     All,
 }
 
-/// One place a checkpoint is checked: (checkpoint, layer), the layer only for checkpoints 1–7.
-pub type SiteKey = (Checkpoint, Option<usize>);
+/// One place a checkpoint is checked: (phase, checkpoint, layer), the layer only for
+/// checkpoints 1–7.
+pub type SiteKey = (Phase, Checkpoint, Option<usize>);
 
-/// The sites of `checkpoints` at `layers`, in the order the forward pass reaches them:
-/// embeddings, then layer by layer checkpoints 1–7, then the head (8–12).
-pub fn plan(checkpoints: &[Checkpoint], layers: &[usize]) -> Vec<SiteKey> {
-    let has = |cp: &Checkpoint| checkpoints.contains(cp);
+/// The sites of `checkpoints` at `layers` in `phases`, in the order the work reaches them: the
+/// prompt's pass (embeddings, then layer by layer checkpoints 1–7, then the head 8–11), then
+/// the decode step's (0–9 the same way), then the generation (12).
+pub fn plan(checkpoints: &[Checkpoint], layers: &[usize], phases: &[Phase]) -> Vec<SiteKey> {
     let mut sites = Vec::new();
-    if has(&Checkpoint::Embeddings) {
-        sites.push((Checkpoint::Embeddings, None));
+    for &phase in phases {
+        let has = |cp: &Checkpoint| {
+            checkpoints.contains(cp)
+                && *cp != Checkpoint::Generation
+                && (phase == Phase::Prefill || cp.spec().decode)
+        };
+        if has(&Checkpoint::Embeddings) {
+            sites.push((phase, Checkpoint::Embeddings, None));
+        }
+        for &l in layers {
+            let per_layer = Checkpoint::ALL.iter().filter(|c| c.per_layer() && has(c));
+            sites.extend(per_layer.map(|&c| (phase, c, Some(l))));
+        }
+        sites.extend(Checkpoint::ALL.iter().filter(|c| c.index() >= 8 && has(c)).map(|&c| (phase, c, None)));
     }
-    for &l in layers {
-        sites.extend(Checkpoint::ALL.iter().filter(|c| c.per_layer() && has(c)).map(|&c| (c, Some(l))));
+    if phases.contains(&Phase::Prefill) && checkpoints.contains(&Checkpoint::Generation) {
+        sites.push((Phase::Prefill, Checkpoint::Generation, None));
     }
-    sites.extend(Checkpoint::ALL.iter().filter(|c| c.index() >= 8 && has(c)).map(|&c| (c, None)));
     sites
 }
 
@@ -126,13 +138,13 @@ impl Validator {
             rows: Vec::new(),
         };
         run.run()?;
-        let order: HashMap<SiteKey, usize> = plan(&Checkpoint::ALL, &self.layers(Layers::All)?)
+        let order: HashMap<SiteKey, usize> = plan(&Checkpoint::ALL, &self.layers(Layers::All)?, &Phase::ALL)
             .into_iter()
             .enumerate()
             .map(|(i, site)| (site, i))
             .collect();
         // Stable: the pairs of one tensor, and the tensors of one site, keep their order.
-        run.rows.sort_by_key(|r| order.get(&(r.checkpoint, r.layer)).copied());
+        run.rows.sort_by_key(|r| order.get(&(r.phase, r.checkpoint, r.layer)).copied());
         Ok(run.rows)
     }
 

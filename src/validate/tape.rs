@@ -8,10 +8,12 @@ use anyhow::Result;
 use indicatif::ProgressBar;
 use ndarray::{ArrayD, ArrayViewD};
 
-use super::SiteKey;
 use crate::checkpoint::Checkpoint;
 use crate::result::Row;
 use crate::tape::{Site, Tape};
+
+/// A checkpoint of the pass the tape records, and its layer (for checkpoints 1–7).
+pub type At = (Checkpoint, Option<usize>);
 
 /// A kept tensor: (checkpoint, layer, manifest name).
 pub type Key = (Checkpoint, Option<usize>, &'static str);
@@ -24,9 +26,9 @@ pub type Check<'a> = dyn FnMut(Site, ArrayViewD<'_, f32>) -> Result<Vec<Row>> + 
 
 pub struct CheckingTape<'a> {
     /// Sites whose tensors go to the checks.
-    compare: BTreeSet<SiteKey>,
+    compare: BTreeSet<At>,
     /// Sites whose tensors are kept for a check after the pass.
-    keep: BTreeSet<SiteKey>,
+    keep: BTreeSet<At>,
     /// Tensors the pass will record for `compare` and `keep`: once all are in, it may stop.
     expected: usize,
     recorded: usize,
@@ -42,8 +44,8 @@ pub struct CheckingTape<'a> {
 
 impl<'a> CheckingTape<'a> {
     pub fn new(
-        compare: BTreeSet<SiteKey>,
-        keep: BTreeSet<SiteKey>,
+        compare: BTreeSet<At>,
+        keep: BTreeSet<At>,
         full_pass: bool,
         stop_at_first_failure: bool,
         check: &'a mut Check<'a>,

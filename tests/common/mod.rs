@@ -97,17 +97,49 @@ impl RefCopy {
         run(&[&["validate", "--reference", self.path(), "--case", "hello"], args].concat())
     }
 
-    /// The .npy file of (case, checkpoint, layer, name), from the manifest.
+    /// The .npy file of (case, checkpoint, layer, name) of the prompt's pass, from the manifest.
     pub fn tensor_path(&self, case: &str, cp: u64, layer: Option<u64>, name: &str) -> PathBuf {
+        self.tensor_path_in("prefill", case, cp, layer, name)
+    }
+
+    /// The .npy file of (case, checkpoint, layer, name) of `phase` ("prefill" or "decode").
+    pub fn tensor_path_in(
+        &self,
+        phase: &str,
+        case: &str,
+        cp: u64,
+        layer: Option<u64>,
+        name: &str,
+    ) -> PathBuf {
         let m = self.manifest();
         let case = m["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).unwrap();
         let entry = case["tensors"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|t| t["checkpoint"] == cp && t["layer"].as_u64() == layer && t["name"] == name)
-            .unwrap_or_else(|| panic!("no tensor {cp} {layer:?} {name}"));
+            .find(|t| {
+                t["phase"] == phase
+                    && t["checkpoint"] == cp
+                    && t["layer"].as_u64() == layer
+                    && t["name"] == name
+            })
+            .unwrap_or_else(|| panic!("no tensor {phase} {cp} {layer:?} {name}"));
         self.dir.path().join(entry["file"].as_str().unwrap())
+    }
+
+    /// Rewrites one tensor of the decode step of a float32 dump through `f`.
+    pub fn edit_decode_tensor(
+        &self,
+        case: &str,
+        cp: u64,
+        layer: Option<u64>,
+        name: &str,
+        f: impl FnOnce(&mut ArrayD<f32>),
+    ) {
+        let path = self.tensor_path_in("decode", case, cp, layer, name);
+        let mut a: ArrayD<f32> = ndarray_npy::read_npy(&path).unwrap();
+        f(&mut a);
+        ndarray_npy::write_npy(&path, &a).unwrap();
     }
 
     /// Rewrites one tensor of a float32 dump through `f`.
