@@ -118,10 +118,12 @@ def run_hooked(model, input_ids, past=None):
             block.ln_1.register_forward_hook(keep((1, layer, "ln_1"))),
             block.attn.c_attn.register_forward_hook(keep((2, layer, "c_attn"))),
             block.attn.c_proj.register_forward_hook(keep((5, layer, "attn_out"))),
+            block.ln_2.register_forward_hook(keep((6, layer, "ln_2"))),
             block.mlp.act.register_forward_hook(keep((6, layer, "gelu"))),
             block.mlp.register_forward_hook(keep((6, layer, "mlp_out"))),
             block.register_forward_hook(keep((7, layer, "block_out"))),
         ]
+    handles.append(tr.ln_f.register_forward_hook(keep((8, None, "ln_f"))))
     attention = {}
     try:
         with attention_capture(attention):
@@ -154,9 +156,11 @@ def phase_tensors(cfg, phase, modules, attention, out):
         add(4, layer, "scores", scores[0])
         add(4, layer, "attn_probs", probs[0])
         add(5, layer, "attn_out", modules[(5, layer, "attn_out")][0])
+        add(6, layer, "ln_2", modules[(6, layer, "ln_2")][0])
         add(6, layer, "gelu", modules[(6, layer, "gelu")][0])
         add(6, layer, "mlp_out", modules[(6, layer, "mlp_out")][0])
         add(7, layer, "block_out", modules[(7, layer, "block_out")][0])
+    add(8, None, "ln_f", modules[(8, None, "ln_f")][0])
     logits = out.logits[0]  # [T, V]
     add(8, None, "logits", logits)
     add(9, None, "selected_logits", logits[-1])

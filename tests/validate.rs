@@ -155,6 +155,16 @@ fn perturbed_gelu_fails_checkpoint_6() {
 }
 
 #[test]
+fn perturbed_ln_2_fails_checkpoint_6_before_the_gelu() {
+    assert_perturbation_caught(6, Some(1), "ln_2", "FFN");
+}
+
+#[test]
+fn perturbed_ln_f_fails_checkpoint_8_before_the_logits() {
+    assert_perturbation_caught(8, None, "ln_f", "full logits");
+}
+
+#[test]
 fn perturbed_block_output_fails_checkpoint_7() {
     assert_perturbation_caught(7, Some(1), "block_out", "block output");
 }

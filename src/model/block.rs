@@ -45,6 +45,7 @@ impl Block {
         hook(tape, Site::new(Checkpoint::LayerNorm, l, "ln_1"), h.view())?;
         x += &self.attn.forward(h.view(), self.layer, cache, tape)?; // [T, C]
         let h = self.ln_2.forward(x.view()); // [T, C]
+        hook(tape, Site::new(Checkpoint::Ffn, l, "ln_2"), h.view())?;
         x += &self.mlp.forward(h.view(), self.layer, tape)?; // [T, C]
         hook(tape, Site::new(Checkpoint::BlockOutput, l, "block_out"), x.view())?;
         Ok(x)

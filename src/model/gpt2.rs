@@ -85,6 +85,7 @@ impl Gpt2 {
         cache.advance(t);
 
         let x = self.ln_f.forward(x.view()); // [T, C]
+        hook(tape, Site::new(Checkpoint::Logits, None, "ln_f"), x.view())?;
         if tape.wants(Checkpoint::Logits, None) {
             let logits = matmul(x.view(), wte.t()); // [T, V]
             tape.record(Site::new(Checkpoint::Logits, None, "logits"), logits.view().into_dyn())?;

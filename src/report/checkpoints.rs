@@ -15,7 +15,10 @@ pub fn checkpoints_table() -> String {
             .tensors
             .iter()
             .map(|t| match t.kind {
-                Kind::Float { .. } => format!("{} {}", t.name, t.shape),
+                Kind::Float { .. } => match t.tolerance {
+                    Some(own) => format!("{} {} ({own})", t.name, t.shape),
+                    None => format!("{} {}", t.name, t.shape),
+                },
                 Kind::Tokens => format!("{} (token ids)", t.name),
                 Kind::Text => format!("{} (text)", t.name),
             })

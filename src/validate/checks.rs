@@ -46,9 +46,9 @@ fn compare_views(a: &View<'_>, b: &View<'_>, tolerance: Tolerance, mask: Mask) -
 }
 
 impl CaseContext<'_> {
-    /// The tolerance of a checkpoint's float tensors, after --atol / --rtol.
-    pub fn tolerance(&self, checkpoint: Checkpoint) -> Tolerance {
-        match checkpoint.tolerance() {
+    /// The tolerance of a float tensor, after --atol / --rtol.
+    pub fn tolerance(&self, checkpoint: Checkpoint, name: &str) -> Tolerance {
+        match checkpoint.tensor_tolerance(name) {
             Tolerance::Close { atol, rtol } => {
                 Tolerance::Close { atol: self.atol.unwrap_or(atol), rtol: self.rtol.unwrap_or(rtol) }
             }
@@ -97,7 +97,7 @@ impl CaseContext<'_> {
             Some(Kind::Float { mask }) => mask,
             _ => unreachable!("checkpoint {cp} has no float tensor {name:?}"),
         };
-        let tolerance = self.tolerance(cp);
+        let tolerance = self.tolerance(cp, name);
         let refs = &self.sources.refs;
         let mut theirs = Vec::with_capacity(refs.len());
         for (source, case) in refs.iter().zip(&self.cases) {
