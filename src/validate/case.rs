@@ -147,18 +147,25 @@ impl CaseRun<'_> {
         Ok(())
     }
 
+    /// Checkpoint 3's cache of `layer` against the references.
+    fn cache_rows(&mut self, phase: Phase, cache: &KvCache, layer: usize) -> Result<()> {
+        let n_refs = self.ctx.sources.refs.len();
+        for (name, tensor) in [("k_cache", cache.keys(layer)), ("v_cache", cache.values(layer))] {
+            let ours = vec![tensor.into_dyn(); n_refs];
+            let rows = self.ctx.float_rows(phase, Checkpoint::KvCache, Some(layer), name, &ours)?;
+            self.rows.extend(rows);
+        }
+        Ok(())
+    }
+
     /// Checkpoint 3 after the prompt: the cache against the references, and bit for bit the K
     /// and V that checkpoint 2 recorded.
     fn prefill_cache(&mut self, cache: &KvCache, kept: &Kept) -> Result<()> {
         let (phase, cp) = (Phase::Prefill, Checkpoint::KvCache);
         let invariants = cp.spec().invariants;
-        let n_refs = self.ctx.sources.refs.len();
         for l in self.layers_of(phase, cp) {
+            self.cache_rows(phase, cache, l)?;
             let (k, v) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());
-            let rows = self.ctx.float_rows(phase, cp, Some(l), "k_cache", &vec![k.view(); n_refs])?;
-            self.rows.extend(rows);
-            let rows = self.ctx.float_rows(phase, cp, Some(l), "v_cache", &vec![v.view(); n_refs])?;
-            self.rows.extend(rows);
             for (name, cached, what) in [("k", &k, invariants[0]), ("v", &v, invariants[1])] {
                 let from_qkv = kept.get(&(Checkpoint::Qkv, Some(l), name)).context("checkpoint 2 kept")?;
                 self.rows.push(self.ctx.bitwise_row(
@@ -208,14 +215,10 @@ impl CaseRun<'_> {
     fn decode_cache(&mut self, cache: &KvCache, before: &KvCache, kept: &Kept) -> Result<()> {
         let (phase, cp) = (Phase::Decode, Checkpoint::KvCache);
         let invariants = cp.spec().invariants;
-        let n_refs = self.ctx.sources.refs.len();
         let t = before.len();
         for l in self.layers_of(phase, cp) {
+            self.cache_rows(phase, cache, l)?;
             let (k, v) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());
-            let rows = self.ctx.float_rows(phase, cp, Some(l), "k_cache", &vec![k.view(); n_refs])?;
-            self.rows.extend(rows);
-            let rows = self.ctx.float_rows(phase, cp, Some(l), "v_cache", &vec![v.view(); n_refs])?;
-            self.rows.extend(rows);
             let olds = [
                 (&k, before.keys(l), invariants[2], "k", invariants[4]),
                 (&v, before.values(l), invariants[3], "v", invariants[5]),

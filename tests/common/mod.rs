@@ -136,10 +136,7 @@ impl RefCopy {
         name: &str,
         f: impl FnOnce(&mut ArrayD<f32>),
     ) {
-        let path = self.tensor_path_in("decode", case, cp, layer, name);
-        let mut a: ArrayD<f32> = ndarray_npy::read_npy(&path).unwrap();
-        f(&mut a);
-        ndarray_npy::write_npy(&path, &a).unwrap();
+        edit_npy(&self.tensor_path_in("decode", case, cp, layer, name), f)
     }
 
     /// Rewrites one tensor of a float32 dump through `f`.
@@ -174,9 +171,13 @@ impl RefCopy {
         name: &str,
         f: impl FnOnce(&mut ArrayD<T>),
     ) {
-        let path = self.tensor_path(case, cp, layer, name);
-        let mut a: ArrayD<T> = ndarray_npy::read_npy(&path).unwrap();
-        f(&mut a);
-        ndarray_npy::write_npy(&path, &a).unwrap();
+        edit_npy(&self.tensor_path(case, cp, layer, name), f)
     }
+}
+
+/// Rewrites one .npy file through `f`.
+fn edit_npy<T: ReadableElement + WritableElement>(path: &Path, f: impl FnOnce(&mut ArrayD<T>)) {
+    let mut a: ArrayD<T> = ndarray_npy::read_npy(path).unwrap();
+    f(&mut a);
+    ndarray_npy::write_npy(path, &a).unwrap();
 }
