@@ -83,32 +83,40 @@ pub struct TensorSpec {
 
 /// The accuracy rule against a float64 truth, the peer being a float32 reference (PyTorch's).
 /// Ours fails when its worst error is more than k times the peer's, or its RMS error more than
-/// k_rms times the peer's (plus `floor` each):
+/// k_rms times the peer's, each plus a floor:
 ///
-///   max |ours − truth| > k·max |peer − truth| + floor,  or
-///   rms(ours − truth)  > k_rms·rms(peer − truth) + floor.
+///   max |ours − truth| > k·max |peer − truth|     + floor + floor_eps·ε·max |truth|,  or
+///   rms(ours − truth)  > k_rms·rms(peer − truth)  + floor + floor_eps·ε·rms(truth),
 ///
-/// The max rule catches a bug in a few elements; the RMS rule a small systematic error (a
-/// wrong constant that moves every element by a few ulps), whose max hides in the peer's
-/// worst-case rounding but whose RMS stands out. `floor` absorbs tensors where the peer is
-/// (nearly) exact and a ratio means nothing. All three were chosen by measurement on every
-/// model CI validates (CHECKPOINTS.md, "The accuracy verdict").
+/// ε being float32's machine epsilon (2^-23). The max rule catches a bug in a few elements;
+/// the RMS rule a small systematic error (a wrong constant that moves every element by a few
+/// ulps), whose max hides in the peer's worst-case rounding but whose RMS stands out. The
+/// floors keep the yardstick from shrinking below what float32 can resolve: `floor` for
+/// tensors near zero, `floor_eps` for a peer that is luckily exact on a small tensor (the
+/// decode step's single row). All were chosen by measurement on every model CI validates
+/// (CHECKPOINTS.md, "The accuracy verdict").
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct AccuracyRule {
     pub k: f64,
     pub k_rms: f64,
     pub floor: f64,
+    pub floor_eps: f64,
 }
 
+/// float32's machine epsilon, 2^-23.
+pub const F32_EPSILON: f64 = f32::EPSILON as f64;
+
 impl AccuracyRule {
-    /// The largest max error against the truth ours may have, given the peer's.
-    pub fn allowed(&self, err_peer: f64) -> f64 {
-        self.k * err_peer + self.floor
+    /// The largest max error against the truth ours may have, given the peer's and the
+    /// truth's largest magnitude.
+    pub fn allowed(&self, err_peer: f64, truth_max_abs: f64) -> f64 {
+        self.k * err_peer + self.floor + self.floor_eps * F32_EPSILON * truth_max_abs
     }
 
-    /// The largest RMS error against the truth ours may have, given the peer's.
-    pub fn allowed_rms(&self, rms_peer: f64) -> f64 {
-        self.k_rms * rms_peer + self.floor
+    /// The largest RMS error against the truth ours may have, given the peer's and the truth's
+    /// RMS.
+    pub fn allowed_rms(&self, rms_peer: f64, truth_rms: f64) -> f64 {
+        self.k_rms * rms_peer + self.floor + self.floor_eps * F32_EPSILON * truth_rms
     }
 }
 
@@ -149,16 +157,17 @@ const fn close(atol: f64, rtol: f64) -> Tolerance {
 }
 
 /// How much larger than the peer's our errors against the truth may be, for the max and for the
-/// RMS. Chosen by measurement (CHECKPOINTS.md, "The accuracy verdict"): our engine stays within
-/// 2.4× (max) and 1.8× (RMS) of PyTorch float32 on every model CI validates; correct engines
-/// with other numerics reach 4.6× (a plain float32 loop for every matrix product, as llm.c's
-/// reference kernels) and 3.9× (LayerNorm statistics in float32) on the GPT-2-medium shape.
-/// A constant 3e-6 shift of one stage reaches 9× to 21× the peer's RMS where it happens.
-const K_MAX: f64 = 8.0;
+/// RMS, and the relative floor. Chosen by measurement on every model CI validates, both phases
+/// (CHECKPOINTS.md, "The accuracy verdict"): our engine uses at most 0.25 of the allowance;
+/// correct engines with other numerics at most 0.59 (a plain float32 loop for every matrix
+/// product, as llm.c's reference kernels, reaches 7.5× PyTorch's worst error on the decode
+/// step's scores); a constant 3e-6 shift of one stage exceeds it 1.4× to 3.9× where it happens.
+const K_MAX: f64 = 12.0;
+const FLOOR_EPS: f64 = 2.0;
 const K_RMS: f64 = 6.0;
 
 const fn rule(k: f64, floor: f64) -> Option<AccuracyRule> {
-    Some(AccuracyRule { k, k_rms: K_RMS, floor })
+    Some(AccuracyRule { k, k_rms: K_RMS, floor, floor_eps: FLOOR_EPS })
 }
 
 /// The table. Tolerances: CHECKPOINTS.md gives the reason for each; the accuracy rules, the
@@ -471,9 +480,13 @@ mod tests {
 
     #[test]
     fn accuracy_rule_allows_k_times_the_peer_plus_the_floor() {
-        let r = AccuracyRule { k: 2.0, k_rms: 3.0, floor: 1e-7 };
-        assert!((r.allowed(1e-6) - 2.1e-6).abs() < 1e-18);
-        assert!((r.allowed_rms(1e-6) - 3.1e-6).abs() < 1e-18);
-        assert_eq!(r.allowed(0.0), 1e-7);
+        let r = AccuracyRule { k: 2.0, k_rms: 3.0, floor: 1e-7, floor_eps: 0.0 };
+        assert!((r.allowed(1e-6, 5.0) - 2.1e-6).abs() < 1e-18);
+        assert!((r.allowed_rms(1e-6, 5.0) - 3.1e-6).abs() < 1e-18);
+        assert_eq!(r.allowed(0.0, 5.0), 1e-7);
+        // The relative floor: 2 float32 epsilons of the truth's magnitude.
+        let r = AccuracyRule { floor_eps: 2.0, ..r };
+        assert!((r.allowed(0.0, 4.0) - (1e-7 + 8.0 * F32_EPSILON)).abs() < 1e-18);
+        assert!((r.allowed_rms(0.0, 0.5) - (1e-7 + F32_EPSILON)).abs() < 1e-18);
     }
 }

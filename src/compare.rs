@@ -79,6 +79,10 @@ pub struct Stats {
     pub max_rel: f64,
     pub mean_abs: f64,
     pub rms: f64,
+    /// The magnitude of the second source ("reference") over the compared finite elements:
+    /// max |ref| and rms(ref). The accuracy verdict's floor scales with them.
+    pub ref_max_abs: f64,
+    pub ref_rms: f64,
     /// Elements outside atol + rtol·|ref| (non-finite ones included).
     pub mismatches: usize,
     /// Elements where ours or the reference is NaN or ±Inf.
@@ -169,6 +173,8 @@ pub fn compare<A: Element, B: Element>(
         max_rel: 0.0,
         mean_abs: 0.0,
         rms: 0.0,
+        ref_max_abs: 0.0,
+        ref_rms: 0.0,
         mismatches: 0,
         non_finite: 0,
         worst_index: vec![0; shape.len()],
@@ -204,6 +210,7 @@ pub fn compare<A: Element, B: Element>(
             dot += x64 * r64;
             norm_a += x64 * x64;
             norm_b += r64 * r64;
+            s.ref_max_abs = s.ref_max_abs.max(r64.abs());
             s.max_abs = s.max_abs.max(d);
             if r64 != 0.0 {
                 s.max_rel = s.max_rel.max(d / r64.abs());
@@ -237,6 +244,7 @@ pub fn compare<A: Element, B: Element>(
     if finite > 0.0 {
         s.mean_abs = sum_abs / finite;
         s.rms = (sum_sq / finite).sqrt();
+        s.ref_rms = (norm_b / finite).sqrt();
     }
     s.cosine = if norm_a == 0.0 && norm_b == 0.0 {
         1.0

@@ -63,9 +63,11 @@ pub struct Accuracy {
     pub k: f64,
     pub k_rms: f64,
     pub floor: f64,
-    /// k·err_peer + floor
+    /// The relative floor, in float32 epsilons of the truth's magnitude.
+    pub floor_eps: f64,
+    /// k·err_peer + floor + floor_eps·ε·max |truth|
     pub allowed: f64,
-    /// k_rms·rms_peer + floor
+    /// k_rms·rms_peer + floor + floor_eps·ε·rms(truth)
     pub allowed_rms: f64,
     pub passed: bool,
 }

@@ -24,7 +24,12 @@ pub fn checkpoints_table() -> String {
             })
             .collect();
         let accuracy = match spec.accuracy {
-            Some(rule) => format!("max {}×, rms {}× peer + {:.0e}", rule.k, rule.k_rms, rule.floor),
+            Some(rule) => {
+                format!(
+                    "max {}×, rms {}× peer + {:.0e} + {}ε·|truth|",
+                    rule.k, rule.k_rms, rule.floor, rule.floor_eps
+                )
+            }
             None => "-".into(),
         };
         table.add_row(vec![
@@ -37,9 +42,10 @@ pub fn checkpoints_table() -> String {
         ]);
     }
     format!(
-        "{table}\nAccuracy, with a float64 dump as the truth and a float32 one as the peer: \
-         max |ours − truth| ≤ k·max |peer − truth| + floor\nand rms(ours − truth) ≤ k_rms·rms(peer − truth) + \
-         floor.\nDefinitions, masks, invariants and the HF source of each reference: \
+        "{table}\nAccuracy, with a float64 dump as the truth and a float32 one as the peer:\n  \
+         max |ours − truth| ≤ k·max |peer − truth| + floor + floor_eps·ε·max |truth|, and\n  \
+         rms(ours − truth) ≤ k_rms·rms(peer − truth) + floor + floor_eps·ε·rms(truth), ε = 2^-23.\n\
+         Definitions, masks, invariants and the HF source of each reference: \
          CHECKPOINTS.md; as JSON: llorch checkpoints --format json\n"
     )
 }

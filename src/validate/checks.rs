@@ -154,7 +154,10 @@ impl CaseContext<'_> {
         }
         let (err_ours, rms_ours) = (ours_stats.max_abs, ours_stats.rms);
         let (err_peer, rms_peer) = (peer_stats.max_abs, peer_stats.rms);
-        let (allowed, allowed_rms) = (rule.allowed(err_peer), rule.allowed_rms(rms_peer));
+        // The truth's magnitude: the second source of the ours-vs-truth row.
+        let (truth_max, truth_rms) = (ours_stats.ref_max_abs, ours_stats.ref_rms);
+        let (allowed, allowed_rms) =
+            (rule.allowed(err_peer, truth_max), rule.allowed_rms(rms_peer, truth_rms));
         let passed = err_ours <= allowed && rms_ours <= allowed_rms;
         let ratio_of = |ours: f64, peer: f64| (peer > 0.0).then(|| ours / peer);
         let row = rows.iter_mut().find(|r| r.pair.0 == OURS && &r.pair.1 == truth).expect("found above");
@@ -171,6 +174,7 @@ impl CaseContext<'_> {
             k: rule.k,
             k_rms: rule.k_rms,
             floor: rule.floor,
+            floor_eps: rule.floor_eps,
             allowed,
             allowed_rms,
             passed,
