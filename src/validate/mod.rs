@@ -1,11 +1,11 @@
-//! `llorch validate`: run → checks → result. Our engine runs each case once; a checking tape
-//! hands every recorded tensor to the checks, which compare it with every reference dump (and
-//! the dumps with each other) and judge its accuracy against a float64 truth; the rows go to
-//! `result::Report`, which the renderers read.
+//! `llorch validate`: run → checks → result. Our engine runs each case once (the prompt, then
+//! the decode step after it); a checking tape hands every recorded tensor to the checks, which
+//! compare it with every reference dump (and the dumps with each other) and judge its accuracy
+//! against a float64 truth; the rows go to `result::Report`, which the renderers read.
 //!
 //! - `sources`: the reference dumps, their names, their roles (truth, peer)
-//! - `tape`: the tape that feeds the checks during the forward pass
-//! - `case`: one case: the pass, then the checkpoints that need all of it
+//! - `tape`: the tape that feeds the checks during a forward pass
+//! - `case`: one case: the prompt's pass, the decode step, then the checks that need all of it
 //! - `checks`: one small function per check family, turning (ours, references) into rows
 
 mod case;
