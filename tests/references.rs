@@ -191,6 +191,14 @@ fn the_same_reference_twice_is_named_apart() {
 }
 
 #[test]
+fn the_same_directory_twice_is_an_error() {
+    let dir = reference();
+    let out = run(&["validate", "--reference", dir.to_str().unwrap(), "--reference", dir.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("is given twice as a reference"), "{}", out.stderr);
+}
+
+#[test]
 fn a_manifest_file_outside_the_reference_directory_is_refused() {
     for outside in ["../../etc/hostname", "/etc/hostname"] {
         let refs = RefCopy::new();

@@ -53,15 +53,29 @@ impl Sources {
     /// Opens every dump and checks it against the model and against the first dump's cases.
     pub fn open(dirs: &[PathBuf], config: &Config) -> Result<Sources> {
         let mut refs: Vec<RefSource> = Vec::new();
+        let mut seen = Vec::new();
         for dir in dirs {
+            // The same dump twice would only compare it with itself.
+            if let Ok(canonical) = dir.canonicalize() {
+                ensure!(!seen.contains(&canonical), "{} is given twice as a reference", dir.display());
+                seen.push(canonical);
+            }
             let reference = Reference::open(dir)?;
             reference.check_model(config)?;
             let precision = reference.precision()?;
             let mut name = reference.label();
+            // Two dumps of one kind (a fresh one beside an old one, say) are told apart by their
+            // directories, and numbered if even those are alike.
             if name == OURS || refs.iter().any(|r| r.name == name) {
                 name = format!("{name}@{}", reference.dir_name());
             }
-            ensure!(!refs.iter().any(|r| r.name == name), "{} is given twice as a reference", dir.display());
+            let base = name.clone();
+            for n in 2.. {
+                if !refs.iter().any(|r| r.name == name) {
+                    break;
+                }
+                name = format!("{base}#{n}");
+            }
             refs.push(RefSource { name, reference, precision });
         }
         if let Some((first, rest)) = refs.split_first() {
