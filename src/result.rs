@@ -136,26 +136,34 @@ pub struct Location {
     pub pair: Option<Pair>,
 }
 
-impl fmt::Display for Location {
-    /// "case hello, checkpoint 5 (attention output), layer 1, attn_out, ours vs pytorch-f32";
-    /// a location on the decode step says so after the case.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Location {
+    /// Everything but the case: "checkpoint 5 (attention output), layer 1, attn_out, ours vs
+    /// pytorch-f32", after "decode step, " on the decode step. An invariant's pair is left out:
+    /// its tensor already says "(ours)".
+    pub fn site(&self) -> String {
         let cp = Checkpoint::ALL[self.checkpoint as usize];
-        write!(f, "case {}", self.case)?;
+        let mut out = String::new();
         if self.phase == Phase::Decode {
-            write!(f, ", {}", self.phase)?;
+            out.push_str(&format!("{}, ", self.phase));
         }
-        write!(f, ", checkpoint {} ({})", cp.index(), cp.title())?;
+        out.push_str(&format!("checkpoint {} ({})", cp.index(), cp.title()));
         if let Some(l) = self.layer {
-            write!(f, ", layer {l}")?;
+            out.push_str(&format!(", layer {l}"));
         }
         if let Some(t) = &self.tensor {
-            write!(f, ", {t}")?;
+            out.push_str(&format!(", {t}"));
         }
-        if let Some(p) = &self.pair {
-            write!(f, ", {p}")?;
+        if let Some(p) = self.pair.as_ref().filter(|p| !p.is_self()) {
+            out.push_str(&format!(", {p}"));
         }
-        Ok(())
+        out
+    }
+}
+
+impl fmt::Display for Location {
+    /// "case hello, checkpoint 5 (attention output), layer 1, attn_out, ours vs pytorch-f32"
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "case {}, {}", self.case, self.site())
     }
 }
 

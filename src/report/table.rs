@@ -1,5 +1,6 @@
-//! The table for people: one table per case, a row per (tensor, pair of sources), the pairs of
-//! one tensor side by side; under it the sentences that numbers cannot say, then the summary.
+//! The table for people: one table per case and phase, a row per (tensor, pair of sources), the
+//! pairs of one tensor side by side; under it the sentences that numbers cannot say, then the
+//! summary.
 
 use comfy_table::{Cell, Color, ContentArrangement, presets::UTF8_FULL_CONDENSED};
 
@@ -210,7 +211,7 @@ fn verbose(row: &Row) -> String {
 /// failures, masked entries (once per tensor), and the worst element of every failure.
 fn explain(row: &Row, first_of_tensor: bool) -> Option<String> {
     use crate::checkpoint::Checkpoint;
-    let at = describe_row(row);
+    let at = row.location().site();
     if let Some(detail) = &row.detail {
         // Passing bitwise invariants need no sentence; token results are worth reading, once
         // per tensor while the sources agree.
@@ -263,18 +264,4 @@ fn explain(row: &Row, first_of_tensor: bool) -> Option<String> {
 /// well below float32 resolution (JSON carries all its digits).
 fn value(x: f64) -> String {
     format!("{x:.8e}")
-}
-
-/// "checkpoint 5 (attention output), layer 1, attn_out, ours vs pytorch-f32", after
-/// "decode step, " on the decode step.
-fn describe_row(row: &Row) -> String {
-    let phase = if row.phase == Phase::Decode { "decode step, " } else { "" };
-    let layer = row.layer.map(|l| format!(", layer {l}")).unwrap_or_default();
-    let pair = if row.pair.is_self() { String::new() } else { format!(", {}", row.pair) };
-    format!(
-        "{phase}checkpoint {} ({}){layer}, {}{pair}",
-        row.checkpoint.index(),
-        row.checkpoint.title(),
-        row.tensor
-    )
 }
