@@ -21,27 +21,40 @@ mod planted {
         (out.code, serde_json::from_str(&out.stdout).expect("valid JSON"))
     }
 
-    /// (case, checkpoint, layer, tensor) of the first failing row, and whether it failed the
-    /// accuracy verdict only (within every fixed tolerance).
-    fn first_failure(doc: &Value) -> Option<(String, u64, Option<u64>, String, bool)> {
+    /// Where the first failing row is, and whether it failed the accuracy verdict only
+    /// (within every fixed tolerance).
+    #[derive(Debug, PartialEq)]
+    struct Failure {
+        case: String,
+        phase: String,
+        checkpoint: u64,
+        layer: Option<u64>,
+        tensor: String,
+        accuracy_only: bool,
+    }
+
+    fn first_failure(doc: &Value) -> Option<Failure> {
         let row = doc["rows"].as_array().unwrap().iter().find(|r| r["passed"] == false)?;
-        let accuracy_only = row["stats"]["mismatches"] == 0 && row["accuracy"]["passed"] == false;
-        Some((
-            row["case"].as_str()?.into(),
-            row["checkpoint"].as_u64()?,
-            row["layer"].as_u64(),
-            row["tensor"].as_str()?.into(),
-            accuracy_only,
-        ))
+        Some(Failure {
+            case: row["case"].as_str()?.into(),
+            phase: row["phase"].as_str()?.into(),
+            checkpoint: row["checkpoint"].as_u64()?,
+            layer: row["layer"].as_u64(),
+            tensor: row["tensor"].as_str()?.into(),
+            accuracy_only: row["stats"]["mismatches"] == 0 && row["accuracy"]["passed"] == false,
+        })
     }
 
     #[test]
     fn a_shift_of_a_few_ulps_passes_every_tolerance_and_fails_the_accuracy_verdict_where_it_is() {
         let (code, doc) = validate("attn-out-shift", &[]);
         assert_eq!(code, 1);
-        let (case, cp, layer, tensor, accuracy_only) = first_failure(&doc).expect("caught");
-        assert_eq!((case.as_str(), cp, layer, tensor.as_str()), ("hello", 5, Some(0), "attn_out"));
-        assert!(accuracy_only, "found by the accuracy verdict, not a fixed tolerance");
+        let f = first_failure(&doc).expect("caught");
+        assert_eq!(
+            (f.case.as_str(), f.checkpoint, f.layer, f.tensor.as_str()),
+            ("hello", 5, Some(0), "attn_out")
+        );
+        assert!(f.accuracy_only, "found by the accuracy verdict, not a fixed tolerance");
         // Every failure anywhere is the accuracy verdict's: no fixed tolerance sees the bug ...
         for row in doc["rows"].as_array().unwrap().iter().filter(|r| r["passed"] == false) {
             assert_eq!(row["stats"]["mismatches"], 0, "{row}");
@@ -56,28 +69,17 @@ mod planted {
     fn layer_norm_epsilon_1e_6_first_fails_at_checkpoint_1() {
         let (code, doc) = validate("ln-epsilon", &[]);
         assert_eq!(code, 1);
-        let (_, cp, layer, tensor, _) = first_failure(&doc).expect("caught");
-        assert_eq!((cp, layer, tensor.as_str()), (1, Some(0), "ln_1"));
+        let f = first_failure(&doc).expect("caught");
+        assert_eq!((f.checkpoint, f.layer, f.tensor.as_str()), (1, Some(0), "ln_1"));
     }
 
     #[test]
     fn a_wrong_gelu_coefficient_first_fails_at_the_gelu() {
         let (code, doc) = validate("gelu-coefficient", &[]);
         assert_eq!(code, 1);
-        let (_, cp, layer, tensor, accuracy_only) = first_failure(&doc).expect("caught");
-        assert_eq!((cp, layer, tensor.as_str()), (6, Some(0), "gelu"));
-        assert!(accuracy_only, "a 3e-4 relative change of the coefficient hides inside the tolerances");
-    }
-
-    /// (phase, checkpoint, layer, tensor) of the first failing row.
-    fn first_site(doc: &Value) -> Option<(String, u64, Option<u64>, String)> {
-        let row = doc["rows"].as_array().unwrap().iter().find(|r| r["passed"] == false)?;
-        Some((
-            row["phase"].as_str()?.into(),
-            row["checkpoint"].as_u64()?,
-            row["layer"].as_u64(),
-            row["tensor"].as_str()?.into(),
-        ))
+        let f = first_failure(&doc).expect("caught");
+        assert_eq!((f.checkpoint, f.layer, f.tensor.as_str()), (6, Some(0), "gelu"));
+        assert!(f.accuracy_only, "a 3e-4 relative change of the coefficient hides inside the tolerances");
     }
 
     /// Decode-path bugs: invisible on the prompt's pass, each found on the decode step at the
@@ -92,12 +94,16 @@ mod planted {
         for (variant, (cp, layer, tensor)) in cases {
             let (code, doc) = validate(variant, &[]);
             assert_eq!(code, 1, "{variant}");
-            let expected = ("decode".to_string(), cp, layer, tensor.to_string());
-            assert_eq!(first_site(&doc), Some(expected), "{variant}");
+            let f = first_failure(&doc).expect("caught");
+            assert_eq!(
+                (f.phase.as_str(), f.checkpoint, f.layer, f.tensor.as_str()),
+                ("decode", cp, layer, tensor),
+                "{variant}"
+            );
             let (code, doc) = validate(variant, &["--phase", "prefill"]);
             assert_eq!(code, 1, "{variant}");
-            let (_, cp, ..) = first_site(&doc).unwrap();
-            assert_eq!(cp, 12, "{variant}: the prompt's pass alone sees only the generated tokens");
+            let f = first_failure(&doc).expect("caught");
+            assert_eq!(f.checkpoint, 12, "{variant}: the prompt's pass alone sees only the generated tokens");
         }
     }
 

@@ -59,19 +59,38 @@ fn explicit_model_and_reference_flags_work() {
 /// Perturbs one reference value by 1.0, far outside every tolerance, and expects exit 1 with the
 /// failure located at exactly that checkpoint and layer.
 fn assert_perturbation_caught(cp: u64, layer: Option<u64>, name: &str, title: &str) {
+    assert_caught_in("prefill", cp, layer, name, title);
+}
+
+/// The same on the decode step: the failure is located in the decode step's tables.
+fn assert_decode_perturbation_caught(cp: u64, layer: Option<u64>, name: &str, title: &str) {
+    assert_caught_in("decode", cp, layer, name, title);
+}
+
+fn assert_caught_in(phase: &str, cp: u64, layer: Option<u64>, name: &str, title: &str) {
     let refs = RefCopy::new();
-    refs.edit_tensor("hello", cp, layer, name, |a| {
-        let first = a.iter_mut().next().unwrap();
-        *first += 1.0;
+    // On the decode step the last element: in the cache, that is the row the step wrote.
+    refs.edit_tensor_in(phase, "hello", cp, layer, name, |a| {
+        let element = if phase == "decode" { a.iter_mut().last() } else { a.iter_mut().next() };
+        *element.unwrap() += 1.0;
     });
     let cp_arg = cp.to_string();
     let out = refs.validate_hello(&["--checkpoint", &cp_arg, "--layer", "all"]);
-    assert_eq!(out.code, 1, "perturbed {name} at checkpoint {cp}: {}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, 1, "perturbed {phase} {name} at checkpoint {cp}: {}{}", out.stdout, out.stderr);
     let at = layer.map(|l| format!(", layer {l}")).unwrap_or_default();
-    let expected = format!("first failure: case hello, checkpoint {cp} ({title}){at}, {name}");
+    let step = if phase == "decode" { "decode step, " } else { "" };
+    let expected = format!("first failure: case hello, {step}checkpoint {cp} ({title}){at}, {name}");
     assert!(out.stdout.contains(&expected), "wanted {expected:?} in:\n{}", out.stdout);
     assert!(out.stdout.contains("FAIL"));
-    assert!(out.stdout.contains("1 of "), "one element out of tolerance: {}", out.stdout);
+    if phase == "decode" {
+        assert!(
+            out.stdout.contains("case hello, decode step (the token after the prompt)\n"),
+            "{}",
+            out.stdout
+        );
+    } else {
+        assert!(out.stdout.contains("1 of "), "one element out of tolerance: {}", out.stdout);
+    }
 }
 
 #[test]
@@ -87,21 +106,6 @@ fn perturbed_layer_norm_fails_checkpoint_1() {
 #[test]
 fn perturbed_keys_fail_checkpoint_2() {
     assert_perturbation_caught(2, Some(1), "k", "Q/K/V");
-}
-
-/// The same on the decode step: the failure is located in the decode step's tables.
-fn assert_decode_perturbation_caught(cp: u64, layer: Option<u64>, name: &str, title: &str) {
-    let refs = RefCopy::new();
-    refs.edit_decode_tensor("hello", cp, layer, name, |a| {
-        *a.iter_mut().last().unwrap() += 1.0;
-    });
-    let cp_arg = cp.to_string();
-    let out = refs.validate_hello(&["--checkpoint", &cp_arg, "--layer", "all"]);
-    assert_eq!(out.code, 1, "perturbed decode {name} at checkpoint {cp}: {}{}", out.stdout, out.stderr);
-    let at = layer.map(|l| format!(", layer {l}")).unwrap_or_default();
-    let expected = format!("first failure: case hello, decode step, checkpoint {cp} ({title}){at}, {name}");
-    assert!(out.stdout.contains(&expected), "wanted {expected:?} in:\n{}", out.stdout);
-    assert!(out.stdout.contains("case hello, decode step (the token after the prompt)\n"), "{}", out.stdout);
 }
 
 #[test]

@@ -127,16 +127,17 @@ impl RefCopy {
         self.dir.path().join(entry["file"].as_str().unwrap())
     }
 
-    /// Rewrites one tensor of the decode step of a float32 dump through `f`.
-    pub fn edit_decode_tensor(
+    /// Rewrites one tensor of `phase` ("prefill" or "decode") of a float32 dump through `f`.
+    pub fn edit_tensor_in(
         &self,
+        phase: &str,
         case: &str,
         cp: u64,
         layer: Option<u64>,
         name: &str,
         f: impl FnOnce(&mut ArrayD<f32>),
     ) {
-        edit_npy(&self.tensor_path_in("decode", case, cp, layer, name), f)
+        edit_npy(&self.tensor_path_in(phase, case, cp, layer, name), f)
     }
 
     /// Rewrites one tensor of a float32 dump through `f`.
