@@ -23,6 +23,26 @@ pub enum Variant {
     DecodePositionsRestart,
     /// Bug: the decode step writes its K and V over row 0 of the cache instead of row T.
     DecodeCacheOverwrite,
+    /// Bug: LayerNorm divides the squared deviations by n − 1 (unbiased variance).
+    UnbiasedVariance,
+    /// Bug: q and k taken from each other's third of c_attn's output.
+    QkSwapped,
+    /// Bug: the attention scores are not scaled by 1/√head_dim.
+    MissingAttnScale,
+    /// Bug: the causal mask lets each query see the next key too.
+    MaskOffByOne,
+    /// Bug: the heads are merged as [T, head_dim, n_head] before c_proj.
+    HeadMergeOrder,
+    /// Bug: the attention's c_proj weight read transposed (as nn.Linear's [out, in]).
+    AttnProjTransposed,
+    /// Bug: the erf GELU instead of GPT-2's tanh approximation.
+    ErfGelu,
+    /// Bug: the MLP's c_fc bias is dropped.
+    MlpBiasDropped,
+    /// Bug: the block's second residual is dropped: its output is the MLP's output alone.
+    ResidualDropped,
+    /// Bug: the final LayerNorm is skipped.
+    LnFSkipped,
     /// Correct: LayerNorm statistics accumulated in float32, as PyTorch's kernel does.
     F32LayerNormStats,
     /// Correct: GELU evaluated in float32 instead of float64.

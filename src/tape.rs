@@ -1,9 +1,12 @@
 //! The recording side of the forward pass. The pass calls `tape.record(site, tensor)` at every
 //! checkpoint hook; what happens to the tensor (compared, stored, ignored) is the tape's business.
-//! The model never learns about references, and generation pays nothing for the hooks.
+//! At a stage's output the tape may also hand back the tensor the pass continues with (isolated
+//! validation feeds every stage the reference's own input this way): one forward pass serves
+//! generation, chained and isolated validation. The model never learns about references, and
+//! generation pays one branch per hook.
 
 use anyhow::Result;
-use ndarray::ArrayViewD;
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMut, Dimension};
 
 use crate::checkpoint::Checkpoint;
 
@@ -34,6 +37,12 @@ pub trait Tape {
     fn is_complete(&self) -> bool {
         false
     }
+
+    /// The tensor the pass continues with in place of the one it just computed at `site`, or
+    /// None to continue with its own. Asked at every stage output, recorded or not.
+    fn replacement(&mut self, _site: Site) -> Result<Option<ArrayD<f32>>> {
+        Ok(None)
+    }
 }
 
 /// The tape of generation: wants nothing, so the hooks cost one branch each.
@@ -50,13 +59,26 @@ impl Tape for NoTape {
 }
 
 /// Records a tensor the pass already has (a view costs nothing to build) if the tape wants it.
-pub fn hook<D: ndarray::Dimension>(
+pub fn hook<D: Dimension>(
     tape: &mut dyn Tape,
     site: Site,
     tensor: ndarray::ArrayView<'_, f32, D>,
 ) -> Result<()> {
     if tape.wants(site.checkpoint, site.layer) {
         tape.record(site, tensor.into_dyn())?;
+    }
+    Ok(())
+}
+
+/// A stage's output: recorded like `hook`, then replaced in place by the tape's replacement if it
+/// has one of the same shape. A replacement of another shape is ignored: the comparison of the
+/// recorded tensor has already failed on the shape, and the pass goes on with its own.
+pub fn stage<D: Dimension>(tape: &mut dyn Tape, site: Site, mut tensor: ArrayViewMut<'_, f32, D>) -> Result<()> {
+    hook(tape, site, tensor.view())?;
+    if let Some(replacement) = tape.replacement(site)?
+        && replacement.shape() == tensor.shape()
+    {
+        tensor.assign(&replacement.into_dimensionality::<D>().expect("same shape, same rank"));
     }
     Ok(())
 }

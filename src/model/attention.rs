@@ -2,7 +2,7 @@
 //! softmax, weighted values, c_proj.
 
 use anyhow::Result;
-use ndarray::{Array2, Array3, ArrayView2, Axis, s};
+use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2, Axis, s};
 
 use super::config::Config;
 use super::kv_cache::KvCache;
@@ -10,7 +10,7 @@ use super::linear::Conv1D;
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
 use crate::plant::{self, Variant};
-use crate::tape::{Site, Tape, hook};
+use crate::tape::{Site, Tape, stage};
 
 pub struct Attention {
     c_attn: Conv1D,
@@ -45,56 +45,64 @@ impl Attention {
         let qkv = self.c_attn.forward(x); // [T, 3C]
         // [T, 3C] -> [T, 3, nh, hd] -> [3, nh, T, hd]: HF's split(C) then view(...).transpose(1, 2)
         let qkv = qkv.into_shape_with_order((t, 3, nh, hd)).expect("3C = 3·nh·hd");
-        let qkv = qkv.permuted_axes([1, 2, 0, 3]).as_standard_layout().into_owned();
-        let (q, k, v) = (qkv.index_axis(Axis(0), 0), qkv.index_axis(Axis(0), 1), qkv.index_axis(Axis(0), 2)); // [nh, T, hd] each
-        for (name, tensor) in [("q", q), ("k", k), ("v", v)] {
-            hook(tape, Site::new(Checkpoint::Qkv, Some(layer), name), tensor)?;
+        let mut qkv = qkv.permuted_axes([1, 2, 0, 3]).as_standard_layout().into_owned();
+        // A test build's planted bug takes q and k from each other's thirds of c_attn.
+        let (q_at, k_at) = if plant::active(Variant::QkSwapped) { (1, 0) } else { (0, 1) };
+        for (name, at) in [("q", q_at), ("k", k_at), ("v", 2)] {
+            stage(tape, Site::new(Checkpoint::Qkv, Some(layer), name), qkv.index_axis_mut(Axis(0), at))?;
         }
+        let (q, k, v) = (qkv.index_axis(Axis(0), q_at), qkv.index_axis(Axis(0), k_at), qkv.index_axis(Axis(0), 2)); // [nh, T, hd] each
+        let (k_all, v_all) = cache.append(layer, k, v); // [nh, S, hd], S = past + T
 
-        let want_scores = tape.wants(Checkpoint::AttnScores, Some(layer));
-        let recorded_shape = if want_scores { (nh, t, past + t) } else { (0, 0, 0) };
-        let mut scores = Array3::<f32>::zeros(recorded_shape); // [nh, T, past+T] when recorded
-        let mut probs = Array3::<f32>::zeros(recorded_shape); // [nh, T, past+T] when recorded
-        let mut y = Array2::<f32>::zeros((t, c)); // [T, C], heads merged
         // HF multiplies by head_dim^-0.5, computed in double and applied in float32.
-        let scale = (hd as f64).powf(-0.5) as f32;
+        let scale = if plant::active(Variant::MissingAttnScale) { 1.0 } else { (hd as f64).powf(-0.5) as f32 };
+        let mut scores = Array3::<f32>::zeros((nh, t, past + t)); // [nh, T, S]
         for h in 0..nh {
-            let (k_all, v_all) =
-                cache.append_head(layer, h, k.index_axis(Axis(0), h), v.index_axis(Axis(0), h)); // [past+T, hd]
-            let mut att = q.index_axis(Axis(0), h).dot(&k_all.t()); // [T, past+T]
+            let mut att = scores.index_axis_mut(Axis(0), h); // [T, S]
+            att.assign(&q.index_axis(Axis(0), h).dot(&k_all.index_axis(Axis(0), h).t()));
             att *= scale;
-            // A test build's planted bug masks as if nothing were cached.
-            mask_future(&mut att, if plant::active(Variant::DecodeMaskIgnoresCache) { 0 } else { past });
-            if want_scores {
-                scores.index_axis_mut(Axis(0), h).assign(&att);
-            }
-            for mut row in att.rows_mut() {
-                softmax_in_place(row.as_slice_mut().expect("rows of a standard-layout array are contiguous"));
-            }
-            if want_scores {
-                probs.index_axis_mut(Axis(0), h).assign(&att);
-            }
-            let out = att.dot(&v_all); // [T, hd]
-            y.slice_mut(s![.., h * hd..(h + 1) * hd]).assign(&out);
+            mask_future(att, past);
         }
-        if want_scores {
-            hook(tape, Site::new(Checkpoint::AttnScores, Some(layer), "scores"), scores.view())?;
-            hook(tape, Site::new(Checkpoint::AttnScores, Some(layer), "attn_probs"), probs.view())?;
+        stage(tape, Site::new(Checkpoint::AttnScores, Some(layer), "scores"), scores.view_mut())?;
+        let mut probs = scores; // [nh, T, S], softmax in place
+        for mut row in probs.rows_mut() {
+            softmax_in_place(row.as_slice_mut().expect("rows of a standard-layout array are contiguous"));
         }
-        let mut out = self.c_proj.forward(y.view()); // [T, C]
+        stage(tape, Site::new(Checkpoint::AttnScores, Some(layer), "attn_probs"), probs.view_mut())?;
+
+        let mut y = Array2::<f32>::zeros((t, c)); // [T, C], heads merged: y[:, h·hd + d]
+        for h in 0..nh {
+            let out = probs.index_axis(Axis(0), h).dot(&v_all.index_axis(Axis(0), h)); // [T, hd]
+            if plant::active(Variant::HeadMergeOrder) {
+                // A test build's planted bug merges as [T, hd, nh]: y[:, d·nh + h].
+                y.slice_mut(s![.., h..;nh]).assign(&out);
+            } else {
+                y.slice_mut(s![.., h * hd..(h + 1) * hd]).assign(&out);
+            }
+        }
+        let mut out = if plant::active(Variant::AttnProjTransposed) {
+            self.c_proj.forward_transposed(y.view())
+        } else {
+            self.c_proj.forward(y.view())
+        }; // [T, C]
         if plant::active(Variant::AttnOutShift) {
             out += 3e-6;
         }
-        hook(tape, Site::new(Checkpoint::AttnOutput, Some(layer), "attn_out"), out.view())?;
+        stage(tape, Site::new(Checkpoint::AttnOutput, Some(layer), "attn_out"), out.view_mut())?;
         Ok(out)
     }
 }
 
 /// The causal mask: query i of a chunk that starts at position `past` sees keys 0..=past+i; the
 /// later keys get −∞, so softmax gives them exactly 0 (HF adds the float minimum instead).
-fn mask_future(att: &mut Array2<f32>, past: usize) {
+fn mask_future(mut att: ArrayViewMut2<'_, f32>, past: usize) {
+    // Test builds' planted bugs: a mask that ignores the cached positions (the decode step's
+    // query sees only the first key), or one that lets each query see the next key too.
+    let past = if plant::active(Variant::DecodeMaskIgnoresCache) { 0 } else { past };
+    let seen = if plant::active(Variant::MaskOffByOne) { 2 } else { 1 };
     for (i, mut row) in att.rows_mut().into_iter().enumerate() {
-        row.slice_mut(s![past + i + 1..]).fill(f32::NEG_INFINITY);
+        let end = (past + i + seen).min(row.len());
+        row.slice_mut(s![end..]).fill(f32::NEG_INFINITY);
     }
 }
 

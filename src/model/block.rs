@@ -10,7 +10,8 @@ use super::layer_norm::LayerNorm;
 use super::mlp::Mlp;
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
-use crate::tape::{Site, Tape, hook};
+use crate::plant::{self, Variant};
+use crate::tape::{Site, Tape, stage};
 
 pub struct Block {
     ln_1: LayerNorm,
@@ -41,13 +42,19 @@ impl Block {
         tape: &mut dyn Tape,
     ) -> Result<Array2<f32>> {
         let l = Some(self.layer);
-        let h = self.ln_1.forward(x.view()); // [T, C]
-        hook(tape, Site::new(Checkpoint::LayerNorm, l, "ln_1"), h.view())?;
+        let mut h = self.ln_1.forward(x.view()); // [T, C]
+        stage(tape, Site::new(Checkpoint::LayerNorm, l, "ln_1"), h.view_mut())?;
         x += &self.attn.forward(h.view(), self.layer, cache, tape)?; // [T, C]
-        let h = self.ln_2.forward(x.view()); // [T, C]
-        hook(tape, Site::new(Checkpoint::Ffn, l, "ln_2"), h.view())?;
-        x += &self.mlp.forward(h.view(), self.layer, tape)?; // [T, C]
-        hook(tape, Site::new(Checkpoint::BlockOutput, l, "block_out"), x.view())?;
+        let mut h = self.ln_2.forward(x.view()); // [T, C]
+        stage(tape, Site::new(Checkpoint::Ffn, l, "ln_2"), h.view_mut())?;
+        let mlp_out = self.mlp.forward(h.view(), self.layer, tape)?; // [T, C]
+        if plant::active(Variant::ResidualDropped) {
+            // A test build's planted bug: the block's output is the MLP's, without the residual.
+            x = mlp_out;
+        } else {
+            x += &mlp_out;
+        }
+        stage(tape, Site::new(Checkpoint::BlockOutput, l, "block_out"), x.view_mut())?;
         Ok(x)
     }
 }

@@ -14,7 +14,7 @@ use super::linear::matmul;
 use super::weights::{Param, Weights};
 use crate::checkpoint::Checkpoint;
 use crate::plant::{self, Variant};
-use crate::tape::{NoTape, Site, Tape, hook};
+use crate::tape::{NoTape, Site, Tape, hook, stage};
 
 pub struct Gpt2 {
     pub config: Config,
@@ -71,7 +71,7 @@ impl Gpt2 {
             let position = if plant::active(Variant::DecodePositionsRestart) { i } else { past + i };
             row.assign(&(&wte.row(id as usize) + &wpe.row(position)));
         }
-        hook(tape, Site::new(Checkpoint::Embeddings, None, "embeddings"), x.view())?;
+        stage(tape, Site::new(Checkpoint::Embeddings, None, "embeddings"), x.view_mut())?;
         if tape.is_complete() {
             return Ok(None);
         }
@@ -84,8 +84,9 @@ impl Gpt2 {
         }
         cache.advance(t);
 
-        let x = self.ln_f.forward(x.view()); // [T, C]
-        hook(tape, Site::new(Checkpoint::Logits, None, "ln_f"), x.view())?;
+        // A test build's planted bug skips ln_f.
+        let mut x = if plant::active(Variant::LnFSkipped) { x } else { self.ln_f.forward(x.view()) }; // [T, C]
+        stage(tape, Site::new(Checkpoint::Logits, None, "ln_f"), x.view_mut())?;
         if tape.wants(Checkpoint::Logits, None) {
             let logits = matmul(x.view(), wte.t()); // [T, V]
             tape.record(Site::new(Checkpoint::Logits, None, "logits"), logits.view().into_dyn())?;

@@ -3,7 +3,7 @@
 //! current position and never rebuilds what is already there.
 
 use anyhow::{Result, ensure};
-use ndarray::{Array3, ArrayView2, ArrayView3, s};
+use ndarray::{Array3, ArrayView3, Axis, s};
 
 use super::config::Config;
 use crate::plant::{self, Variant};
@@ -60,22 +60,23 @@ impl KvCache {
         self.layers[layer].v.slice(s![.., ..self.len, ..])
     }
 
-    /// Writes head `h`'s new keys and values, [T, head_dim] each, at rows len..len+T of `layer`
-    /// and returns that head's keys and values for rows 0..len+T.
-    pub fn append_head(
+    /// Writes the new keys and values, [n_head, T, head_dim] each, at rows len..len+T of
+    /// `layer` and returns the layer's keys and values for rows 0..len+T, [n_head, len+T,
+    /// head_dim] each.
+    pub fn append(
         &mut self,
         layer: usize,
-        h: usize,
-        k_new: ArrayView2<'_, f32>,
-        v_new: ArrayView2<'_, f32>,
-    ) -> (ArrayView2<'_, f32>, ArrayView2<'_, f32>) {
-        let (start, end) = (self.len, self.len + k_new.nrows());
+        k_new: ArrayView3<'_, f32>,
+        v_new: ArrayView3<'_, f32>,
+    ) -> (ArrayView3<'_, f32>, ArrayView3<'_, f32>) {
+        let t = k_new.len_of(Axis(1));
+        let (start, end) = (self.len, self.len + t);
         // A test build's planted bug writes at row 0 whatever the position.
         let at = if plant::active(Variant::DecodeCacheOverwrite) { 0 } else { start };
         let cache = &mut self.layers[layer];
-        cache.k.slice_mut(s![h, at..at + k_new.nrows(), ..]).assign(&k_new);
-        cache.v.slice_mut(s![h, at..at + v_new.nrows(), ..]).assign(&v_new);
-        (cache.k.slice(s![h, ..end, ..]), cache.v.slice(s![h, ..end, ..]))
+        cache.k.slice_mut(s![.., at..at + t, ..]).assign(&k_new);
+        cache.v.slice_mut(s![.., at..at + t, ..]).assign(&v_new);
+        (cache.k.slice(s![.., ..end, ..]), cache.v.slice(s![.., ..end, ..]))
     }
 
     /// Marks `n` more positions as cached, once every layer has written them.

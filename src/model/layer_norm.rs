@@ -44,7 +44,9 @@ pub fn layer_norm(
         // torch's float32 kernel approaches the same values from below.
         let n = x_row.len() as f64;
         let mean = x_row.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = x_row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        // A test build's planted bug divides by n − 1 (torch.var's default, unbiased).
+        let divisor = if plant::active(Variant::UnbiasedVariance) { n - 1.0 } else { n };
+        let var = x_row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / divisor;
         let inv_std = 1.0 / (var + eps).sqrt();
         Zip::from(&mut y_row).and(&x_row).and(&weight).and(&bias).for_each(|y, &x, &w, &b| {
             *y = ((x as f64 - mean) * inv_std) as f32 * w + b;

@@ -25,6 +25,19 @@ impl Conv1D {
         y += &self.bias.view1();
         y
     }
+
+    /// x [T, in] -> x·W [T, out]: a test build's planted bug drops the bias.
+    pub fn forward_without_bias(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        matmul(x, self.weight.view2())
+    }
+
+    /// x [T, C] -> x·Wᵀ + b [T, C]: a test build's planted bug reads a square weight as
+    /// nn.Linear's [out, in].
+    pub fn forward_transposed(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut y = matmul(x, self.weight.view2().t()); // [T, out]
+        y += &self.bias.view1();
+        y
+    }
 }
 
 /// x [T, K] · w [K, N] -> [T, N]: every product with a weight matrix goes through here.

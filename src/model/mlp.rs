@@ -8,7 +8,7 @@ use super::linear::Conv1D;
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
 use crate::plant::{self, Variant};
-use crate::tape::{Site, Tape, hook};
+use crate::tape::{Site, Tape, stage};
 
 pub struct Mlp {
     c_fc: Conv1D,
@@ -26,11 +26,15 @@ impl Mlp {
 
     /// x [T, C] -> [T, C]
     pub fn forward(&self, x: ArrayView2<'_, f32>, layer: usize, tape: &mut dyn Tape) -> Result<Array2<f32>> {
-        let mut h = self.c_fc.forward(x); // [T, 4C]
-        h.mapv_inplace(gelu_new);
-        hook(tape, Site::new(Checkpoint::Ffn, Some(layer), "gelu"), h.view())?;
-        let out = self.c_proj.forward(h.view()); // [T, C]
-        hook(tape, Site::new(Checkpoint::Ffn, Some(layer), "mlp_out"), out.view())?;
+        let mut h = if plant::active(Variant::MlpBiasDropped) {
+            self.c_fc.forward_without_bias(x)
+        } else {
+            self.c_fc.forward(x)
+        }; // [T, 4C]
+        h.mapv_inplace(if plant::active(Variant::ErfGelu) { gelu_erf } else { gelu_new });
+        stage(tape, Site::new(Checkpoint::Ffn, Some(layer), "gelu"), h.view_mut())?;
+        let mut out = self.c_proj.forward(h.view()); // [T, C]
+        stage(tape, Site::new(Checkpoint::Ffn, Some(layer), "mlp_out"), out.view_mut())?;
         Ok(out)
     }
 }
@@ -46,6 +50,12 @@ pub fn gelu_new(x: f32) -> f32 {
     let x = x as f64;
     let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + coefficient * x.powi(3));
     (0.5 * x * (1.0 + inner.tanh())) as f32
+}
+
+/// 0.5·x·(1 + erf(x/√2)), the exact GELU: a test build's planted bug, GPT-2 uses the tanh form.
+fn gelu_erf(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
 }
 
 #[cfg(test)]
