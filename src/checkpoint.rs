@@ -34,6 +34,27 @@ impl fmt::Display for Phase {
     }
 }
 
+/// How our engine's stages get their inputs. *Chained*: each stage runs on our own previous
+/// stage's output, as in generation, so an early error reaches every later stage. *Isolated*:
+/// each stage runs on the reference's own input to it (the pass continues with the reference's
+/// tensor after every stage), so a stage is judged alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Chained,
+    Isolated,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Chained => "chained",
+            Mode::Isolated => "isolated",
+        })
+    }
+}
+
 /// One checkpoint of the forward pass, in forward order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Checkpoint {

@@ -67,6 +67,18 @@ pub struct ValidateArgs {
     #[arg(long, value_enum, default_value_t = PhaseArg::Both)]
     pub phase: PhaseArg,
 
+    /// Run every stage on the reference's own input to it (ln_1 on the reference's block
+    /// input, attention on its ln_1 output, ...), so each stage is judged alone. Same as
+    /// --mode isolated.
+    #[arg(long, conflicts_with = "mode")]
+    pub isolated: bool,
+
+    /// chained (each stage on our own previous output, as generation runs), isolated, or both
+    /// ("chained,isolated": side by side, a failing stage labelled as drift from an earlier
+    /// stage or wrong itself).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "MODE[,MODE]")]
+    pub mode: Vec<ModeArg>,
+
     /// Validate only this case of the reference dump (default: every case).
     #[arg(long, value_name = "NAME")]
     pub case: Option<String>,
@@ -146,6 +158,12 @@ pub struct GenerateArgs {
 pub enum ReportFormat {
     Table,
     Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum ModeArg {
+    Chained,
+    Isolated,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]

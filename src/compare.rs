@@ -57,6 +57,10 @@ impl fmt::Display for Tolerance {
 pub trait Element: Copy + Into<f64> {}
 impl<T: Copy + Into<f64>> Element for T {}
 
+/// At or below this a score is masked: HF adds the float minimum (−3.4e38 in float32, −1.8e308
+/// in float64), we write −∞.
+const MASKED: f64 = -1e30;
+
 /// Which elements take part. Attention scores compare causal entries only: the future ones are
 /// masked (HF fills them with the float minimum, we never compute them).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -72,6 +76,8 @@ pub enum Mask {
 pub struct Stats {
     /// Elements compared (after the mask).
     pub compared: usize,
+    /// Future entries (excluded by the mask) that one side left unmasked: each a mismatch.
+    pub unmasked: usize,
     /// Elements excluded by the mask.
     pub masked: usize,
     pub max_abs: f64,
@@ -168,6 +174,7 @@ pub fn compare<A: Element, B: Element>(
 
     let mut s = Stats {
         compared: 0,
+        unmasked: 0,
         masked: 0,
         max_abs: 0.0,
         max_rel: 0.0,
@@ -189,14 +196,18 @@ pub fn compare<A: Element, B: Element>(
     let mut worst_excess = f64::NEG_INFINITY;
     let mut worst_flat = 0;
     for (flat, (&x, &r)) in a.iter().zip(b).enumerate() {
+        let (x64, r64): (f64, f64) = (x.into(), r.into());
         if !included(flat) {
-            s.masked += 1;
-            continue;
+            // A future key must be masked on both sides; a value there means it was seen.
+            if x64 <= MASKED && r64 <= MASKED {
+                s.masked += 1;
+                continue;
+            }
+            s.unmasked += 1;
         }
         s.compared += 1;
-        let (x64, r64): (f64, f64) = (x.into(), r.into());
-        let excess = if !x64.is_finite() || !r64.is_finite() {
-            s.non_finite += 1;
+        let excess = if !included(flat) || !x64.is_finite() || !r64.is_finite() {
+            s.non_finite += usize::from(included(flat));
             s.mismatches += 1;
             s.diff_decades[11] += 1;
             if s.first_mismatches.len() < MISMATCHES_KEPT {
@@ -240,7 +251,7 @@ pub fn compare<A: Element, B: Element>(
             worst_flat = flat;
         }
     }
-    let finite = (s.compared - s.non_finite) as f64;
+    let finite = (s.compared - s.non_finite - s.unmasked) as f64;
     if finite > 0.0 {
         s.mean_abs = sum_abs / finite;
         s.rms = (sum_sq / finite).sqrt();
@@ -353,6 +364,12 @@ mod tests {
         let s = compare(o.view(), r.view(), TOL, Mask::Causal).unwrap();
         assert!(s.passed());
         assert_eq!((s.compared, s.masked), (3, 1));
+        // A future key that one side leaves unmasked was seen: a mismatch, whatever its value.
+        let seen = ArrayD::from_shape_vec(IxDyn(&[1, 2, 2]), vec![0.5f32, 0.3, 0.1, 0.2]).unwrap();
+        let s = compare(seen.view(), r.view(), TOL, Mask::Causal).unwrap();
+        assert!(!s.passed());
+        assert_eq!((s.compared, s.masked, s.unmasked, s.mismatches), (4, 0, 1, 1));
+        assert_eq!(s.worst_index, vec![0, 0, 1]);
     }
 
     #[test]

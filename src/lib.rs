@@ -79,12 +79,12 @@ fn validate_and_report(options: ValidateOptions) -> Result<ExitCode> {
         None => {
             let mut rows = Vec::new();
             for case in &cases {
-                rows.extend(validator.check(case, &sites, false)?);
+                rows.extend(validator.check(case, &sites, &options.modes, false)?);
             }
             validator.report(rows, None)
         }
         Some(strategy) => {
-            let (rows, outcome) = search::search(&validator, &cases, &sites, strategy)?;
+            let (rows, outcome) = search::search(&validator, &cases, &sites, &options.modes, strategy)?;
             validator.report(rows, Some(outcome))
         }
     };

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::checkpoint::{self, Checkpoint, Phase};
-use crate::cli::{PhaseArg, ReportFormat, ValidateArgs};
+use crate::checkpoint::{self, Checkpoint, Mode, Phase};
+use crate::cli::{ModeArg, PhaseArg, ReportFormat, ValidateArgs};
 use crate::report::Detail;
 use crate::search::Strategy;
 use crate::validate::{self, Layers, Overrides};
@@ -21,6 +21,8 @@ pub struct ValidateOptions {
     pub checkpoints: Vec<Checkpoint>,
     pub layers: Layers,
     pub phases: Vec<Phase>,
+    /// Chained, isolated, or both (in that order).
+    pub modes: Vec<Mode>,
     pub case: Option<String>,
     pub overrides: Overrides,
     pub search: Option<Strategy>,
@@ -78,6 +80,22 @@ impl ValidateOptions {
             }
             None => None,
         };
+        let mut modes: Vec<Mode> = args
+            .mode
+            .iter()
+            .map(|m| match m {
+                ModeArg::Chained => Mode::Chained,
+                ModeArg::Isolated => Mode::Isolated,
+            })
+            .collect();
+        if args.isolated {
+            modes.push(Mode::Isolated);
+        }
+        modes.sort();
+        modes.dedup();
+        if modes.is_empty() {
+            modes.push(Mode::Chained);
+        }
         Ok(ValidateOptions {
             model_dir,
             reference_dirs,
@@ -88,6 +106,7 @@ impl ValidateOptions {
                 PhaseArg::Decode => vec![Phase::Decode],
                 PhaseArg::Both => Phase::ALL.to_vec(),
             },
+            modes,
             case: args.case,
             overrides: Overrides { atol: args.atol, rtol: args.rtol },
             search,

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::checkpoint::{Checkpoint, Phase};
+use crate::checkpoint::{Checkpoint, Mode, Phase};
 use crate::compare::{Stats, Tolerance};
 use crate::reference::Precision;
 
@@ -72,11 +72,55 @@ pub struct Accuracy {
     pub passed: bool,
 }
 
+/// Where a failing stage's fault lies, from its two verdicts: chained (on our own inputs) and
+/// isolated (on the reference's).
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Blame {
+    /// Fails chained, passes isolated: the stage is right, its input came wrong from an
+    /// earlier stage.
+    Drift,
+    /// Fails isolated: the stage is wrong on the reference's own input.
+    Wrong,
+}
+
+impl fmt::Display for Blame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Blame::Drift => "drift from an earlier stage",
+            Blame::Wrong => "wrong itself",
+        })
+    }
+}
+
+/// What the data at hand says about why a tensor failed: the hypotheses that fit, best first,
+/// then the checkpoint's common failures.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Diagnosis {
+    pub findings: Vec<Finding>,
+    /// What usually goes wrong at this checkpoint (CHECKPOINTS.md, "Common failures").
+    pub common_failures: Vec<&'static str>,
+}
+
+/// One hypothesis that fits: ours equals the reference computed with the named mistake.
+#[derive(Serialize, Clone, Debug)]
+pub struct Finding {
+    /// The mistake, in words: "the erf GELU instead of the tanh approximation".
+    pub cause: String,
+    /// How well it fits, in words.
+    pub evidence: String,
+    /// max |ours − the hypothesis| and max |ours − the reference| over the compared elements.
+    pub residual: f64,
+    pub baseline: f64,
+}
+
 /// One checked tensor or value, for one pair of sources.
 #[derive(Serialize, Clone, Debug)]
 pub struct Row {
     pub case: String,
     pub phase: Phase,
+    /// Chained (our stages on our own inputs) or isolated (each on the reference's input).
+    pub mode: Mode,
     #[serde(serialize_with = "as_index")]
     pub checkpoint: Checkpoint,
     pub layer: Option<usize>,
@@ -91,6 +135,11 @@ pub struct Row {
     pub accuracy: Option<Accuracy>,
     /// What an exact check found, in words (token ids, first difference, ...).
     pub detail: Option<String>,
+    /// On a failing row of ours: drift or wrong, when the stage's other mode ran too (isolated
+    /// rows are always the stage's own fault).
+    pub blame: Option<Blame>,
+    /// On the failing row of ours against the reference that feeds isolated mode.
+    pub diagnosis: Option<Diagnosis>,
 }
 
 fn as_index<S: serde::Serializer>(c: &Checkpoint, s: S) -> Result<S::Ok, S::Error> {
@@ -116,6 +165,7 @@ impl Row {
         Location {
             case: self.case.clone(),
             phase: self.phase,
+            mode: self.mode,
             checkpoint: self.checkpoint.index(),
             layer: self.layer,
             tensor: Some(self.tensor.clone()),
@@ -130,6 +180,7 @@ impl Row {
 pub struct Location {
     pub case: String,
     pub phase: Phase,
+    pub mode: Mode,
     pub checkpoint: u8,
     pub layer: Option<usize>,
     pub tensor: Option<String>,
@@ -138,11 +189,14 @@ pub struct Location {
 
 impl Location {
     /// Everything but the case: "checkpoint 5 (attention output), layer 1, attn_out, ours vs
-    /// pytorch-f32", after "decode step, " on the decode step. An invariant's pair is left out:
-    /// its tensor already says "(ours)".
+    /// pytorch-f32", after "decode step, " on the decode step and "isolated, " in isolated
+    /// mode. An invariant's pair is left out: its tensor already says "(ours)".
     pub fn site(&self) -> String {
         let cp = Checkpoint::ALL[self.checkpoint as usize];
         let mut out = String::new();
+        if self.mode == Mode::Isolated {
+            out.push_str("isolated, ");
+        }
         if self.phase == Phase::Decode {
             out.push_str(&format!("{}, ", self.phase));
         }
@@ -215,7 +269,8 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(model: String, sources: Vec<Source>, rows: Vec<Row>, search: Option<Search>) -> Report {
+    pub fn new(model: String, sources: Vec<Source>, mut rows: Vec<Row>, search: Option<Search>) -> Report {
+        blame(&mut rows);
         let odd_ones_out = odd_ones_out(&rows);
         Report { model, sources, rows, odd_ones_out, search }
     }
@@ -250,6 +305,24 @@ impl Report {
     }
 }
 
+/// Labels every failing row of ours: isolated, the stage is wrong itself; chained, it is wrong
+/// itself when its isolated row fails too, and drift from an earlier stage when that passes.
+/// A chained row without an isolated counterpart stays unlabelled: one verdict cannot tell.
+fn blame(rows: &mut [Row]) {
+    type Key = (String, Phase, Checkpoint, Option<usize>, String, Pair);
+    let key = |r: &Row| -> Key {
+        (r.case.clone(), r.phase, r.checkpoint, r.layer, r.tensor.clone(), r.pair.clone())
+    };
+    let isolated: std::collections::HashMap<Key, bool> =
+        rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (key(r), r.passed)).collect();
+    for row in rows.iter_mut().filter(|r| !r.passed && r.pair.0 == OURS && !r.pair.is_self()) {
+        row.blame = match row.mode {
+            Mode::Isolated => Some(Blame::Wrong),
+            Mode::Chained => isolated.get(&key(row)).map(|&passed| if passed { Blame::Drift } else { Blame::Wrong }),
+        };
+    }
+}
+
 /// For each tensor checked by three or more sources: a source whose every pair disagrees while
 /// every pair without it agrees is the odd one out. Counted per source; the first in forward
 /// order is kept.
@@ -261,6 +334,7 @@ fn odd_ones_out(rows: &[Row]) -> Vec<OddOneOut> {
         let same = |r: &Row| {
             r.case == rows[i].case
                 && r.phase == rows[i].phase
+                && r.mode == rows[i].mode
                 && r.checkpoint == rows[i].checkpoint
                 && r.layer == rows[i].layer
                 && r.tensor == rows[i].tensor
@@ -301,6 +375,7 @@ mod tests {
         Row {
             case: "c".into(),
             phase: Phase::Prefill,
+            mode: Mode::Chained,
             checkpoint: Checkpoint::Qkv,
             layer: Some(0),
             tensor: "k".into(),
@@ -311,6 +386,8 @@ mod tests {
             stats: None,
             accuracy: None,
             detail: None,
+            blame: None,
+            diagnosis: None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 
+use crate::checkpoint::Mode;
 use crate::result::{Location, Row, Search};
 use crate::validate::{SiteKey, Validator};
 
@@ -22,6 +23,7 @@ pub fn search(
     validator: &Validator,
     cases: &[String],
     sites: &[SiteKey],
+    modes: &[Mode],
     strategy: Strategy,
 ) -> Result<(Vec<Row>, Search)> {
     let mut rows = Vec::new();
@@ -29,15 +31,21 @@ pub fn search(
     let mut sequential_runs = 0;
     for case in cases {
         let found = match strategy {
-            Strategy::Sequential => walk(validator, case, sites, &mut rows, &mut runs)?,
-            Strategy::Bisect => bisect(validator, case, sites, &mut rows, &mut runs)?,
+            Strategy::Sequential => walk(validator, case, sites, modes, &mut rows, &mut runs)?,
+            Strategy::Bisect => bisect(validator, case, sites, modes, &mut rows, &mut runs)?,
         };
         sequential_runs += found.map_or(sites.len(), |i| i + 1);
         if let Some(i) = found {
             let (phase, checkpoint, layer) = sites[i];
+            // The mode that failed first there (chained before isolated).
+            let mode = rows
+                .iter()
+                .find(|r| !r.passed && (r.phase, r.checkpoint, r.layer) == sites[i])
+                .map_or(Mode::Chained, |r| r.mode);
             let first_failure = Some(Location {
                 case: case.clone(),
                 phase,
+                mode,
                 checkpoint: checkpoint.index(),
                 layer,
                 tensor: None,
@@ -65,8 +73,14 @@ fn summary(
 
 /// One probe: a forward run that checks `sites` and stops after the last of them (or at the
 /// first failure). Returns whether anything failed, and the rows.
-fn probe(validator: &Validator, case: &str, sites: &[SiteKey], runs: &mut usize) -> Result<(bool, Vec<Row>)> {
-    let rows = validator.check(case, sites, true)?;
+fn probe(
+    validator: &Validator,
+    case: &str,
+    sites: &[SiteKey],
+    modes: &[Mode],
+    runs: &mut usize,
+) -> Result<(bool, Vec<Row>)> {
+    let rows = validator.check(case, sites, modes, true)?;
     *runs += 1;
     Ok((rows.iter().any(|r| !r.passed), rows))
 }
@@ -76,12 +90,13 @@ fn walk(
     validator: &Validator,
     case: &str,
     sites: &[SiteKey],
+    modes: &[Mode],
     rows: &mut Vec<Row>,
     runs: &mut usize,
 ) -> Result<Option<usize>> {
     for (i, site) in sites.iter().enumerate() {
         validator.progress.set_message(format!("case {case}: site {}/{}", i + 1, sites.len()));
-        let (failed, out) = probe(validator, case, std::slice::from_ref(site), runs)?;
+        let (failed, out) = probe(validator, case, std::slice::from_ref(site), modes, runs)?;
         rows.extend(out);
         if failed {
             return Ok(Some(i));
@@ -97,12 +112,13 @@ fn bisect(
     validator: &Validator,
     case: &str,
     sites: &[SiteKey],
+    modes: &[Mode],
     rows: &mut Vec<Row>,
     runs: &mut usize,
 ) -> Result<Option<usize>> {
     let range = |lo: usize, m: usize, runs: &mut usize| {
         validator.progress.set_message(format!("case {case}: bisect, sites {lo}..={m}"));
-        probe(validator, case, &sites[lo..=m], runs)
+        probe(validator, case, &sites[lo..=m], modes, runs)
     };
     if sites.is_empty() {
         return Ok(None);

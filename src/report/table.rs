@@ -1,13 +1,22 @@
 //! The table for people: one table per case and phase, a row per (tensor, pair of sources), the
-//! pairs of one tensor side by side; under it the sentences that numbers cannot say, then the
-//! summary.
+//! pairs of one tensor side by side; with both modes, a row's isolated verdict beside its
+//! chained one. Under it the sentences that numbers cannot say, then the summary.
+
+use std::collections::HashMap;
 
 use comfy_table::{Cell, Color, ContentArrangement, presets::UTF8_FULL_CONDENSED};
 
 use super::{Detail, Exporter, sci};
-use crate::checkpoint::Phase;
+use crate::checkpoint::{Checkpoint, Mode, Phase};
 use crate::compare::DECADE_LABELS;
-use crate::result::{Report, Row};
+use crate::result::{Blame, Pair, Report, Row};
+
+/// A row's place apart from its mode: its chained and isolated rows share it.
+type Place<'a> = (&'a str, Phase, Checkpoint, Option<usize>, &'a str, &'a Pair);
+
+fn place(r: &Row) -> Place<'_> {
+    (r.case.as_str(), r.phase, r.checkpoint, r.layer, r.tensor.as_str(), &r.pair)
+}
 
 pub struct Table {
     pub color: bool,
@@ -19,33 +28,54 @@ impl Exporter for Table {
     /// summary; the last line names the first failure when a search ran, so scripts can read it.
     fn render(&self, report: &Report) -> String {
         let mut out = String::new();
-        let shown = |r: &&Row| self.detail != Detail::Quiet || !r.passed;
+        // With both modes, the isolated rows are shown beside their chained ones.
+        let isolated: HashMap<Place<'_>, &Row> = report
+            .rows
+            .iter()
+            .filter(|r| r.mode == Mode::Isolated)
+            .map(|r| (place(r), r))
+            .collect();
+        let beside = |r: &Row| (r.mode == Mode::Chained).then(|| isolated.get(&place(r)).copied()).flatten();
+        let main = |r: &&Row| r.mode == Mode::Chained || !report.rows.iter().any(|c| c.mode == Mode::Chained);
+        let shown = |r: &&Row| self.detail != Detail::Quiet || !r.passed || beside(r).is_some_and(|i| !i.passed);
         let mut tables: Vec<(&str, Phase)> = Vec::new();
-        for row in report.rows.iter().filter(shown) {
+        for row in report.rows.iter().filter(main).filter(shown) {
             if !tables.contains(&(row.case.as_str(), row.phase)) {
                 tables.push((row.case.as_str(), row.phase));
             }
         }
         for (case, phase) in tables {
-            let rows: Vec<&Row> =
-                report.rows.iter().filter(shown).filter(|r| r.case == case && r.phase == phase).collect();
+            let rows: Vec<&Row> = report
+                .rows
+                .iter()
+                .filter(main)
+                .filter(shown)
+                .filter(|r| r.case == case && r.phase == phase)
+                .collect();
+            let mode = match rows.iter().find(|r| r.checkpoint != Checkpoint::Generation).map(|r| r.mode) {
+                Some(Mode::Isolated) => format!(" (isolated: every stage on {}'s input)", feeder(report)),
+                _ if !isolated.is_empty() => " (chained, and isolated beside it)".to_string(),
+                _ => String::new(),
+            };
             match phase {
-                Phase::Prefill => out.push_str(&format!("case {case}\n")),
+                Phase::Prefill => out.push_str(&format!("case {case}{mode}\n")),
                 Phase::Decode => {
-                    out.push_str(&format!("case {case}, decode step (the token after the prompt)\n"))
+                    out.push_str(&format!("case {case}, decode step (the token after the prompt){mode}\n"))
                 }
             }
-            out.push_str(&self.table(&rows));
+            out.push_str(&self.table(&rows, &beside));
             out.push('\n');
             let mut previous: Option<&Row> = None;
             for row in rows {
                 let first_of_tensor = previous.is_none_or(|p| !same_tensor(p, row));
-                if let Some(line) = explain(row, first_of_tensor) {
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-                if self.detail == Detail::Verbose && !row.passed {
-                    out.push_str(&verbose(row));
+                for row in std::iter::once(row).chain(beside(row)) {
+                    if let Some(line) = explain(row, first_of_tensor) {
+                        out.push_str(&line);
+                        out.push('\n');
+                    }
+                    if self.detail == Detail::Verbose && !row.passed {
+                        out.push_str(&verbose(row));
+                    }
                 }
                 previous = Some(row);
             }
@@ -55,9 +85,30 @@ impl Exporter for Table {
     }
 }
 
+/// The reference whose tensors fed isolated mode.
+fn feeder(report: &Report) -> &str {
+    let role = |role: &str| report.sources.iter().find(|s| s.role == role);
+    role("peer").or_else(|| report.sources.iter().find(|s| s.dir.is_some())).map_or("the reference", |s| &s.name)
+}
+
+/// PASS, FAIL, or FAIL acc (the accuracy verdict only); with a blame, what it is.
+fn verdict(row: &Row) -> String {
+    let text = match (row.passed, row.failed_accuracy_only()) {
+        (true, _) => "PASS",
+        (false, true) => "FAIL acc",
+        (false, false) => "FAIL",
+    };
+    match row.blame {
+        Some(Blame::Drift) => format!("{text} drift"),
+        Some(Blame::Wrong) if row.mode == Mode::Chained => format!("{text} wrong"),
+        _ => text.to_string(),
+    }
+}
+
 impl Table {
-    fn table(&self, rows: &[&Row]) -> String {
+    fn table<'a>(&self, rows: &[&'a Row], beside: &dyn Fn(&'a Row) -> Option<&'a Row>) -> String {
         let with_accuracy = rows.iter().any(|r| r.accuracy.is_some());
+        let with_isolated = rows.iter().any(|r| beside(r).is_some());
         let mut table = comfy_table::Table::new();
         table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
         if !self.color {
@@ -68,6 +119,9 @@ impl Table {
             header.push("err/peer max rms");
         }
         header.push("verdict");
+        if with_isolated {
+            header.push("isolated");
+        }
         table.set_header(header);
         let mut previous: Option<&Row> = None;
         for &row in rows {
@@ -77,15 +131,14 @@ impl Table {
                 Some(s) => (sci(s.max_abs), sci(s.max_rel)),
                 None => ("-".into(), "-".into()),
             };
-            let verdict_text = match (row.passed, row.failed_accuracy_only()) {
-                (true, _) => "PASS",
-                (false, true) => "FAIL acc",
-                (false, false) => "FAIL",
+            let colored = |row: &Row| {
+                let cell = Cell::new(verdict(row));
+                if !self.color {
+                    cell
+                } else {
+                    cell.fg(if row.passed { Color::Green } else { Color::Red })
+                }
             };
-            let mut verdict = Cell::new(verdict_text);
-            if self.color {
-                verdict = verdict.fg(if row.passed { Color::Green } else { Color::Red });
-            }
             let blank_if = |text: String| if repeat { String::new() } else { text };
             let mut cells = vec![
                 Cell::new(blank_if(row.checkpoint.index().to_string())),
@@ -107,7 +160,10 @@ impl Table {
                 };
                 cells.push(Cell::new(ratio));
             }
-            cells.push(verdict);
+            cells.push(colored(row));
+            if with_isolated {
+                cells.push(beside(row).map_or_else(|| Cell::new(""), colored));
+            }
             table.add_row(cells);
             previous = Some(row);
         }
@@ -152,6 +208,7 @@ fn summary(report: &Report, detail: Detail) -> String {
             per_cp.join(", ")
         ));
     }
+    out.push_str(&blame_summary(report));
     let (passed, failed) = report.counts();
     match &report.search {
         None => {
@@ -170,6 +227,31 @@ fn summary(report: &Report, detail: Detail) -> String {
                 Some(at) => out.push_str(&format!("first failure: {at}\n")),
                 None => out.push_str(&format!("no failure: all {} sites pass\n", search.sites)),
             }
+        }
+    }
+    out
+}
+
+/// With isolated rows: how many failing tensors are wrong themselves and how many fail by drift
+/// from an earlier stage, with the first of each.
+fn blame_summary(report: &Report) -> String {
+    let mut out = String::new();
+    for (blame, what) in [(Blame::Wrong, "wrong itself (fails on the reference's own input)"), (Blame::Drift, "failing by drift from an earlier stage (passes on the reference's input)")] {
+        // One count per tensor: its pairs and its two modes are one stage.
+        let mut places: Vec<(&str, Phase, Checkpoint, Option<usize>, &str)> = Vec::new();
+        let mut first = None;
+        for row in report.rows.iter().filter(|r| r.blame == Some(blame)) {
+            let p = (row.case.as_str(), row.phase, row.checkpoint, row.layer, row.tensor.as_str());
+            if !places.contains(&p) {
+                places.push(p);
+                first.get_or_insert(row);
+            }
+        }
+        if let Some(first) = first {
+            let mut at = first.location();
+            at.pair = None;
+            let n = places.len();
+            out.push_str(&format!("{n} tensor{} {what}, first at {at}\n", if n == 1 { "" } else { "s" }));
         }
     }
     out
@@ -234,6 +316,9 @@ fn explain(row: &Row, first_of_tensor: bool) -> Option<String> {
         );
         if s.non_finite > 0 {
             line.push_str(&format!("; {} NaN/Inf elements", s.non_finite));
+        }
+        if s.unmasked > 0 {
+            line.push_str(&format!("; {} future keys left unmasked by one side", s.unmasked));
         }
         return Some(line);
     }

@@ -9,13 +9,14 @@ use anyhow::{Context, Result, ensure};
 use ndarray::{Array1, ArrayView1, ArrayViewD, Axis, s};
 
 use super::checks::CaseContext;
-use super::tape::{CheckingTape, Kept};
+use super::tape::{CheckingTape, Feed, Kept};
 use super::{SiteKey, Validator};
-use crate::checkpoint::{Checkpoint, Phase};
+use crate::checkpoint::{Checkpoint, Mode, Phase};
 use crate::generate::Generation;
 use crate::model::KvCache;
 use crate::result::{Pair, Row};
 use crate::sampling::{self, Sampling};
+use crate::tape::Site;
 
 pub struct CaseRun<'a> {
     pub validator: &'a Validator,
@@ -75,7 +76,15 @@ impl CaseRun<'_> {
             self.decode_step(&mut cache)?;
         }
         let Some(logits) = logits else { return Ok(()) };
-        let logits = logits.as_slice().expect("contiguous");
+        // Isolated, sampling is judged on the reference's logits.
+        let logits = match self.ctx.mode {
+            Mode::Chained => logits.to_vec(),
+            Mode::Isolated => {
+                let cp = Checkpoint::SelectedLogits;
+                self.ctx.stage_input(Phase::Prefill, cp, None, "selected_logits")?.into_iter().collect()
+            }
+        };
+        let logits = logits.as_slice();
         if self.wants(Phase::Prefill, Checkpoint::Argmax) && !self.stopped() {
             self.argmax(logits);
         }
@@ -118,13 +127,15 @@ impl CaseRun<'_> {
         let full_pass = full_pass || self.wants(phase, Checkpoint::KvCache);
         let ctx = &self.ctx;
         let n_refs = ctx.sources.refs.len();
-        let mut check = |site: crate::tape::Site, ours: ArrayViewD<'_, f32>| {
+        let mut check = |site: Site, ours: ArrayViewD<'_, f32>| {
             ctx.float_rows(phase, site.checkpoint, site.layer, site.name, &vec![ours; n_refs])
         };
+        let mut feed = |site: Site| ctx.stage_input(phase, site.checkpoint, site.layer, site.name);
+        let feed: Option<&mut Feed<'_>> = (ctx.mode == Mode::Isolated).then_some(&mut feed);
         let progress = &self.validator.progress;
-        progress.set_message(format!("case {}: {phase}", ctx.name));
+        progress.set_message(format!("case {}: {phase}, {}", ctx.name, ctx.mode));
         let mut tape =
-            CheckingTape::new(compare, keep, full_pass, self.stop_at_first_failure, &mut check, progress);
+            CheckingTape::new(compare, keep, full_pass, self.stop_at_first_failure, &mut check, feed, progress);
         let logits = self.validator.model.forward_recorded(tokens, cache, &mut tape)?;
         let CheckingTape { rows, kept, .. } = tape;
         self.rows.extend(rows);
@@ -330,8 +341,7 @@ impl CaseRun<'_> {
             }
             Some(i) => format!("first difference at new token {i}: {a_name} {a:?}, {b_name} {b:?}"),
         };
-        let rows = self.ctx.equal_rows(cp, "generated_ids", &[n], &ours, &theirs, describe);
-        self.rows.extend(rows);
+        let mut rows = self.ctx.equal_rows(cp, "generated_ids", &[n], &ours, &theirs, describe);
         let texts: Option<Vec<String>> = self.ctx.cases.iter().map(|c| c.generated_text.clone()).collect();
         if let (Some(tokenizer), Some(texts)) = (&self.validator.tokenizer, texts) {
             let all: Vec<u32> = self.tokens().iter().chain(&ours).copied().collect();
@@ -339,9 +349,11 @@ impl CaseRun<'_> {
             let describe = |a_name: &str, a: &String, b_name: &str, b: &String| {
                 if a == b { format!("{a:?}") } else { format!("{a_name} {a:?}, {b_name} {b:?}") }
             };
-            let rows = self.ctx.equal_rows(cp, "generated_text", &[], &decoded, &texts, describe);
-            self.rows.extend(rows);
+            rows.extend(self.ctx.equal_rows(cp, "generated_text", &[], &decoded, &texts, describe));
         }
+        // Generation has no isolated form: it is our engine end to end in either mode.
+        rows.iter_mut().for_each(|r| r.mode = Mode::Chained);
+        self.rows.extend(rows);
         Ok(())
     }
 }

@@ -4,10 +4,10 @@
 //! invariants of our own engine are compared bit for bit.
 
 use anyhow::{Context, Result};
-use ndarray::ArrayViewD;
+use ndarray::{ArrayD, ArrayViewD};
 
 use super::sources::Sources;
-use crate::checkpoint::{Checkpoint, Kind, Phase};
+use crate::checkpoint::{Checkpoint, Kind, Mode, Phase};
 use crate::compare::{self, Mask, Stats, Tolerance};
 use crate::reference::{Case, Tensor};
 use crate::result::{Accuracy, OURS, Pair, Row};
@@ -21,6 +21,10 @@ pub struct CaseContext<'a> {
     pub cases: Vec<&'a Case>,
     pub atol: Option<f64>,
     pub rtol: Option<f64>,
+    pub mode: Mode,
+    /// Whether the references' rows among themselves are emitted: they do not depend on the
+    /// mode, so a run of both modes emits them once.
+    pub ref_pairs: bool,
 }
 
 /// A float tensor of either precision, viewed.
@@ -68,6 +72,7 @@ impl CaseContext<'_> {
         Row {
             case: self.name.to_string(),
             phase,
+            mode: self.mode,
             checkpoint: cp,
             layer,
             tensor: tensor.to_string(),
@@ -78,6 +83,8 @@ impl CaseContext<'_> {
             stats: None,
             accuracy: None,
             detail: None,
+            blame: None,
+            diagnosis: None,
         }
     }
 
@@ -128,6 +135,9 @@ impl CaseContext<'_> {
             }
         }
         self.judge_accuracy(cp, &mut rows);
+        if !self.ref_pairs {
+            rows.retain(|r| r.pair.0 == OURS);
+        }
         Ok(rows)
     }
 
@@ -181,6 +191,20 @@ impl CaseContext<'_> {
         });
     }
 
+    /// Isolated mode's input to the stage after `site`: the feeding reference's tensor there, in
+    /// float32 (the precision our engine runs in).
+    pub fn stage_input(&self, phase: Phase, cp: Checkpoint, layer: Option<usize>, name: &str) -> Result<ArrayD<f32>> {
+        let feed = self.sources.feed();
+        let source = &self.sources.refs[feed];
+        let entry = self.cases[feed].require(phase, cp, layer, name).with_context(|| {
+            format!("isolated mode feeds every stage {}'s own input, and this dump lacks one", source.name)
+        })?;
+        Ok(match source.reference.load(entry)? {
+            Tensor::F32(a) => a,
+            Tensor::F64(a) => a.mapv(|x| x as f32),
+        })
+    }
+
     /// A failing row that says why a check could not be made at all.
     pub fn cannot_check(&self, phase: Phase, cp: Checkpoint, tensor: &str, pair: Pair, why: String) -> Row {
         let mut row = self.row(phase, cp, None, tensor, &[], pair);
@@ -214,7 +238,9 @@ impl CaseContext<'_> {
         }
         for i in 0..theirs.len() {
             for j in i + 1..theirs.len() {
-                emit(names[i], &theirs[i], names[j], &theirs[j]);
+                if self.ref_pairs {
+                    emit(names[i], &theirs[i], names[j], &theirs[j]);
+                }
             }
         }
         rows

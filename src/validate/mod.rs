@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub use sources::default_dirs;
 
-use crate::checkpoint::{Checkpoint, Phase};
+use crate::checkpoint::{Checkpoint, Mode, Phase};
 use crate::model::Gpt2;
 use crate::reference::Case;
 use crate::result::{Report, Row, Search};
@@ -119,33 +119,45 @@ impl Validator {
         self.sources.select_cases(name)
     }
 
-    /// Checks `sites` of one case with one forward pass (plus the decode step and generation
-    /// when they are among the sites). With `stop_at_first_failure` the work ends at the first
-    /// failing tensor. Rows come back in forward order; the pairs of one tensor stay together.
-    pub fn check(&self, case: &str, sites: &[SiteKey], stop_at_first_failure: bool) -> Result<Vec<Row>> {
-        let ctx = CaseContext {
-            name: case,
-            sources: &self.sources,
-            cases: self.sources.case(case),
-            atol: self.overrides.atol,
-            rtol: self.overrides.rtol,
-        };
-        let mut run = CaseRun {
-            validator: self,
-            ctx,
-            sites: sites.iter().copied().collect(),
-            stop_at_first_failure,
-            rows: Vec::new(),
-        };
-        run.run()?;
+    /// Checks `sites` of one case with one forward pass per mode (plus the decode step and
+    /// generation when they are among the sites). With `stop_at_first_failure` the work ends at
+    /// the first failing tensor. Rows come back in forward order, a site's chained rows before
+    /// its isolated ones; the pairs of one tensor stay together.
+    pub fn check(
+        &self,
+        case: &str,
+        sites: &[SiteKey],
+        modes: &[Mode],
+        stop_at_first_failure: bool,
+    ) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        for (i, &mode) in modes.iter().enumerate() {
+            let ctx = CaseContext {
+                name: case,
+                sources: &self.sources,
+                cases: self.sources.case(case),
+                atol: self.overrides.atol,
+                rtol: self.overrides.rtol,
+                mode,
+                ref_pairs: i == 0,
+            };
+            // Generation is end to end in every mode: it runs once.
+            let sites = sites.iter().copied().filter(|s| i == 0 || s.1 != Checkpoint::Generation).collect();
+            let mut run = CaseRun { validator: self, ctx, sites, stop_at_first_failure, rows: Vec::new() };
+            run.run()?;
+            rows.extend(run.rows);
+            if stop_at_first_failure && rows.iter().any(|r| !r.passed) {
+                break;
+            }
+        }
         let order: HashMap<SiteKey, usize> = plan(&Checkpoint::ALL, &self.layers(Layers::All)?, &Phase::ALL)
             .into_iter()
             .enumerate()
             .map(|(i, site)| (site, i))
             .collect();
         // Stable: the pairs of one tensor, and the tensors of one site, keep their order.
-        run.rows.sort_by_key(|r| order.get(&(r.phase, r.checkpoint, r.layer)).copied());
-        Ok(run.rows)
+        rows.sort_by_key(|r| order.get(&(r.phase, r.checkpoint, r.layer)).copied());
+        Ok(rows)
     }
 
     pub fn report(&self, rows: Vec<Row>, search: Option<Search>) -> Report {

@@ -50,6 +50,13 @@ pub fn default_dirs(model_dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 impl Sources {
+    /// Index into `refs` of the dump whose tensors feed isolated mode: the peer when there is a
+    /// truth (so ours and the peer start each stage from the same input, and their errors
+    /// against the truth stay comparable), else the first dump.
+    pub fn feed(&self) -> usize {
+        self.peer.unwrap_or(0)
+    }
+
     /// Opens every dump and checks it against the model and against the first dump's cases.
     pub fn open(dirs: &[PathBuf], config: &Config) -> Result<Sources> {
         let mut refs: Vec<RefSource> = Vec::new();

@@ -1,6 +1,8 @@
 //! The tape of a validation run: hands each checkpoint tensor to the checks the moment the
 //! forward pass records it and drops it right after (so a 48-layer run holds one layer's
-//! activations at a time), keeping only the few tensors that an invariant needs later.
+//! activations at a time), keeping only the few tensors that an invariant needs later. In
+//! isolated mode it also hands the pass the reference's tensor to continue with after every
+//! stage.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -24,6 +26,9 @@ pub type Kept = HashMap<Key, ArrayD<f32>>;
 /// The checks a recorded tensor goes to: returns its rows.
 pub type Check<'a> = dyn FnMut(Site, ArrayViewD<'_, f32>) -> Result<Vec<Row>> + 'a;
 
+/// Isolated mode's source of stage inputs: the reference's tensor at a site.
+pub type Feed<'a> = dyn FnMut(Site) -> Result<ArrayD<f32>> + 'a;
+
 pub struct CheckingTape<'a> {
     /// Sites whose tensors go to the checks.
     compare: BTreeSet<At>,
@@ -37,6 +42,7 @@ pub struct CheckingTape<'a> {
     stop_at_first_failure: bool,
     failed: bool,
     check: &'a mut Check<'a>,
+    feed: Option<&'a mut Feed<'a>>,
     progress: &'a ProgressBar,
     pub rows: Vec<Row>,
     pub kept: Kept,
@@ -49,6 +55,7 @@ impl<'a> CheckingTape<'a> {
         full_pass: bool,
         stop_at_first_failure: bool,
         check: &'a mut Check<'a>,
+        feed: Option<&'a mut Feed<'a>>,
         progress: &'a ProgressBar,
     ) -> CheckingTape<'a> {
         let expected = compare.union(&keep).map(|(cp, _)| cp.spec().tensors.len()).sum();
@@ -61,6 +68,7 @@ impl<'a> CheckingTape<'a> {
             stop_at_first_failure,
             failed: false,
             check,
+            feed,
             progress,
             rows: Vec::new(),
             kept: HashMap::new(),
@@ -90,5 +98,16 @@ impl Tape for CheckingTape<'_> {
 
     fn is_complete(&self) -> bool {
         (self.failed && self.stop_at_first_failure) || (!self.full_pass && self.recorded >= self.expected)
+    }
+
+    /// Isolated mode: the reference's tensor. A kept tensor is replaced too, so the invariants
+    /// see what the pass went on with (the cache holds the reference's K and V).
+    fn replacement(&mut self, site: Site) -> Result<Option<ArrayD<f32>>> {
+        let Some(feed) = self.feed.as_mut() else { return Ok(None) };
+        let tensor = feed(site)?;
+        if let Some(kept) = self.kept.get_mut(&(site.checkpoint, site.layer, site.name)) {
+            kept.clone_from(&tensor);
+        }
+        Ok(Some(tensor))
     }
 }
