@@ -189,13 +189,19 @@ fn perturbed_probabilities_fail_checkpoint_11() {
 }
 
 #[test]
-fn a_masked_future_score_is_not_compared() {
-    // [head 0, query 0, key 1] is in the future of query 0: HF holds the float minimum there.
+fn a_masked_future_score_is_compared_only_as_masked() {
+    // [head 0, query 0, key 1] is in the future of query 0: HF holds the float minimum there,
+    // we hold −∞. Which masked value it is does not matter ...
     let refs = RefCopy::new();
-    refs.edit_tensor("hello", 4, Some(0), "scores", |a| a[[0, 0, 1]] = 12345.0);
+    refs.edit_tensor("hello", 4, Some(0), "scores", |a| a[[0, 0, 1]] = -1e35);
     let out = refs.validate_hello(&["--checkpoint", "4"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("masked future entries excluded from the diff"));
+    // ... but a value there means that side saw the future key: a mismatch.
+    refs.edit_tensor("hello", 4, Some(0), "scores", |a| a[[0, 0, 1]] = 0.5);
+    let out = refs.validate_hello(&["--checkpoint", "4"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("1 future key left unmasked by one side"), "{}", out.stdout);
 }
 
 #[test]

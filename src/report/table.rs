@@ -318,7 +318,8 @@ fn explain(row: &Row, first_of_tensor: bool) -> Option<String> {
             line.push_str(&format!("; {} NaN/Inf elements", s.non_finite));
         }
         if s.unmasked > 0 {
-            line.push_str(&format!("; {} future keys left unmasked by one side", s.unmasked));
+            let plural = if s.unmasked == 1 { "key" } else { "keys" };
+            line.push_str(&format!("; {} future {plural} left unmasked by one side", s.unmasked));
         }
         return Some(line);
     }
