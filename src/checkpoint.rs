@@ -158,6 +158,9 @@ pub struct Spec {
     pub tolerance: Tolerance,
     /// None for checkpoints with nothing to measure against a truth (tokens).
     pub accuracy: Option<AccuracyRule>,
+    /// What usually goes wrong here: the diagnosis of a failing tensor lists them after the
+    /// hypotheses the data decided (CHECKPOINTS.md, "Common failures").
+    pub common_failures: &'static [&'static str],
 }
 
 fn as_index<S: serde::Serializer>(c: &Checkpoint, s: S) -> Result<S::Ok, S::Error> {
@@ -203,6 +206,7 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-6, 0.0),
         accuracy: rule(K_MAX, 1e-7),
+        common_failures: &["position ids not offset by the cache on the decode step", "wpe indexed off by one", "wte and wpe not both added"],
     },
     Spec {
         id: Checkpoint::LayerNorm,
@@ -213,6 +217,7 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: LAYER_NORM,
         accuracy: rule(K_MAX, 1e-7),
+        common_failures: &["LayerNorm epsilon other than the config's layer_norm_epsilon", "unbiased variance (divided by C − 1)", "weight and bias swapped, or not applied", "mean not subtracted (RMSNorm)"],
     },
     Spec {
         id: Checkpoint::Qkv,
@@ -223,6 +228,7 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
+        common_failures: &["c_attn weight read transposed (Conv1D stores [in, out])", "q, k, v split from c_attn in another order", "heads split as [T, D, H] instead of [T, H, D]", "c_attn bias dropped"],
     },
     Spec {
         id: Checkpoint::KvCache,
@@ -243,6 +249,7 @@ static SPECS: [Spec; 13] = [
         ],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
+        common_failures: &["the step's K and V written at the wrong row (not at the cache length)", "the cache not advanced after a pass", "keys stored before the split into heads"],
     },
     Spec {
         id: Checkpoint::AttnScores,
@@ -261,6 +268,7 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
+        common_failures: &["the 1/√D scale missing or applied twice", "a causal mask off by one", "a mask that ignores the cached positions on the decode step", "softmax over the wrong axis"],
     },
     Spec {
         id: Checkpoint::AttnOutput,
@@ -271,6 +279,7 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
+        common_failures: &["heads merged in another order before c_proj", "c_proj weight read transposed", "c_proj bias dropped"],
     },
     Spec {
         id: Checkpoint::Ffn,
@@ -281,6 +290,7 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
+        common_failures: &["the erf GELU instead of the tanh approximation (gelu_new)", "the tanh GELU with a wrong constant", "c_fc or c_proj bias dropped", "c_fc or c_proj weight read transposed"],
     },
     Spec {
         id: Checkpoint::BlockOutput,
@@ -291,6 +301,7 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
+        common_failures: &["a residual add dropped", "the residual added to the LayerNorm output instead of its input"],
     },
     Spec {
         id: Checkpoint::Logits,
@@ -304,6 +315,7 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-3, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
+        common_failures: &["ln_f skipped", "the lm_head not tied to wte, or wte read transposed"],
     },
     Spec {
         id: Checkpoint::SelectedLogits,
@@ -314,6 +326,7 @@ static SPECS: [Spec; 13] = [
         invariants: &["selected_logits = logits[T-1] (ours)"],
         tolerance: close(1e-3, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
+        common_failures: &["logits of another position than the last selected", "a fast last-row path that computes differently from the full product"],
     },
     Spec {
         id: Checkpoint::Argmax,
@@ -324,6 +337,7 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: Tolerance::Exact,
         accuracy: None,
+        common_failures: &["ties broken differently (torch takes the first index)", "argmax over the wrong logits (see checkpoint 9)"],
     },
     Spec {
         id: Checkpoint::Probabilities,
@@ -334,6 +348,7 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-6, 0.0),
         accuracy: rule(K_MAX, 1e-9),
+        common_failures: &["temperature not applied, or multiplied instead of divided", "top-k keeping one token too many or too few", "top-p keeping the boundary token differently", "warpers applied in another order than HF's (temperature, top-k, top-p)"],
     },
     Spec {
         id: Checkpoint::Generation,
@@ -347,6 +362,7 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: Tolerance::Exact,
         accuracy: None,
+        common_failures: &["end-of-text not stopping generation", "the KV cache not reused between steps (see the decode step's checkpoints)", "decoding the tokens differently from the tokenizer"],
     },
 ];
 

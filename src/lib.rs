@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod compare;
+pub mod diagnose;
 pub mod generate;
 pub mod model;
 pub mod options;

@@ -100,6 +100,8 @@ pub struct Diagnosis {
     pub findings: Vec<Finding>,
     /// What usually goes wrong at this checkpoint (CHECKPOINTS.md, "Common failures").
     pub common_failures: Vec<&'static str>,
+    /// Why no hypothesis could be tested, when none could.
+    pub note: Option<String>,
 }
 
 /// One hypothesis that fits: ours equals the reference computed with the named mistake.

@@ -9,7 +9,7 @@ use comfy_table::{Cell, Color, ContentArrangement, presets::UTF8_FULL_CONDENSED}
 use super::{Detail, Exporter, sci};
 use crate::checkpoint::{Checkpoint, Mode, Phase};
 use crate::compare::DECADE_LABELS;
-use crate::result::{Blame, Pair, Report, Row};
+use crate::result::{Blame, Diagnosis, Pair, Report, Row};
 
 /// A row's place apart from its mode: its chained and isolated rows share it.
 type Place<'a> = (&'a str, Phase, Checkpoint, Option<usize>, &'a str, &'a Pair);
@@ -68,10 +68,14 @@ impl Exporter for Table {
             let mut previous: Option<&Row> = None;
             for row in rows {
                 let first_of_tensor = previous.is_none_or(|p| !same_tensor(p, row));
-                for row in std::iter::once(row).chain(beside(row)) {
+                // The isolated row beside it needs words only when it fails.
+                for row in std::iter::once(row).chain(beside(row).filter(|b| !b.passed)) {
                     if let Some(line) = explain(row, first_of_tensor) {
                         out.push_str(&line);
                         out.push('\n');
+                    }
+                    if let Some(d) = &row.diagnosis {
+                        out.push_str(&diagnosis(d));
                     }
                     if self.detail == Detail::Verbose && !row.passed {
                         out.push_str(&verbose(row));
@@ -253,6 +257,24 @@ fn blame_summary(report: &Report) -> String {
             let n = places.len();
             out.push_str(&format!("{n} tensor{} {what}, first at {at}\n", if n == 1 { "" } else { "s" }));
         }
+    }
+    out
+}
+
+/// The lines of a diagnosis: the hypotheses that fit, then the checkpoint's common failures.
+fn diagnosis(d: &Diagnosis) -> String {
+    let mut out = String::new();
+    for (i, f) in d.findings.iter().enumerate() {
+        let lead = if i == 0 { "likely cause" } else { "also fits" };
+        out.push_str(&format!("    {lead}: {}; {}\n", f.cause, f.evidence));
+    }
+    if let Some(note) = &d.note {
+        out.push_str(&format!("    {note}\n"));
+    } else if d.findings.is_empty() {
+        out.push_str("    no hypothesis the data can decide fits\n");
+    }
+    if !d.common_failures.is_empty() {
+        out.push_str(&format!("    common failures here: {}\n", d.common_failures.join("; ")));
     }
     out
 }

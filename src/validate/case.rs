@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, ensure};
 use ndarray::{Array1, ArrayView1, ArrayViewD, Axis, s};
 
-use super::checks::CaseContext;
+use super::checks::{CaseContext, Checked};
 use super::tape::{CheckingTape, Feed, Kept};
 use super::{SiteKey, Validator};
 use crate::checkpoint::{Checkpoint, Mode, Phase};
@@ -127,8 +127,17 @@ impl CaseRun<'_> {
         let full_pass = full_pass || self.wants(phase, Checkpoint::KvCache);
         let ctx = &self.ctx;
         let n_refs = ctx.sources.refs.len();
+        let past = cache.len();
+        // Chained, only the first failure of the pass (Validator::check keeps the first in
+        // forward order, the cache being checked after the pass); isolated, every one.
+        let mut diagnose = true;
         let mut check = |site: Site, ours: ArrayViewD<'_, f32>| {
-            ctx.float_rows(phase, site.checkpoint, site.layer, site.name, &vec![ours; n_refs])
+            let mut rows = ctx.float_rows(phase, site.checkpoint, site.layer, site.name, &vec![ours.view(); n_refs])?;
+            let at = Checked { phase, checkpoint: site.checkpoint, layer: site.layer, name: site.name, tokens, past };
+            if ctx.diagnose(&mut rows, &at, ours, diagnose) && ctx.mode == Mode::Chained {
+                diagnose = false;
+            }
+            Ok(rows)
         };
         let mut feed = |site: Site| ctx.stage_input(phase, site.checkpoint, site.layer, site.name);
         let feed: Option<&mut Feed<'_>> = (ctx.mode == Mode::Isolated).then_some(&mut feed);
@@ -157,15 +166,27 @@ impl CaseRun<'_> {
         Ok(())
     }
 
-    /// Checkpoint 3's cache of `layer` against the references.
-    fn cache_rows(&mut self, phase: Phase, cache: &KvCache, layer: usize) -> Result<()> {
+    /// Checkpoint 3's cache of `layer` against the references, `tokens` being the pass's.
+    fn cache_rows(&mut self, phase: Phase, tokens: &[u32], cache: &KvCache, layer: usize) -> Result<()> {
         let n_refs = self.ctx.sources.refs.len();
+        let cp = Checkpoint::KvCache;
         for (name, tensor) in [("k_cache", cache.keys(layer)), ("v_cache", cache.values(layer))] {
             let ours = vec![tensor.into_dyn(); n_refs];
-            let rows = self.ctx.float_rows(phase, Checkpoint::KvCache, Some(layer), name, &ours)?;
+            let mut rows = self.ctx.float_rows(phase, cp, Some(layer), name, &ours)?;
+            let past = cache.len() - tokens.len();
+            let at = Checked { phase, checkpoint: cp, layer: Some(layer), name, tokens, past };
+            self.ctx.diagnose(&mut rows, &at, tensor.into_dyn(), self.diagnose_more(phase, cp));
             self.rows.extend(rows);
         }
         Ok(())
+    }
+
+    /// Whether a failure of `checkpoint`, checked after the pass, is worth a diagnosis: every
+    /// one in isolated mode, the phase's first of the checkpoint in chained mode (the rest are
+    /// mostly its drift).
+    fn diagnose_more(&self, phase: Phase, checkpoint: Checkpoint) -> bool {
+        self.ctx.mode == Mode::Isolated
+            || !self.rows.iter().any(|r| r.diagnosis.is_some() && (r.phase, r.checkpoint) == (phase, checkpoint))
     }
 
     /// Checkpoint 3 after the prompt: the cache against the references, and bit for bit the K
@@ -174,7 +195,8 @@ impl CaseRun<'_> {
         let (phase, cp) = (Phase::Prefill, Checkpoint::KvCache);
         let invariants = cp.spec().invariants;
         for l in self.layers_of(phase, cp) {
-            self.cache_rows(phase, cache, l)?;
+            let tokens = self.tokens().to_vec();
+            self.cache_rows(phase, &tokens, cache, l)?;
             let (k, v) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());
             for (name, cached, what) in [("k", &k, invariants[0]), ("v", &v, invariants[1])] {
                 let from_qkv = kept.get(&(Checkpoint::Qkv, Some(l), name)).context("checkpoint 2 kept")?;
@@ -229,7 +251,7 @@ impl CaseRun<'_> {
         let invariants = cp.spec().invariants;
         let t = before.len();
         for l in self.layers_of(phase, cp) {
-            self.cache_rows(phase, cache, l)?;
+            self.cache_rows(phase, &[self.ctx.cases[0].next_token], cache, l)?;
             let (k, v) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());
             let olds = [
                 (&k, before.keys(l), invariants[2], "k", invariants[4]),
@@ -285,13 +307,11 @@ impl CaseRun<'_> {
         ensure!(!sampling.is_greedy(), "case {:?}: checkpoint 11 needs a temperature above 0", case.name);
         let probs = sampling::probabilities(logits, &sampling);
         let view = ArrayView1::from(&probs).into_dyn();
-        let rows = self.ctx.float_rows(
-            Phase::Prefill,
-            Checkpoint::Probabilities,
-            None,
-            "probs",
-            &vec![view; self.ctx.cases.len()],
-        )?;
+        let (phase, cp) = (Phase::Prefill, Checkpoint::Probabilities);
+        let mut rows = self.ctx.float_rows(phase, cp, None, "probs", &vec![view.view(); self.ctx.cases.len()])?;
+        let tokens = self.tokens().to_vec();
+        let at = Checked { phase, checkpoint: cp, layer: None, name: "probs", tokens: &tokens, past: 0 };
+        self.ctx.diagnose(&mut rows, &at, view, self.diagnose_more(phase, cp));
         self.rows.extend(rows);
         Ok(())
     }

@@ -10,7 +10,11 @@ use super::sources::Sources;
 use crate::checkpoint::{Checkpoint, Kind, Mode, Phase};
 use crate::compare::{self, Mask, Stats, Tolerance};
 use crate::reference::{Case, Tensor};
+use crate::diagnose::{self, Evidence};
+use crate::model::Config;
+use crate::model::weights::Weights;
 use crate::result::{Accuracy, OURS, Pair, Row};
+use crate::sampling::Sampling;
 
 /// What every check of one case needs: the references' entries for the case and the tolerance
 /// overrides.
@@ -25,6 +29,20 @@ pub struct CaseContext<'a> {
     /// Whether the references' rows among themselves are emitted: they do not depend on the
     /// mode, so a run of both modes emits them once.
     pub ref_pairs: bool,
+    /// The model, for the diagnosis's hypotheses.
+    pub weights: &'a Weights,
+    pub config: &'a Config,
+}
+
+/// Where a checked tensor is, and what our pass ran on: what a diagnosis needs beside it.
+pub struct Checked<'a> {
+    pub phase: Phase,
+    pub checkpoint: Checkpoint,
+    pub layer: Option<usize>,
+    pub name: &'a str,
+    pub tokens: &'a [u32],
+    /// Positions cached before the pass.
+    pub past: usize,
 }
 
 /// A float tensor of either precision, viewed.
@@ -191,18 +209,60 @@ impl CaseContext<'_> {
         });
     }
 
+    /// The feeding reference's tensor (see `Sources::feed`).
+    fn fed(&self, phase: Phase, cp: Checkpoint, layer: Option<usize>, name: &str) -> Result<Tensor> {
+        let feed = self.sources.feed();
+        let source = &self.sources.refs[feed];
+        let entry = self.cases[feed].require(phase, cp, layer, name)?;
+        source.reference.load(entry)
+    }
+
     /// Isolated mode's input to the stage after `site`: the feeding reference's tensor there, in
     /// float32 (the precision our engine runs in).
     pub fn stage_input(&self, phase: Phase, cp: Checkpoint, layer: Option<usize>, name: &str) -> Result<ArrayD<f32>> {
-        let feed = self.sources.feed();
-        let source = &self.sources.refs[feed];
-        let entry = self.cases[feed].require(phase, cp, layer, name).with_context(|| {
-            format!("isolated mode feeds every stage {}'s own input, and this dump lacks one", source.name)
+        let tensor = self.fed(phase, cp, layer, name).with_context(|| {
+            let name = &self.sources.refs[self.sources.feed()].name;
+            format!("isolated mode feeds every stage {name}'s own input, and this dump lacks one")
         })?;
-        Ok(match source.reference.load(entry)? {
+        Ok(match tensor {
             Tensor::F32(a) => a,
             Tensor::F64(a) => a.mapv(|x| x as f32),
         })
+    }
+
+    /// Attaches a diagnosis to the first failing row of ours among `rows` (one tensor's), if
+    /// `wanted`: hypotheses tested on the feeding reference's stage inputs. Returns whether a
+    /// row failed.
+    pub fn diagnose(&self, rows: &mut [Row], at: &Checked<'_>, ours: ArrayViewD<'_, f32>, wanted: bool) -> bool {
+        let Some(row) = rows.iter_mut().find(|r| !r.passed && r.pair.0 == OURS && !r.pair.is_self()) else {
+            return false;
+        };
+        if wanted {
+            let fetch = |cp: Checkpoint, layer: Option<usize>, name: &str| -> Result<ArrayD<f64>> {
+                Ok(match self.fed(at.phase, cp, layer, name)? {
+                    Tensor::F32(a) => a.mapv(f64::from),
+                    Tensor::F64(a) => a,
+                })
+            };
+            let s = &self.cases[0].sampling;
+            let evidence = Evidence {
+                phase: at.phase,
+                checkpoint: at.checkpoint,
+                layer: at.layer,
+                name: at.name,
+                ours,
+                tolerance: self.tolerance(at.checkpoint, at.name),
+                reference_name: &self.sources.refs[self.sources.feed()].name,
+                reference: &fetch,
+                weights: self.weights,
+                config: self.config,
+                tokens: at.tokens,
+                past: at.past,
+                sampling: Sampling::new(s.temperature as f32, s.top_k, s.top_p.map(|p| p as f32)).ok(),
+            };
+            row.diagnosis = Some(diagnose::diagnose(&evidence));
+        }
+        true
     }
 
     /// A failing row that says why a check could not be made at all.

@@ -22,7 +22,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub use sources::default_dirs;
 
 use crate::checkpoint::{Checkpoint, Mode, Phase};
-use crate::model::Gpt2;
+use crate::model::weights::Weights;
+use crate::model::{Config, Gpt2};
 use crate::reference::Case;
 use crate::result::{Report, Row, Search};
 use crate::tokenizer::Gpt2Tokenizer;
@@ -78,6 +79,8 @@ pub struct Overrides {
 /// without loading anything twice.
 pub struct Validator {
     pub model: Gpt2,
+    /// The model's weights, for the diagnosis's hypotheses.
+    pub weights: Weights,
     pub tokenizer: Option<Gpt2Tokenizer>,
     sources: Sources,
     model_dir: PathBuf,
@@ -93,7 +96,9 @@ impl Validator {
         progress: ProgressBar,
     ) -> Result<Validator> {
         progress.set_message("loading model");
-        let model = Gpt2::load_dir(model_dir)?;
+        let config = Config::from_file(&model_dir.join("config.json"))?;
+        let weights = Weights::open(&model_dir.join("model.safetensors"))?;
+        let model = Gpt2::load(&weights, config)?;
         let tokenizer = Gpt2Tokenizer::from_model_dir(model_dir)?;
         let sources = Sources::open(reference_dirs, &model.config)?;
         for source in &sources.refs {
@@ -102,7 +107,7 @@ impl Validator {
             }
         }
         let model_dir = model_dir.to_owned();
-        Ok(Validator { model, tokenizer, sources, model_dir, overrides, progress })
+        Ok(Validator { model, weights, tokenizer, sources, model_dir, overrides, progress })
     }
 
     pub fn layers(&self, layers: Layers) -> Result<Vec<usize>> {
@@ -140,6 +145,8 @@ impl Validator {
                 rtol: self.overrides.rtol,
                 mode,
                 ref_pairs: i == 0,
+                weights: &self.weights,
+                config: &self.model.config,
             };
             // Generation is end to end in every mode: it runs once.
             let sites = sites.iter().copied().filter(|s| i == 0 || s.1 != Checkpoint::Generation).collect();
@@ -157,6 +164,14 @@ impl Validator {
             .collect();
         // Stable: the pairs of one tensor, and the tensors of one site, keep their order.
         rows.sort_by_key(|r| order.get(&(r.phase, r.checkpoint, r.layer)).copied());
+        // Chained, a phase's first diagnosed failure in forward order keeps its diagnosis; the
+        // later ones are mostly its drift.
+        for phase in Phase::ALL {
+            let chained = |r: &&mut Row| r.phase == phase && r.mode == Mode::Chained && r.diagnosis.is_some();
+            for row in rows.iter_mut().filter(chained).skip(1) {
+                row.diagnosis = None;
+            }
+        }
         Ok(rows)
     }
 

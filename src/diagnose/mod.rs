@@ -1,0 +1,477 @@
+//! The diagnosis of a failing tensor: cheap hypotheses the data at hand can decide. Each
+//! hypothesis is a classic mistake, computed in float64 from the reference's own input to the
+//! stage (and the model's weights); it fits when our tensor equals it far more closely than it
+//! equals the reference. In isolated mode our stage ran on exactly that input, so a fit is an
+//! exact test; in chained mode (diagnosed at the first failure only) the input differs by the
+//! float32 noise of the stages before, which passed.
+//!
+//! The hypotheses are classes, not a list of known bugs: any epsilon, any constant offset or
+//! factor, any misplaced cache row, any layout of q/k/v or of the merged heads, every bias and
+//! weight of every linear layer.
+
+mod stages;
+
+use anyhow::Result;
+use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Axis, Ix2, Ix3, IxDyn};
+
+use crate::checkpoint::{Checkpoint, Phase};
+use crate::compare::Tolerance;
+use crate::model::Config;
+use crate::model::weights::Weights;
+use crate::result::{Diagnosis, Finding};
+use crate::sampling::{self, Sampling};
+use stages::QkvLayout;
+
+/// A hypothesis fits when ours is at least this many times closer to it than to the reference.
+const CLOSER: f64 = 5.0;
+/// ... and within this many times the checkpoint's tolerance of it.
+const WITHIN_TOLERANCES: f64 = 10.0;
+/// Findings shown at most, best first ...
+const SHOWN: usize = 3;
+/// ... and only those within this factor of the best (plus a float32-sized slack): a near miss
+/// (epsilon 1e-8 when the best fit is 1e-6) is not a second explanation.
+const NEAR_BEST: f64 = 10.0;
+
+/// Everything a diagnosis may look at.
+pub struct Evidence<'a> {
+    pub phase: Phase,
+    pub checkpoint: Checkpoint,
+    pub layer: Option<usize>,
+    pub name: &'a str,
+    pub ours: ArrayViewD<'a, f32>,
+    pub tolerance: Tolerance,
+    /// The name of the reference whose tensors are the stage inputs.
+    pub reference_name: &'a str,
+    /// That reference's tensor of this phase at (checkpoint, layer, name), in float64.
+    pub reference: &'a dyn Fn(Checkpoint, Option<usize>, &str) -> Result<ArrayD<f64>>,
+    pub weights: &'a Weights,
+    pub config: &'a Config,
+    /// The pass's tokens and the positions cached before it.
+    pub tokens: &'a [u32],
+    pub past: usize,
+    /// The case's sampling settings (checkpoint 11).
+    pub sampling: Option<Sampling>,
+}
+
+/// A hypothesis: the mistake in words, and what the stage computes with it.
+struct Candidate {
+    cause: String,
+    tensor: ArrayD<f64>,
+}
+
+fn candidate<D: ndarray::Dimension>(cause: impl Into<String>, tensor: ndarray::Array<f64, D>) -> Candidate {
+    Candidate { cause: cause.into(), tensor: tensor.into_dyn() }
+}
+
+/// The hypotheses that fit our tensor, best first, then the checkpoint's common failures. A
+/// hypothesis that cannot be computed (a tensor missing from an older dump) leaves a note.
+pub fn diagnose(e: &Evidence<'_>) -> Diagnosis {
+    let mut diagnosis =
+        Diagnosis { common_failures: e.checkpoint.spec().common_failures.to_vec(), ..Default::default() };
+    let result = (|| {
+        let reference = (e.reference)(e.checkpoint, e.layer, e.name)?;
+        let mut candidates = generic(e, &reference);
+        candidates.extend(specific(e)?);
+        anyhow::Ok((reference, candidates))
+    })();
+    match result {
+        Ok((reference, candidates)) => diagnosis.findings = judge(e, &reference, candidates),
+        Err(err) => diagnosis.note = Some(format!("the hypotheses could not be tested: {err:#}")),
+    }
+    diagnosis
+}
+
+/// Keeps the candidates ours fits, best first. Closeness is judged on the RMS distance (a few
+/// elements' float32 noise in a chained run must not hide a fit) and the tolerance on the max.
+fn judge(e: &Evidence<'_>, reference: &ArrayD<f64>, candidates: Vec<Candidate>) -> Vec<Finding> {
+    let (baseline, baseline_rms) = distance(e.ours.view(), reference.view());
+    let (atol, rtol) = match e.tolerance {
+        Tolerance::Close { atol, rtol } => (atol, rtol),
+        Tolerance::Exact => (0.0, 0.0),
+    };
+    let mut findings: Vec<Finding> = candidates
+        .into_iter()
+        .filter_map(|c| {
+            let (residual, residual_rms) = distance(e.ours.view(), c.tensor.view());
+            let scale = c.tensor.iter().filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(x.abs()));
+            let fits = residual_rms * CLOSER <= baseline_rms && residual <= WITHIN_TOLERANCES * (atol + rtol * scale);
+            fits.then(|| Finding {
+                evidence: format!(
+                    "ours equals the stage recomputed with it from {}'s tensors to {} (max |diff|; \
+                     ours vs {} itself: {})",
+                    e.reference_name,
+                    sci(residual),
+                    e.reference_name,
+                    sci(baseline)
+                ),
+                cause: c.cause,
+                residual,
+                baseline,
+            })
+        })
+        .collect();
+    findings.sort_by(|a, b| a.residual.total_cmp(&b.residual));
+    if let Some(best) = findings.first().map(|f| f.residual) {
+        findings.retain(|f| f.residual <= NEAR_BEST * best + 1e-7);
+    }
+    findings.truncate(SHOWN);
+    findings
+}
+
+/// (max, rms) of |ours − x| over all elements; masked scores (below −1e30) are equal to each
+/// other and infinitely far from any value; a shape mismatch is infinitely far.
+fn distance(ours: ArrayViewD<'_, f32>, x: ArrayViewD<'_, f64>) -> (f64, f64) {
+    if ours.shape() != x.shape() || ours.is_empty() {
+        return (f64::INFINITY, f64::INFINITY);
+    }
+    let masked = |v: f64| v <= -1e30;
+    let (max, sum_sq) = ours.iter().zip(x.iter()).fold((0.0f64, 0.0), |(max, sum_sq), (&a, &b)| {
+        let a = a as f64;
+        let d = match (masked(a), masked(b)) {
+            (true, true) => 0.0,
+            (false, false) if a.is_finite() && b.is_finite() => (a - b).abs(),
+            _ => f64::INFINITY,
+        };
+        (max.max(d), sum_sq + d * d)
+    });
+    (max, (sum_sq / ours.len() as f64).sqrt())
+}
+
+fn sci(x: f64) -> String {
+    if x.is_infinite() { "∞".into() } else { format!("{x:.1e}") }
+}
+
+/// Hypotheses for any float tensor: a constant added, or a constant factor.
+fn generic(e: &Evidence<'_>, reference: &ArrayD<f64>) -> Vec<Candidate> {
+    let pairs: Vec<(f64, f64)> = e
+        .ours
+        .iter()
+        .zip(reference.iter())
+        .map(|(&a, &b)| (a as f64, b))
+        .filter(|(a, b)| a.is_finite() && b.is_finite() && *b > -1e30)
+        .collect();
+    if pairs.is_empty() || reference.shape() != e.ours.shape() {
+        return Vec::new();
+    }
+    let n = pairs.len() as f64;
+    let offset = pairs.iter().map(|(a, b)| a - b).sum::<f64>() / n;
+    let (dot, norm) = pairs.iter().fold((0.0, 0.0), |(d, s), (a, b)| (d + a * b, s + b * b));
+    let factor = if norm > 0.0 { dot / norm } else { 1.0 };
+    vec![
+        candidate(format!("a constant {offset:.3e} added to every element"), reference.mapv(|x| x + offset)),
+        candidate(format!("every element multiplied by {factor:.6}"), reference.mapv(|x| x * factor)),
+    ]
+}
+
+/// The checkpoint's own hypotheses, from the stage's inputs.
+fn specific(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    use Checkpoint::*;
+    match (e.checkpoint, e.name) {
+        (Embeddings, _) => embeddings(e),
+        (LayerNorm, _) | (Ffn, "ln_2") | (Logits, "ln_f") => layer_norms(e),
+        (Qkv, _) => qkv(e),
+        (KvCache, _) => cache_rows(e),
+        (AttnScores, "scores") => scores(e),
+        (AttnScores, _) => probs(e),
+        (AttnOutput, _) => attn_out(e),
+        (Ffn, "gelu") => gelu(e),
+        (Ffn, _) => {
+            let g = e.fetch2(Ffn, e.layer, "gelu")?;
+            e.linear_family(g.view(), &e.prefix("mlp.c_proj"), e.config.n_inner, e.config.n_embd)
+        }
+        (BlockOutput, _) => block_out(e),
+        (Logits, _) => logits(e),
+        (SelectedLogits, _) => selected(e),
+        (Probabilities, _) => sampling_probs(e),
+        (Argmax | Generation, _) => Ok(Vec::new()),
+    }
+}
+
+impl Evidence<'_> {
+    fn fetch(&self, cp: Checkpoint, layer: Option<usize>, name: &str) -> Result<ArrayD<f64>> {
+        (self.reference)(cp, layer, name)
+    }
+
+    fn fetch2(&self, cp: Checkpoint, layer: Option<usize>, name: &str) -> Result<Array2<f64>> {
+        Ok(self.fetch(cp, layer, name)?.into_dimensionality::<Ix2>()?)
+    }
+
+    fn fetch3(&self, cp: Checkpoint, layer: Option<usize>, name: &str) -> Result<ndarray::Array3<f64>> {
+        Ok(self.fetch(cp, layer, name)?.into_dimensionality::<Ix3>()?)
+    }
+
+    fn weight(&self, name: &str, shape: &[usize]) -> Result<ArrayD<f64>> {
+        let param = self.weights.get(name, shape)?;
+        let values = if shape.len() == 1 { param.view1().mapv(f64::from).into_dyn() } else { param.view2().mapv(f64::from).into_dyn() };
+        Ok(values)
+    }
+
+    fn weight1(&self, name: &str, n: usize) -> Result<ndarray::Array1<f64>> {
+        Ok(self.weight(name, &[n])?.into_dimensionality()?)
+    }
+
+    fn weight2(&self, name: &str, rows: usize, cols: usize) -> Result<Array2<f64>> {
+        Ok(self.weight(name, &[rows, cols])?.into_dimensionality()?)
+    }
+
+    /// "h.{layer}.{module}" for this tensor's layer.
+    fn prefix(&self, module: &str) -> String {
+        format!("h.{}.{module}", self.layer.unwrap_or(0))
+    }
+
+    /// The residual stream entering this tensor's block.
+    fn block_input(&self) -> Result<Array2<f64>> {
+        match self.layer {
+            Some(0) | None => self.fetch2(Checkpoint::Embeddings, None, "embeddings"),
+            Some(l) => self.fetch2(Checkpoint::BlockOutput, Some(l - 1), "block_out"),
+        }
+    }
+
+    /// A linear layer's mistakes: weight read transposed, bias dropped, layer not applied.
+    fn linear_family(&self, x: ArrayView2<'_, f64>, module: &str, n_in: usize, n_out: usize) -> Result<Vec<Candidate>> {
+        let w = self.weight2(&format!("{module}.weight"), n_in, n_out)?;
+        let b = self.weight1(&format!("{module}.bias"), n_out)?;
+        let short = module.rsplit_once('.').map_or(module, |(_, m)| m);
+        let mut out = vec![
+            candidate(format!("{short} weight read transposed (as nn.Linear's [out, in])"), stages::linear_read_transposed(x, w.view(), b.view())),
+            candidate(format!("{short} bias dropped"), stages::linear(x, w.view(), None)),
+        ];
+        if n_in == n_out {
+            out.push(candidate(format!("{short} not applied"), x.to_owned()));
+        }
+        Ok(out)
+    }
+}
+
+fn embeddings(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let (v, c, n_pos) = (e.config.vocab_size, e.config.n_embd, e.config.n_positions);
+    let (wte, wpe) = (e.weight2("wte.weight", v, c)?, e.weight2("wpe.weight", n_pos, c)?);
+    let t = e.tokens.len();
+    let at = |first: usize| -> Vec<usize> { (first..first + t).collect() };
+    let mut out = vec![
+        candidate("no position embedding (wte only)", stages::embeddings(Some(wte.view()), None, e.tokens, &at(0))),
+        candidate("no token embedding (wpe only)", stages::embeddings(None, Some(wpe.view()), e.tokens, &at(e.past))),
+    ];
+    if e.past > 0 {
+        let cause = format!("position ids restart at 0, not offset by the {} cached positions", e.past);
+        out.push(candidate(cause, stages::embeddings(Some(wte.view()), Some(wpe.view()), e.tokens, &at(0))));
+        out.push(candidate("position ids off by one (one less)", stages::embeddings(Some(wte.view()), Some(wpe.view()), e.tokens, &at(e.past - 1))));
+    }
+    if e.past + t < n_pos {
+        out.push(candidate("position ids off by one (one more)", stages::embeddings(Some(wte.view()), Some(wpe.view()), e.tokens, &at(e.past + 1))));
+    }
+    Ok(out)
+}
+
+fn layer_norms(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let c = e.config.n_embd;
+    let (x, module, what) = match e.name {
+        "ln_1" => (e.block_input()?, e.prefix("ln_1"), "ln_1"),
+        "ln_2" => {
+            let attn = e.fetch2(Checkpoint::AttnOutput, e.layer, "attn_out")?;
+            (e.block_input()? + attn, e.prefix("ln_2"), "ln_2")
+        }
+        _ => {
+            let last = Some(e.config.n_layer - 1);
+            (e.fetch2(Checkpoint::BlockOutput, last, "block_out")?, "ln_f".to_string(), "ln_f")
+        }
+    };
+    let (w, b) = (e.weight1(&format!("{module}.weight"), c)?, e.weight1(&format!("{module}.bias"), c)?);
+    let eps = e.config.layer_norm_epsilon;
+    let ln = |w: ArrayView1<'_, f64>, b: ArrayView1<'_, f64>, eps, unbiased, rms_only| {
+        stages::layer_norm(x.view(), w, b, eps, unbiased, rms_only)
+    };
+    let mut out = vec![
+        candidate(format!("{what}: unbiased variance (divided by C − 1)"), ln(w.view(), b.view(), eps, true, false)),
+        candidate(format!("{what}: the mean not subtracted (RMSNorm)"), ln(w.view(), b.view(), eps, false, true)),
+        candidate(format!("{what}: weight and bias swapped"), ln(b.view(), w.view(), eps, false, false)),
+        candidate(format!("{what}: weight and bias not applied"), ln(ndarray::Array1::ones(c).view(), ndarray::Array1::zeros(c).view(), eps, false, false)),
+        candidate(format!("{what} skipped (its input passed on)"), x.clone()),
+    ];
+    for other in [0.0, 1e-12, 1e-8, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2] {
+        if other != eps {
+            let cause = format!("{what}: epsilon {other:e} instead of the config's {eps:e}");
+            out.push(candidate(cause, ln(w.view(), b.view(), other, false, false)));
+        }
+    }
+    Ok(out)
+}
+
+fn qkv(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let c = e.config.n_embd;
+    let x = e.fetch2(Checkpoint::LayerNorm, e.layer, "ln_1")?;
+    let module = e.prefix("attn.c_attn");
+    let (w, b) = (e.weight2(&format!("{module}.weight"), c, 3 * c)?, e.weight1(&format!("{module}.bias"), 3 * c)?);
+    let which = ["q", "k", "v"].iter().position(|n| *n == e.name).unwrap_or(0);
+    let nh = e.config.n_head;
+    let qkv = stages::linear(x.view(), w.view(), Some(b.view())); // [T, 3C]
+    let mut out = Vec::new();
+    for (other, name) in ["q", "k", "v"].iter().enumerate().filter(|(i, _)| *i != which) {
+        let cause = format!("q/k/v split in another order: ours {} is c_attn's {name} third", e.name);
+        out.push(candidate(cause, stages::split_heads(qkv.view(), nh, other, QkvLayout::Hf)));
+    }
+    out.push(candidate("heads split as [T, H, 3, D] (q, k, v interleaved per head)", stages::split_heads(qkv.view(), nh, which, QkvLayout::PerHead)));
+    out.push(candidate("heads split as [T, 3, D, H] (each head's channels strided)", stages::split_heads(qkv.view(), nh, which, QkvLayout::Strided)));
+    let transposed = stages::linear_read_transposed(x.view(), w.view(), b.view());
+    out.push(candidate("c_attn weight read transposed (as nn.Linear's [out, in])", stages::split_heads(transposed.view(), nh, which, QkvLayout::Hf)));
+    let unbiased = stages::linear(x.view(), w.view(), None);
+    out.push(candidate("c_attn bias dropped", stages::split_heads(unbiased.view(), nh, which, QkvLayout::Hf)));
+    Ok(out)
+}
+
+/// Our cache rows matched to the reference's: a row that holds another position's keys, or
+/// nothing, is named.
+fn cache_rows(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let reference = e.fetch3(Checkpoint::KvCache, e.layer, e.name)?; // [H, S, D]
+    let Ok(ours) = e.ours.view().into_dimensionality::<Ix3>() else { return Ok(Vec::new()) };
+    if ours.dim() != reference.dim() {
+        return Ok(Vec::new());
+    }
+    let rows = reference.len_of(Axis(1));
+    let mut placed = ndarray::Array3::<f64>::zeros(reference.dim());
+    let mut moves = Vec::new();
+    for j in 0..rows {
+        let ours_row = ours.index_axis(Axis(1), j);
+        if ours_row.iter().all(|&x| x == 0.0) {
+            moves.push(format!("row {j} empty (never written)"));
+            continue;
+        }
+        let far = |r: usize| {
+            let theirs = reference.index_axis(Axis(1), r);
+            ours_row.iter().zip(theirs.iter()).fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b).abs()))
+        };
+        let best = (0..rows).min_by(|&a, &b| far(a).total_cmp(&far(b))).expect("rows > 0");
+        placed.index_axis_mut(Axis(1), j).assign(&reference.index_axis(Axis(1), best));
+        if best != j {
+            moves.push(format!("row {j} holds position {best}"));
+        }
+    }
+    if moves.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cause = format!("cache rows out of place: {}", moves.join(", "));
+    Ok(vec![candidate(cause, placed)])
+}
+
+fn scores(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let q = e.fetch3(Checkpoint::Qkv, e.layer, "q")?; // [H, T, D]
+    let k = e.fetch3(Checkpoint::KvCache, e.layer, "k_cache")?; // [H, S, D]
+    let (t, d) = (q.len_of(Axis(1)), q.len_of(Axis(2)) as f64);
+    let past = k.len_of(Axis(1)) - t;
+    let scale = d.powf(-0.5);
+    let causal = |i: usize| past + i + 1;
+    let mut out = vec![
+        candidate("the 1/√D scale missing", stages::scores(q.view(), k.view(), 1.0, causal)),
+        candidate("scaled by 1/D instead of 1/√D", stages::scores(q.view(), k.view(), scale * scale, causal)),
+        candidate("mask off by one: each query also sees the next key", stages::scores(q.view(), k.view(), scale, |i| past + i + 2)),
+        candidate("mask off by one: no query sees its own key", stages::scores(q.view(), k.view(), scale, |i| past + i)),
+    ];
+    if past > 0 {
+        let cause = format!("the mask ignores the {past} cached positions (query i sees keys 0..=i)");
+        out.push(candidate(cause, stages::scores(q.view(), k.view(), scale, |i| i + 1)));
+    }
+    if t > 1 {
+        out.push(candidate("no causal mask", stages::scores(q.view(), k.view(), scale, |_| usize::MAX)));
+    }
+    Ok(out)
+}
+
+fn probs(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let s = e.fetch3(Checkpoint::AttnScores, e.layer, "scores")?; // [H, T, S]
+    Ok(vec![candidate("softmax over the query axis instead of the key axis", stages::softmax(s.view(), 1))])
+}
+
+fn attn_out(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let c = e.config.n_embd;
+    let p = e.fetch3(Checkpoint::AttnScores, e.layer, "attn_probs")?; // [H, T, S]
+    let v = e.fetch3(Checkpoint::KvCache, e.layer, "v_cache")?; // [H, S, D]
+    let y = stages::weighted_values(p.view(), v.view()); // [H, T, D]
+    let module = e.prefix("attn.c_proj");
+    let (w, b) = (e.weight2(&format!("{module}.weight"), c, c)?, e.weight1(&format!("{module}.bias"), c)?);
+    let strided = stages::merge_heads(y.view(), true);
+    let mut out = vec![candidate("heads merged as [T, D, H] before c_proj", stages::linear(strided.view(), w.view(), Some(b.view())))];
+    out.extend(e.linear_family(stages::merge_heads(y.view(), false).view(), &module, c, c)?);
+    Ok(out)
+}
+
+fn gelu(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let (c, inner) = (e.config.n_embd, e.config.n_inner);
+    let x = e.fetch2(Checkpoint::Ffn, e.layer, "ln_2")?;
+    let module = e.prefix("mlp.c_fc");
+    let (w, b) = (e.weight2(&format!("{module}.weight"), c, inner)?, e.weight1(&format!("{module}.bias"), inner)?);
+    let pre = stages::linear(x.view(), w.view(), Some(b.view())); // [T, 4C]
+    let gpt2 = |x: f64| stages::gelu_tanh(x, 0.044715);
+    let mut out = vec![
+        candidate("the erf GELU instead of the tanh approximation (gelu_new)", pre.mapv(stages::gelu_erf)),
+        candidate("the sigmoid GELU approximation x·σ(1.702x)", pre.mapv(stages::gelu_sigmoid)),
+        candidate("ReLU instead of GELU", pre.mapv(|x| x.max(0.0))),
+        candidate("no activation", pre.clone()),
+        candidate("c_fc bias dropped", stages::linear(x.view(), w.view(), None).mapv(gpt2)),
+        candidate("c_fc weight read transposed (as nn.Linear's [out, in])", stages::linear_read_transposed(x.view(), w.view(), b.view()).mapv(gpt2)),
+    ];
+    let ours: Vec<f64> = e.ours.iter().map(|&v| v as f64).collect();
+    let inputs: Vec<f64> = pre.iter().copied().collect();
+    if ours.len() == inputs.len()
+        && let Some(a) = stages::fit_gelu_coefficient(&inputs, &ours)
+        && ((a - 0.044715) / 0.044715).abs() > 1e-4
+    {
+        let cause = format!("the tanh GELU with cubic coefficient {a:.5} instead of 0.044715");
+        out.push(candidate(cause, pre.mapv(|x| stages::gelu_tanh(x, a))));
+    }
+    Ok(out)
+}
+
+fn block_out(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let x = e.block_input()?;
+    let a = e.fetch2(Checkpoint::AttnOutput, e.layer, "attn_out")?;
+    let m = e.fetch2(Checkpoint::Ffn, e.layer, "mlp_out")?;
+    Ok(vec![
+        candidate("the MLP's residual dropped (block output = MLP output)", m.clone()),
+        candidate("the attention's residual dropped (block input not added)", &a + &m),
+        candidate("the MLP output not added to the residual stream", &x + &a),
+        candidate("the attention output not added to the residual stream", &x + &m),
+    ])
+}
+
+fn logits(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let (v, c) = (e.config.vocab_size, e.config.n_embd);
+    let wte = e.weight2("wte.weight", v, c)?;
+    let last = e.fetch2(Checkpoint::BlockOutput, Some(e.config.n_layer - 1), "block_out")?;
+    Ok(vec![candidate("ln_f skipped before the lm_head", last.dot(&wte.t()))])
+}
+
+fn selected(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let full = e.fetch2(Checkpoint::Logits, None, "logits")?; // [T, V]
+    let t = full.nrows();
+    let mut out = Vec::new();
+    if t > 1 {
+        out.push(candidate("the first position's logits instead of the last", stages::row(full.view(), 0)));
+        out.push(candidate("position T − 2's logits instead of the last (off by one)", stages::row(full.view(), t - 2)));
+    }
+    Ok(out)
+}
+
+fn sampling_probs(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
+    let Some(s) = e.sampling else { return Ok(Vec::new()) };
+    let logits: Vec<f32> = e.fetch(Checkpoint::SelectedLogits, None, "selected_logits")?.iter().map(|&x| x as f32).collect();
+    let with = |cause: String, s: Sampling| {
+        let p = sampling::probabilities(&logits, &s);
+        candidate(cause, ArrayD::from_shape_vec(IxDyn(&[p.len()]), p.into_iter().map(f64::from).collect()).expect("[V]"))
+    };
+    let mut out = Vec::new();
+    if s.temperature != 1.0 {
+        out.push(with("temperature not applied".into(), Sampling { temperature: 1.0, ..s }));
+        out.push(with("logits multiplied by the temperature instead of divided".into(), Sampling { temperature: 1.0 / s.temperature, ..s }));
+    }
+    if let Some(k) = s.top_k {
+        out.push(with(format!("top-k keeping {} tokens instead of {k}", k + 1), Sampling { top_k: Some(k + 1), ..s }));
+        if k > 1 {
+            out.push(with(format!("top-k keeping {} tokens instead of {k}", k - 1), Sampling { top_k: Some(k - 1), ..s }));
+        }
+        out.push(with("top-k not applied".into(), Sampling { top_k: None, ..s }));
+    }
+    if s.top_p.is_some() {
+        out.push(with("top-p not applied".into(), Sampling { top_p: None, ..s }));
+    }
+    Ok(out)
+}
