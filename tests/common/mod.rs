@@ -182,3 +182,34 @@ fn edit_npy<T: ReadableElement + WritableElement>(path: &Path, f: impl FnOnce(&m
     f(&mut a);
     ndarray_npy::write_npy(path, &a).unwrap();
 }
+
+/// A copy of the fixture's model (weights, config, tokenizer; no references) with one weight
+/// element changed: a model that is not the references' model in exactly one place.
+pub struct NudgedModel {
+    pub dir: tempfile::TempDir,
+}
+
+impl NudgedModel {
+    /// `tensor` in HF's naming without the "transformer." prefix, `index` the flat element.
+    pub fn new(tensor: &str, index: usize, by: f32) -> NudgedModel {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in fs::read_dir(fixture()).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+            }
+        }
+        let path = dir.path().join("model.safetensors");
+        let mut bytes = fs::read(&path).unwrap();
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let info = metadata
+            .info(&format!("transformer.{tensor}"))
+            .or_else(|| metadata.info(tensor))
+            .unwrap_or_else(|| panic!("{tensor} is in the fixture"));
+        let at = 8 + header_len + info.data_offsets.0 + 4 * index;
+        let value = f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) + by;
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        fs::write(&path, bytes).unwrap();
+        NudgedModel { dir }
+    }
+}
