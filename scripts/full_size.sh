@@ -48,6 +48,6 @@ for entry in "${MODELS[@]}"; do
     fi
     echo "--- validating $name: every checkpoint, every layer, both cases, both references"
     start=$SECONDS
-    "$LLORCH" validate --model "$dir" --checkpoint all --layer all
+    "$LLORCH" validate --model "$dir" --checkpoint all --layer all --mode chained,isolated
     echo "--- $name validated in $((SECONDS - start))s"
 done

@@ -206,7 +206,11 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-6, 0.0),
         accuracy: rule(K_MAX, 1e-7),
-        common_failures: &["position ids not offset by the cache on the decode step", "wpe indexed off by one", "wte and wpe not both added"],
+        common_failures: &[
+            "position ids not offset by the cache on the decode step",
+            "wpe indexed off by one",
+            "wte and wpe not both added",
+        ],
     },
     Spec {
         id: Checkpoint::LayerNorm,
@@ -217,7 +221,12 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: LAYER_NORM,
         accuracy: rule(K_MAX, 1e-7),
-        common_failures: &["LayerNorm epsilon other than the config's layer_norm_epsilon", "unbiased variance (divided by C − 1)", "weight and bias swapped, or not applied", "mean not subtracted (RMSNorm)"],
+        common_failures: &[
+            "LayerNorm epsilon other than the config's layer_norm_epsilon",
+            "unbiased variance (divided by C − 1)",
+            "weight and bias swapped, or not applied",
+            "mean not subtracted (RMSNorm)",
+        ],
     },
     Spec {
         id: Checkpoint::Qkv,
@@ -228,7 +237,12 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
-        common_failures: &["c_attn weight read transposed (Conv1D stores [in, out])", "q, k, v split from c_attn in another order", "heads split as [T, D, H] instead of [T, H, D]", "c_attn bias dropped"],
+        common_failures: &[
+            "c_attn weight read transposed (Conv1D stores [in, out])",
+            "q, k, v split from c_attn in another order",
+            "heads split as [T, D, H] instead of [T, H, D]",
+            "c_attn bias dropped",
+        ],
     },
     Spec {
         id: Checkpoint::KvCache,
@@ -249,7 +263,11 @@ static SPECS: [Spec; 13] = [
         ],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
-        common_failures: &["the step's K and V written at the wrong row (not at the cache length)", "the cache not advanced after a pass", "keys stored before the split into heads"],
+        common_failures: &[
+            "the step's K and V written at the wrong row (not at the cache length)",
+            "the cache not advanced after a pass",
+            "keys stored before the split into heads",
+        ],
     },
     Spec {
         id: Checkpoint::AttnScores,
@@ -268,7 +286,12 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
-        common_failures: &["the 1/√D scale missing or applied twice", "a causal mask off by one", "a mask that ignores the cached positions on the decode step", "softmax over the wrong axis"],
+        common_failures: &[
+            "the 1/√D scale missing or applied twice",
+            "a causal mask off by one",
+            "a mask that ignores the cached positions on the decode step",
+            "softmax over the wrong axis",
+        ],
     },
     Spec {
         id: Checkpoint::AttnOutput,
@@ -279,7 +302,11 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
-        common_failures: &["heads merged in another order before c_proj", "c_proj weight read transposed", "c_proj bias dropped"],
+        common_failures: &[
+            "heads merged in another order before c_proj",
+            "c_proj weight read transposed",
+            "c_proj bias dropped",
+        ],
     },
     Spec {
         id: Checkpoint::Ffn,
@@ -290,7 +317,12 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
-        common_failures: &["the erf GELU instead of the tanh approximation (gelu_new)", "the tanh GELU with a wrong constant", "c_fc or c_proj bias dropped", "c_fc or c_proj weight read transposed"],
+        common_failures: &[
+            "the erf GELU instead of the tanh approximation (gelu_new)",
+            "the tanh GELU with a wrong constant",
+            "c_fc or c_proj bias dropped",
+            "c_fc or c_proj weight read transposed",
+        ],
     },
     Spec {
         id: Checkpoint::BlockOutput,
@@ -301,7 +333,10 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-4, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
-        common_failures: &["a residual add dropped", "the residual added to the LayerNorm output instead of its input"],
+        common_failures: &[
+            "a residual add dropped",
+            "the residual added to the LayerNorm output instead of its input",
+        ],
     },
     Spec {
         id: Checkpoint::Logits,
@@ -326,7 +361,10 @@ static SPECS: [Spec; 13] = [
         invariants: &["selected_logits = logits[T-1] (ours)"],
         tolerance: close(1e-3, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
-        common_failures: &["logits of another position than the last selected", "a fast last-row path that computes differently from the full product"],
+        common_failures: &[
+            "logits of another position than the last selected",
+            "a fast last-row path that computes differently from the full product",
+        ],
     },
     Spec {
         id: Checkpoint::Argmax,
@@ -337,7 +375,10 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: Tolerance::Exact,
         accuracy: None,
-        common_failures: &["ties broken differently (torch takes the first index)", "argmax over the wrong logits (see checkpoint 9)"],
+        common_failures: &[
+            "ties broken differently (torch takes the first index)",
+            "argmax over the wrong logits (see checkpoint 9)",
+        ],
     },
     Spec {
         id: Checkpoint::Probabilities,
@@ -348,7 +389,12 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: close(1e-6, 0.0),
         accuracy: rule(K_MAX, 1e-9),
-        common_failures: &["temperature not applied, or multiplied instead of divided", "top-k keeping one token too many or too few", "top-p keeping the boundary token differently", "warpers applied in another order than HF's (temperature, top-k, top-p)"],
+        common_failures: &[
+            "temperature not applied, or multiplied instead of divided",
+            "top-k keeping one token too many or too few",
+            "top-p keeping the boundary token differently",
+            "warpers applied in another order than HF's (temperature, top-k, top-p)",
+        ],
     },
     Spec {
         id: Checkpoint::Generation,
@@ -362,7 +408,11 @@ static SPECS: [Spec; 13] = [
         invariants: &[],
         tolerance: Tolerance::Exact,
         accuracy: None,
-        common_failures: &["end-of-text not stopping generation", "the KV cache not reused between steps (see the decode step's checkpoints)", "decoding the tokens differently from the tokenizer"],
+        common_failures: &[
+            "end-of-text not stopping generation",
+            "the KV cache not reused between steps (see the decode step's checkpoints)",
+            "decoding the tokens differently from the tokenizer",
+        ],
     },
 ];
 
@@ -476,6 +526,16 @@ pub fn parse_selection(spec: &str) -> Result<Vec<Checkpoint>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn checkpoints_md_lists_every_common_failure() {
+        let doc = include_str!("../CHECKPOINTS.md");
+        for spec in super::SPECS.iter() {
+            for failure in spec.common_failures {
+                assert!(doc.contains(failure), "CHECKPOINTS.md lacks checkpoint {}'s {failure:?}", spec.id);
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -320,7 +320,9 @@ fn blame(rows: &mut [Row]) {
     for row in rows.iter_mut().filter(|r| !r.passed && r.pair.0 == OURS && !r.pair.is_self()) {
         row.blame = match row.mode {
             Mode::Isolated => Some(Blame::Wrong),
-            Mode::Chained => isolated.get(&key(row)).map(|&passed| if passed { Blame::Drift } else { Blame::Wrong }),
+            Mode::Chained => {
+                isolated.get(&key(row)).map(|&passed| if passed { Blame::Drift } else { Blame::Wrong })
+            }
         };
     }
 }

@@ -73,7 +73,11 @@ pub fn hook<D: Dimension>(
 /// A stage's output: recorded like `hook`, then replaced in place by the tape's replacement if it
 /// has one of the same shape. A replacement of another shape is ignored: the comparison of the
 /// recorded tensor has already failed on the shape, and the pass goes on with its own.
-pub fn stage<D: Dimension>(tape: &mut dyn Tape, site: Site, mut tensor: ArrayViewMut<'_, f32, D>) -> Result<()> {
+pub fn stage<D: Dimension>(
+    tape: &mut dyn Tape,
+    site: Site,
+    mut tensor: ArrayViewMut<'_, f32, D>,
+) -> Result<()> {
     hook(tape, site, tensor.view())?;
     if let Some(replacement) = tape.replacement(site)?
         && replacement.shape() == tensor.shape()

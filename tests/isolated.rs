@@ -67,7 +67,12 @@ fn a_nudged_attention_weight_is_wrong_there_and_drift_after() {
             .filter(|r| r["mode"] == mode && r["passed"] == false && r["pair"][0] == "ours")
             .map(|r| {
                 let phase = r["phase"].as_str().unwrap().to_string();
-                (phase, r["checkpoint"].as_u64().unwrap(), r["layer"].as_u64(), r["tensor"].as_str().unwrap().into())
+                (
+                    phase,
+                    r["checkpoint"].as_u64().unwrap(),
+                    r["layer"].as_u64(),
+                    r["tensor"].as_str().unwrap().into(),
+                )
             })
             .collect();
         places.dedup();
@@ -76,12 +81,20 @@ fn a_nudged_attention_weight_is_wrong_there_and_drift_after() {
     let isolated = failing("isolated");
     assert_eq!(
         isolated,
-        vec![("prefill".into(), 5, Some(0), "attn_out".into()), ("decode".into(), 5, Some(0), "attn_out".into())]
+        vec![
+            ("prefill".into(), 5, Some(0), "attn_out".into()),
+            ("decode".into(), 5, Some(0), "attn_out".into())
+        ]
     );
     let chained = failing("chained");
     assert_eq!(chained[0], ("prefill".into(), 5, Some(0), "attn_out".into()));
-    assert!(chained.iter().any(|(_, cp, layer, _)| *cp == 7 && *layer == Some(1)), "layer 1 fails chained: {chained:?}");
-    for row in rows(&doc).iter().filter(|r| r["mode"] == "chained" && r["passed"] == false && r["pair"][0] == "ours") {
+    assert!(
+        chained.iter().any(|(_, cp, layer, _)| *cp == 7 && *layer == Some(1)),
+        "layer 1 fails chained: {chained:?}"
+    );
+    for row in
+        rows(&doc).iter().filter(|r| r["mode"] == "chained" && r["passed"] == false && r["pair"][0] == "ours")
+    {
         let here = row["checkpoint"] == 5 && row["layer"] == 0;
         let want = if here { "wrong" } else { "drift" };
         // Checkpoints 10-12 have no isolated counterpart row to compare with in every case.
@@ -107,7 +120,8 @@ fn isolated_mode_needs_every_stage_input_in_the_dump() {
     // An older dump without ln_2 (the MLP's input) cannot feed the MLP its reference input.
     let refs = RefCopy::new();
     let manifest_path = refs.dir.path().join("manifest.json");
-    let mut manifest: Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
     for case in manifest["cases"].as_array_mut().unwrap() {
         for t in case["tensors"].as_array().unwrap().iter().filter(|t| t["name"] == "ln_2") {
             std::fs::remove_file(refs.dir.path().join(t["file"].as_str().unwrap())).unwrap();

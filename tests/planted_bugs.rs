@@ -119,13 +119,16 @@ mod planted {
         (failure, causes)
     }
 
+    /// (phase, checkpoint, layer, tensor)
+    type Place = (&'static str, u64, Option<u64>, &'static str);
+
     /// Classic bugs of a GPT-2 port, prompt and decode step: in chained mode and in isolated
     /// mode, the first failing row is the stage and layer that hold the bug, and the diagnosis
     /// names the cause.
     #[test]
     fn classic_bugs_are_found_at_their_stage_in_both_modes_and_diagnosed() {
         #[rustfmt::skip]
-        let bugs: &[(&str, (&str, u64, Option<u64>, &str), &str)] = &[
+        let bugs: &[(&str, Place, &str)] = &[
             ("ln-epsilon", ("prefill", 1, Some(0), "ln_1"), "epsilon 1e-6 instead of the config's 1e-5"),
             ("unbiased-variance", ("prefill", 1, Some(0), "ln_1"), "unbiased variance"),
             ("qk-swapped", ("prefill", 2, Some(0), "q"), "ours q is c_attn's k third"),
@@ -169,13 +172,16 @@ mod planted {
     /// stage's (every layer has the bug, so the same stage fails on every layer).
     #[test]
     fn isolated_mode_fails_only_the_stage_that_holds_the_bug() {
-        for (variant, stage) in [("head-merge-order", "attn_out"), ("erf-gelu", "gelu"), ("qk-swapped", "q")] {
+        for (variant, stage) in [("head-merge-order", "attn_out"), ("erf-gelu", "gelu"), ("qk-swapped", "q")]
+        {
             let (_, doc) = validate(variant, &["--isolated"]);
             let failing: Vec<&Value> = doc["rows"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .filter(|r| r["passed"] == false && r["pair"][0] == "ours" && r["checkpoint"].as_u64() < Some(10))
+                .filter(|r| {
+                    r["passed"] == false && r["pair"][0] == "ours" && r["checkpoint"].as_u64() < Some(10)
+                })
                 .collect();
             assert!(!failing.is_empty(), "{variant}");
             for row in failing {

@@ -32,6 +32,9 @@ const SHOWN: usize = 3;
 /// (epsilon 1e-8 when the best fit is 1e-6) is not a second explanation.
 const NEAR_BEST: f64 = 10.0;
 
+/// A reference's tensor of one phase at (checkpoint, layer, name), in float64.
+pub type Fetch<'a> = dyn Fn(Checkpoint, Option<usize>, &str) -> Result<ArrayD<f64>> + 'a;
+
 /// Everything a diagnosis may look at.
 pub struct Evidence<'a> {
     pub phase: Phase,
@@ -43,7 +46,7 @@ pub struct Evidence<'a> {
     /// The name of the reference whose tensors are the stage inputs.
     pub reference_name: &'a str,
     /// That reference's tensor of this phase at (checkpoint, layer, name), in float64.
-    pub reference: &'a dyn Fn(Checkpoint, Option<usize>, &str) -> Result<ArrayD<f64>>,
+    pub reference: &'a Fetch<'a>,
     pub weights: &'a Weights,
     pub config: &'a Config,
     /// The pass's tokens and the positions cached before it.
@@ -94,7 +97,8 @@ fn judge(e: &Evidence<'_>, reference: &ArrayD<f64>, candidates: Vec<Candidate>) 
         .filter_map(|c| {
             let (residual, residual_rms) = distance(e.ours.view(), c.tensor.view());
             let scale = c.tensor.iter().filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(x.abs()));
-            let fits = residual_rms * CLOSER <= baseline_rms && residual <= WITHIN_TOLERANCES * (atol + rtol * scale);
+            let fits = residual_rms * CLOSER <= baseline_rms
+                && residual <= WITHIN_TOLERANCES * (atol + rtol * scale);
             fits.then(|| Finding {
                 evidence: format!(
                     "ours equals the stage recomputed with it from {}'s tensors to {} (max |diff|; \
@@ -202,7 +206,11 @@ impl Evidence<'_> {
 
     fn weight(&self, name: &str, shape: &[usize]) -> Result<ArrayD<f64>> {
         let param = self.weights.get(name, shape)?;
-        let values = if shape.len() == 1 { param.view1().mapv(f64::from).into_dyn() } else { param.view2().mapv(f64::from).into_dyn() };
+        let values = if shape.len() == 1 {
+            param.view1().mapv(f64::from).into_dyn()
+        } else {
+            param.view2().mapv(f64::from).into_dyn()
+        };
         Ok(values)
     }
 
@@ -228,12 +236,21 @@ impl Evidence<'_> {
     }
 
     /// A linear layer's mistakes: weight read transposed, bias dropped, layer not applied.
-    fn linear_family(&self, x: ArrayView2<'_, f64>, module: &str, n_in: usize, n_out: usize) -> Result<Vec<Candidate>> {
+    fn linear_family(
+        &self,
+        x: ArrayView2<'_, f64>,
+        module: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<Vec<Candidate>> {
         let w = self.weight2(&format!("{module}.weight"), n_in, n_out)?;
         let b = self.weight1(&format!("{module}.bias"), n_out)?;
         let short = module.rsplit_once('.').map_or(module, |(_, m)| m);
         let mut out = vec![
-            candidate(format!("{short} weight read transposed (as nn.Linear's [out, in])"), stages::linear_read_transposed(x, w.view(), b.view())),
+            candidate(
+                format!("{short} weight read transposed (as nn.Linear's [out, in])"),
+                stages::linear_read_transposed(x, w.view(), b.view()),
+            ),
             candidate(format!("{short} bias dropped"), stages::linear(x, w.view(), None)),
         ];
         if n_in == n_out {
@@ -249,16 +266,28 @@ fn embeddings(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
     let t = e.tokens.len();
     let at = |first: usize| -> Vec<usize> { (first..first + t).collect() };
     let mut out = vec![
-        candidate("no position embedding (wte only)", stages::embeddings(Some(wte.view()), None, e.tokens, &at(0))),
-        candidate("no token embedding (wpe only)", stages::embeddings(None, Some(wpe.view()), e.tokens, &at(e.past))),
+        candidate(
+            "no position embedding (wte only)",
+            stages::embeddings(Some(wte.view()), None, e.tokens, &at(0)),
+        ),
+        candidate(
+            "no token embedding (wpe only)",
+            stages::embeddings(None, Some(wpe.view()), e.tokens, &at(e.past)),
+        ),
     ];
     if e.past > 0 {
         let cause = format!("position ids restart at 0, not offset by the {} cached positions", e.past);
         out.push(candidate(cause, stages::embeddings(Some(wte.view()), Some(wpe.view()), e.tokens, &at(0))));
-        out.push(candidate("position ids off by one (one less)", stages::embeddings(Some(wte.view()), Some(wpe.view()), e.tokens, &at(e.past - 1))));
+        out.push(candidate(
+            "position ids off by one (one less)",
+            stages::embeddings(Some(wte.view()), Some(wpe.view()), e.tokens, &at(e.past - 1)),
+        ));
     }
     if e.past + t < n_pos {
-        out.push(candidate("position ids off by one (one more)", stages::embeddings(Some(wte.view()), Some(wpe.view()), e.tokens, &at(e.past + 1))));
+        out.push(candidate(
+            "position ids off by one (one more)",
+            stages::embeddings(Some(wte.view()), Some(wpe.view()), e.tokens, &at(e.past + 1)),
+        ));
     }
     Ok(out)
 }
@@ -282,10 +311,19 @@ fn layer_norms(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
         stages::layer_norm(x.view(), w, b, eps, unbiased, rms_only)
     };
     let mut out = vec![
-        candidate(format!("{what}: unbiased variance (divided by C − 1)"), ln(w.view(), b.view(), eps, true, false)),
-        candidate(format!("{what}: the mean not subtracted (RMSNorm)"), ln(w.view(), b.view(), eps, false, true)),
+        candidate(
+            format!("{what}: unbiased variance (divided by C − 1)"),
+            ln(w.view(), b.view(), eps, true, false),
+        ),
+        candidate(
+            format!("{what}: the mean not subtracted (RMSNorm)"),
+            ln(w.view(), b.view(), eps, false, true),
+        ),
         candidate(format!("{what}: weight and bias swapped"), ln(b.view(), w.view(), eps, false, false)),
-        candidate(format!("{what}: weight and bias not applied"), ln(ndarray::Array1::ones(c).view(), ndarray::Array1::zeros(c).view(), eps, false, false)),
+        candidate(
+            format!("{what}: weight and bias not applied"),
+            ln(ndarray::Array1::ones(c).view(), ndarray::Array1::zeros(c).view(), eps, false, false),
+        ),
         candidate(format!("{what} skipped (its input passed on)"), x.clone()),
     ];
     for other in [0.0, 1e-12, 1e-8, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2] {
@@ -301,7 +339,8 @@ fn qkv(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
     let c = e.config.n_embd;
     let x = e.fetch2(Checkpoint::LayerNorm, e.layer, "ln_1")?;
     let module = e.prefix("attn.c_attn");
-    let (w, b) = (e.weight2(&format!("{module}.weight"), c, 3 * c)?, e.weight1(&format!("{module}.bias"), 3 * c)?);
+    let (w, b) =
+        (e.weight2(&format!("{module}.weight"), c, 3 * c)?, e.weight1(&format!("{module}.bias"), 3 * c)?);
     let which = ["q", "k", "v"].iter().position(|n| *n == e.name).unwrap_or(0);
     let nh = e.config.n_head;
     let qkv = stages::linear(x.view(), w.view(), Some(b.view())); // [T, 3C]
@@ -310,12 +349,24 @@ fn qkv(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
         let cause = format!("q/k/v split in another order: ours {} is c_attn's {name} third", e.name);
         out.push(candidate(cause, stages::split_heads(qkv.view(), nh, other, QkvLayout::Hf)));
     }
-    out.push(candidate("heads split as [T, H, 3, D] (q, k, v interleaved per head)", stages::split_heads(qkv.view(), nh, which, QkvLayout::PerHead)));
-    out.push(candidate("heads split as [T, 3, D, H] (each head's channels strided)", stages::split_heads(qkv.view(), nh, which, QkvLayout::Strided)));
+    out.push(candidate(
+        "heads split as [T, H, 3, D] (q, k, v interleaved per head)",
+        stages::split_heads(qkv.view(), nh, which, QkvLayout::PerHead),
+    ));
+    out.push(candidate(
+        "heads split as [T, 3, D, H] (each head's channels strided)",
+        stages::split_heads(qkv.view(), nh, which, QkvLayout::Strided),
+    ));
     let transposed = stages::linear_read_transposed(x.view(), w.view(), b.view());
-    out.push(candidate("c_attn weight read transposed (as nn.Linear's [out, in])", stages::split_heads(transposed.view(), nh, which, QkvLayout::Hf)));
+    out.push(candidate(
+        "c_attn weight read transposed (as nn.Linear's [out, in])",
+        stages::split_heads(transposed.view(), nh, which, QkvLayout::Hf),
+    ));
     let unbiased = stages::linear(x.view(), w.view(), None);
-    out.push(candidate("c_attn bias dropped", stages::split_heads(unbiased.view(), nh, which, QkvLayout::Hf)));
+    out.push(candidate(
+        "c_attn bias dropped",
+        stages::split_heads(unbiased.view(), nh, which, QkvLayout::Hf),
+    ));
     Ok(out)
 }
 
@@ -363,8 +414,14 @@ fn scores(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
     let mut out = vec![
         candidate("the 1/√D scale missing", stages::scores(q.view(), k.view(), 1.0, causal)),
         candidate("scaled by 1/D instead of 1/√D", stages::scores(q.view(), k.view(), scale * scale, causal)),
-        candidate("mask off by one: each query also sees the next key", stages::scores(q.view(), k.view(), scale, |i| past + i + 2)),
-        candidate("mask off by one: no query sees its own key", stages::scores(q.view(), k.view(), scale, |i| past + i)),
+        candidate(
+            "mask off by one: each query also sees the next key",
+            stages::scores(q.view(), k.view(), scale, |i| past + i + 2),
+        ),
+        candidate(
+            "mask off by one: no query sees its own key",
+            stages::scores(q.view(), k.view(), scale, |i| past + i),
+        ),
     ];
     if past > 0 {
         let cause = format!("the mask ignores the {past} cached positions (query i sees keys 0..=i)");
@@ -389,7 +446,10 @@ fn attn_out(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
     let module = e.prefix("attn.c_proj");
     let (w, b) = (e.weight2(&format!("{module}.weight"), c, c)?, e.weight1(&format!("{module}.bias"), c)?);
     let strided = stages::merge_heads(y.view(), true);
-    let mut out = vec![candidate("heads merged as [T, D, H] before c_proj", stages::linear(strided.view(), w.view(), Some(b.view())))];
+    let mut out = vec![candidate(
+        "heads merged as [T, D, H] before c_proj",
+        stages::linear(strided.view(), w.view(), Some(b.view())),
+    )];
     out.extend(e.linear_family(stages::merge_heads(y.view(), false).view(), &module, c, c)?);
     Ok(out)
 }
@@ -398,7 +458,8 @@ fn gelu(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
     let (c, inner) = (e.config.n_embd, e.config.n_inner);
     let x = e.fetch2(Checkpoint::Ffn, e.layer, "ln_2")?;
     let module = e.prefix("mlp.c_fc");
-    let (w, b) = (e.weight2(&format!("{module}.weight"), c, inner)?, e.weight1(&format!("{module}.bias"), inner)?);
+    let (w, b) =
+        (e.weight2(&format!("{module}.weight"), c, inner)?, e.weight1(&format!("{module}.bias"), inner)?);
     let pre = stages::linear(x.view(), w.view(), Some(b.view())); // [T, 4C]
     let gpt2 = |x: f64| stages::gelu_tanh(x, 0.044715);
     let mut out = vec![
@@ -407,7 +468,10 @@ fn gelu(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
         candidate("ReLU instead of GELU", pre.mapv(|x| x.max(0.0))),
         candidate("no activation", pre.clone()),
         candidate("c_fc bias dropped", stages::linear(x.view(), w.view(), None).mapv(gpt2)),
-        candidate("c_fc weight read transposed (as nn.Linear's [out, in])", stages::linear_read_transposed(x.view(), w.view(), b.view()).mapv(gpt2)),
+        candidate(
+            "c_fc weight read transposed (as nn.Linear's [out, in])",
+            stages::linear_read_transposed(x.view(), w.view(), b.view()).mapv(gpt2),
+        ),
     ];
     let ours: Vec<f64> = e.ours.iter().map(|&v| v as f64).collect();
     let inputs: Vec<f64> = pre.iter().copied().collect();
@@ -446,27 +510,43 @@ fn selected(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
     let mut out = Vec::new();
     if t > 1 {
         out.push(candidate("the first position's logits instead of the last", stages::row(full.view(), 0)));
-        out.push(candidate("position T − 2's logits instead of the last (off by one)", stages::row(full.view(), t - 2)));
+        out.push(candidate(
+            "position T − 2's logits instead of the last (off by one)",
+            stages::row(full.view(), t - 2),
+        ));
     }
     Ok(out)
 }
 
 fn sampling_probs(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
     let Some(s) = e.sampling else { return Ok(Vec::new()) };
-    let logits: Vec<f32> = e.fetch(Checkpoint::SelectedLogits, None, "selected_logits")?.iter().map(|&x| x as f32).collect();
+    let logits: Vec<f32> =
+        e.fetch(Checkpoint::SelectedLogits, None, "selected_logits")?.iter().map(|&x| x as f32).collect();
     let with = |cause: String, s: Sampling| {
         let p = sampling::probabilities(&logits, &s);
-        candidate(cause, ArrayD::from_shape_vec(IxDyn(&[p.len()]), p.into_iter().map(f64::from).collect()).expect("[V]"))
+        candidate(
+            cause,
+            ArrayD::from_shape_vec(IxDyn(&[p.len()]), p.into_iter().map(f64::from).collect()).expect("[V]"),
+        )
     };
     let mut out = Vec::new();
     if s.temperature != 1.0 {
         out.push(with("temperature not applied".into(), Sampling { temperature: 1.0, ..s }));
-        out.push(with("logits multiplied by the temperature instead of divided".into(), Sampling { temperature: 1.0 / s.temperature, ..s }));
+        out.push(with(
+            "logits multiplied by the temperature instead of divided".into(),
+            Sampling { temperature: 1.0 / s.temperature, ..s },
+        ));
     }
     if let Some(k) = s.top_k {
-        out.push(with(format!("top-k keeping {} tokens instead of {k}", k + 1), Sampling { top_k: Some(k + 1), ..s }));
+        out.push(with(
+            format!("top-k keeping {} tokens instead of {k}", k + 1),
+            Sampling { top_k: Some(k + 1), ..s },
+        ));
         if k > 1 {
-            out.push(with(format!("top-k keeping {} tokens instead of {k}", k - 1), Sampling { top_k: Some(k - 1), ..s }));
+            out.push(with(
+                format!("top-k keeping {} tokens instead of {k}", k - 1),
+                Sampling { top_k: Some(k - 1), ..s },
+            ));
         }
         out.push(with("top-k not applied".into(), Sampling { top_k: None, ..s }));
     }

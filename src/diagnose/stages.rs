@@ -40,9 +40,14 @@ pub fn linear(x: ArrayView2<'_, f64>, w: ArrayView2<'_, f64>, b: Option<ArrayVie
 
 /// The weight's memory read as nn.Linear's [out, in] and applied as x·Wᵀ: what a loader that
 /// forgets Conv1D's [in, out] layout computes.
-pub fn linear_read_transposed(x: ArrayView2<'_, f64>, w: ArrayView2<'_, f64>, b: ArrayView1<'_, f64>) -> Array2<f64> {
+pub fn linear_read_transposed(
+    x: ArrayView2<'_, f64>,
+    w: ArrayView2<'_, f64>,
+    b: ArrayView1<'_, f64>,
+) -> Array2<f64> {
     let (n_in, n_out) = w.dim();
-    let as_linear = w.as_standard_layout().into_owned().into_shape_with_order((n_out, n_in)).expect("same size"); // [out, in]
+    let as_linear =
+        w.as_standard_layout().into_owned().into_shape_with_order((n_out, n_in)).expect("same size"); // [out, in]
     let mut y = x.dot(&as_linear.t()); // [T, out]
     y += &b;
     y
@@ -131,7 +136,12 @@ pub fn merge_heads(y: ArrayView3<'_, f64>, strided: bool) -> Array2<f64> {
 
 /// q [H, T, D] · k [H, S, D]ᵀ · scale -> [H, T, S]; query i (at position S − T + i) sees the
 /// keys before `visible(i)`, the others are masked.
-pub fn scores(q: ArrayView3<'_, f64>, k: ArrayView3<'_, f64>, scale: f64, visible: impl Fn(usize) -> usize) -> Array3<f64> {
+pub fn scores(
+    q: ArrayView3<'_, f64>,
+    k: ArrayView3<'_, f64>,
+    scale: f64,
+    visible: impl Fn(usize) -> usize,
+) -> Array3<f64> {
     let (nh, t, _) = q.dim();
     let keys = k.len_of(Axis(1));
     let mut out = Array3::<f64>::zeros((nh, t, keys)); // [H, T, S]

@@ -51,11 +51,13 @@ impl Attention {
         for (name, at) in [("q", q_at), ("k", k_at), ("v", 2)] {
             stage(tape, Site::new(Checkpoint::Qkv, Some(layer), name), qkv.index_axis_mut(Axis(0), at))?;
         }
-        let (q, k, v) = (qkv.index_axis(Axis(0), q_at), qkv.index_axis(Axis(0), k_at), qkv.index_axis(Axis(0), 2)); // [nh, T, hd] each
+        let (q, k, v) =
+            (qkv.index_axis(Axis(0), q_at), qkv.index_axis(Axis(0), k_at), qkv.index_axis(Axis(0), 2)); // [nh, T, hd] each
         let (k_all, v_all) = cache.append(layer, k, v); // [nh, S, hd], S = past + T
 
         // HF multiplies by head_dim^-0.5, computed in double and applied in float32.
-        let scale = if plant::active(Variant::MissingAttnScale) { 1.0 } else { (hd as f64).powf(-0.5) as f32 };
+        let scale =
+            if plant::active(Variant::MissingAttnScale) { 1.0 } else { (hd as f64).powf(-0.5) as f32 };
         let mut scores = Array3::<f32>::zeros((nh, t, past + t)); // [nh, T, S]
         for h in 0..nh {
             let mut att = scores.index_axis_mut(Axis(0), h); // [T, S]

@@ -29,15 +29,12 @@ impl Exporter for Table {
     fn render(&self, report: &Report) -> String {
         let mut out = String::new();
         // With both modes, the isolated rows are shown beside their chained ones.
-        let isolated: HashMap<Place<'_>, &Row> = report
-            .rows
-            .iter()
-            .filter(|r| r.mode == Mode::Isolated)
-            .map(|r| (place(r), r))
-            .collect();
+        let isolated: HashMap<Place<'_>, &Row> =
+            report.rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (place(r), r)).collect();
         let beside = |r: &Row| (r.mode == Mode::Chained).then(|| isolated.get(&place(r)).copied()).flatten();
         let main = |r: &&Row| r.mode == Mode::Chained || !report.rows.iter().any(|c| c.mode == Mode::Chained);
-        let shown = |r: &&Row| self.detail != Detail::Quiet || !r.passed || beside(r).is_some_and(|i| !i.passed);
+        let shown =
+            |r: &&Row| self.detail != Detail::Quiet || !r.passed || beside(r).is_some_and(|i| !i.passed);
         let mut tables: Vec<(&str, Phase)> = Vec::new();
         for row in report.rows.iter().filter(main).filter(shown) {
             if !tables.contains(&(row.case.as_str(), row.phase)) {
@@ -92,7 +89,9 @@ impl Exporter for Table {
 /// The reference whose tensors fed isolated mode.
 fn feeder(report: &Report) -> &str {
     let role = |role: &str| report.sources.iter().find(|s| s.role == role);
-    role("peer").or_else(|| report.sources.iter().find(|s| s.dir.is_some())).map_or("the reference", |s| &s.name)
+    role("peer")
+        .or_else(|| report.sources.iter().find(|s| s.dir.is_some()))
+        .map_or("the reference", |s| &s.name)
 }
 
 /// PASS, FAIL, or FAIL acc (the accuracy verdict only); with a blame, what it is.
@@ -137,11 +136,7 @@ impl Table {
             };
             let colored = |row: &Row| {
                 let cell = Cell::new(verdict(row));
-                if !self.color {
-                    cell
-                } else {
-                    cell.fg(if row.passed { Color::Green } else { Color::Red })
-                }
+                if !self.color { cell } else { cell.fg(if row.passed { Color::Green } else { Color::Red }) }
             };
             let blank_if = |text: String| if repeat { String::new() } else { text };
             let mut cells = vec![
@@ -240,7 +235,10 @@ fn summary(report: &Report, detail: Detail) -> String {
 /// from an earlier stage, with the first of each.
 fn blame_summary(report: &Report) -> String {
     let mut out = String::new();
-    for (blame, what) in [(Blame::Wrong, "wrong itself (fails on the reference's own input)"), (Blame::Drift, "failing by drift from an earlier stage (passes on the reference's input)")] {
+    for (blame, what) in [
+        (Blame::Wrong, "wrong itself (fails on the reference's own input)"),
+        (Blame::Drift, "failing by drift from an earlier stage (passes on the reference's input)"),
+    ] {
         // One count per tensor: its pairs and its two modes are one stage.
         let mut places: Vec<(&str, Phase, Checkpoint, Option<usize>, &str)> = Vec::new();
         let mut first = None;

@@ -132,8 +132,16 @@ impl CaseRun<'_> {
         // forward order, the cache being checked after the pass); isolated, every one.
         let mut diagnose = true;
         let mut check = |site: Site, ours: ArrayViewD<'_, f32>| {
-            let mut rows = ctx.float_rows(phase, site.checkpoint, site.layer, site.name, &vec![ours.view(); n_refs])?;
-            let at = Checked { phase, checkpoint: site.checkpoint, layer: site.layer, name: site.name, tokens, past };
+            let mut rows =
+                ctx.float_rows(phase, site.checkpoint, site.layer, site.name, &vec![ours.view(); n_refs])?;
+            let at = Checked {
+                phase,
+                checkpoint: site.checkpoint,
+                layer: site.layer,
+                name: site.name,
+                tokens,
+                past,
+            };
             if ctx.diagnose(&mut rows, &at, ours, diagnose) && ctx.mode == Mode::Chained {
                 diagnose = false;
             }
@@ -143,8 +151,15 @@ impl CaseRun<'_> {
         let feed: Option<&mut Feed<'_>> = (ctx.mode == Mode::Isolated).then_some(&mut feed);
         let progress = &self.validator.progress;
         progress.set_message(format!("case {}: {phase}, {}", ctx.name, ctx.mode));
-        let mut tape =
-            CheckingTape::new(compare, keep, full_pass, self.stop_at_first_failure, &mut check, feed, progress);
+        let mut tape = CheckingTape::new(
+            compare,
+            keep,
+            full_pass,
+            self.stop_at_first_failure,
+            &mut check,
+            feed,
+            progress,
+        );
         let logits = self.validator.model.forward_recorded(tokens, cache, &mut tape)?;
         let CheckingTape { rows, kept, .. } = tape;
         self.rows.extend(rows);
@@ -186,7 +201,10 @@ impl CaseRun<'_> {
     /// mostly its drift).
     fn diagnose_more(&self, phase: Phase, checkpoint: Checkpoint) -> bool {
         self.ctx.mode == Mode::Isolated
-            || !self.rows.iter().any(|r| r.diagnosis.is_some() && (r.phase, r.checkpoint) == (phase, checkpoint))
+            || !self
+                .rows
+                .iter()
+                .any(|r| r.diagnosis.is_some() && (r.phase, r.checkpoint) == (phase, checkpoint))
     }
 
     /// Checkpoint 3 after the prompt: the cache against the references, and bit for bit the K
@@ -308,7 +326,8 @@ impl CaseRun<'_> {
         let probs = sampling::probabilities(logits, &sampling);
         let view = ArrayView1::from(&probs).into_dyn();
         let (phase, cp) = (Phase::Prefill, Checkpoint::Probabilities);
-        let mut rows = self.ctx.float_rows(phase, cp, None, "probs", &vec![view.view(); self.ctx.cases.len()])?;
+        let mut rows =
+            self.ctx.float_rows(phase, cp, None, "probs", &vec![view.view(); self.ctx.cases.len()])?;
         let tokens = self.tokens().to_vec();
         let at = Checked { phase, checkpoint: cp, layer: None, name: "probs", tokens: &tokens, past: 0 };
         self.ctx.diagnose(&mut rows, &at, view, self.diagnose_more(phase, cp));

@@ -9,10 +9,10 @@ use ndarray::{ArrayD, ArrayViewD};
 use super::sources::Sources;
 use crate::checkpoint::{Checkpoint, Kind, Mode, Phase};
 use crate::compare::{self, Mask, Stats, Tolerance};
-use crate::reference::{Case, Tensor};
 use crate::diagnose::{self, Evidence};
 use crate::model::Config;
 use crate::model::weights::Weights;
+use crate::reference::{Case, Tensor};
 use crate::result::{Accuracy, OURS, Pair, Row};
 use crate::sampling::Sampling;
 
@@ -219,7 +219,13 @@ impl CaseContext<'_> {
 
     /// Isolated mode's input to the stage after `site`: the feeding reference's tensor there, in
     /// float32 (the precision our engine runs in).
-    pub fn stage_input(&self, phase: Phase, cp: Checkpoint, layer: Option<usize>, name: &str) -> Result<ArrayD<f32>> {
+    pub fn stage_input(
+        &self,
+        phase: Phase,
+        cp: Checkpoint,
+        layer: Option<usize>,
+        name: &str,
+    ) -> Result<ArrayD<f32>> {
         let tensor = self.fed(phase, cp, layer, name).with_context(|| {
             let name = &self.sources.refs[self.sources.feed()].name;
             format!("isolated mode feeds every stage {name}'s own input, and this dump lacks one")
@@ -233,7 +239,13 @@ impl CaseContext<'_> {
     /// Attaches a diagnosis to the first failing row of ours among `rows` (one tensor's), if
     /// `wanted`: hypotheses tested on the feeding reference's stage inputs. Returns whether a
     /// row failed.
-    pub fn diagnose(&self, rows: &mut [Row], at: &Checked<'_>, ours: ArrayViewD<'_, f32>, wanted: bool) -> bool {
+    pub fn diagnose(
+        &self,
+        rows: &mut [Row],
+        at: &Checked<'_>,
+        ours: ArrayViewD<'_, f32>,
+        wanted: bool,
+    ) -> bool {
         let Some(row) = rows.iter_mut().find(|r| !r.passed && r.pair.0 == OURS && !r.pair.is_self()) else {
             return false;
         };
