@@ -256,7 +256,28 @@ impl Evidence<'_> {
         if n_in == n_out {
             out.push(candidate(format!("{short} not applied"), x.to_owned()));
         }
+        for n in self.neighbour_layers() {
+            let other = in_layer(module, n);
+            let w = self.weight2(&format!("{other}.weight"), n_in, n_out)?;
+            let b = self.weight1(&format!("{other}.bias"), n_out)?;
+            let cause = format!("layer {n}'s {short} weights (a layer index off by one)");
+            out.push(candidate(cause, stages::linear(x, w.view(), Some(b.view()))));
+        }
         Ok(out)
+    }
+
+    /// The layers next to this tensor's: a layer index off by one loads their weights.
+    fn neighbour_layers(&self) -> Vec<usize> {
+        let Some(l) = self.layer else { return Vec::new() };
+        [l.checked_sub(1), Some(l + 1)].into_iter().flatten().filter(|&n| n < self.config.n_layer).collect()
+    }
+}
+
+/// `module` ("h.3.mlp.c_fc") with another layer's index ("h.4.mlp.c_fc").
+fn in_layer(module: &str, layer: usize) -> String {
+    match module.strip_prefix("h.").and_then(|rest| rest.split_once('.')) {
+        Some((_, tail)) => format!("h.{layer}.{tail}"),
+        None => module.to_string(),
     }
 }
 
@@ -326,6 +347,14 @@ fn layer_norms(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
         ),
         candidate(format!("{what} skipped (its input passed on)"), x.clone()),
     ];
+    if module.starts_with("h.") {
+        for n in e.neighbour_layers() {
+            let other = in_layer(&module, n);
+            let (w, b) = (e.weight1(&format!("{other}.weight"), c)?, e.weight1(&format!("{other}.bias"), c)?);
+            let cause = format!("layer {n}'s {what} weights (a layer index off by one)");
+            out.push(candidate(cause, ln(w.view(), b.view(), eps, false, false)));
+        }
+    }
     for other in [0.0, 1e-12, 1e-8, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2] {
         if other != eps {
             let cause = format!("{what}: epsilon {other:e} instead of the config's {eps:e}");

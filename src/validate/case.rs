@@ -129,8 +129,10 @@ impl CaseRun<'_> {
         let n_refs = ctx.sources.refs.len();
         let past = cache.len();
         // Chained, only the first failure of the pass (Validator::check keeps the first in
-        // forward order, the cache being checked after the pass); isolated, every one.
-        let mut diagnose = true;
+        // forward order, the cache being checked after the pass); isolated, each failing
+        // tensor until one of its name is explained (the same stage of every layer usually
+        // holds the same bug). (tensor name, explained) of the diagnosed ones:
+        let mut diagnosed: Vec<(&str, bool)> = Vec::new();
         let mut check = |site: Site, ours: ArrayViewD<'_, f32>| {
             let mut rows =
                 ctx.float_rows(phase, site.checkpoint, site.layer, site.name, &vec![ours.view(); n_refs])?;
@@ -142,8 +144,13 @@ impl CaseRun<'_> {
                 tokens,
                 past,
             };
-            if ctx.diagnose(&mut rows, &at, ours, diagnose) && ctx.mode == Mode::Chained {
-                diagnose = false;
+            let wanted = match ctx.mode {
+                Mode::Chained => diagnosed.is_empty(),
+                Mode::Isolated => !diagnosed.contains(&(site.name, true)),
+            };
+            ctx.diagnose(&mut rows, &at, ours, wanted);
+            if let Some(d) = rows.iter().find_map(|r| r.diagnosis.as_ref()) {
+                diagnosed.push((site.name, !d.findings.is_empty()));
             }
             Ok(rows)
         };
@@ -190,21 +197,22 @@ impl CaseRun<'_> {
             let mut rows = self.ctx.float_rows(phase, cp, Some(layer), name, &ours)?;
             let past = cache.len() - tokens.len();
             let at = Checked { phase, checkpoint: cp, layer: Some(layer), name, tokens, past };
-            self.ctx.diagnose(&mut rows, &at, tensor.into_dyn(), self.diagnose_more(phase, cp));
+            self.ctx.diagnose(&mut rows, &at, tensor.into_dyn(), self.diagnose_more(phase, cp, name));
             self.rows.extend(rows);
         }
         Ok(())
     }
 
-    /// Whether a failure of `checkpoint`, checked after the pass, is worth a diagnosis: every
-    /// one in isolated mode, the phase's first of the checkpoint in chained mode (the rest are
-    /// mostly its drift).
-    fn diagnose_more(&self, phase: Phase, checkpoint: Checkpoint) -> bool {
-        self.ctx.mode == Mode::Isolated
-            || !self
-                .rows
-                .iter()
-                .any(|r| r.diagnosis.is_some() && (r.phase, r.checkpoint) == (phase, checkpoint))
+    /// Whether a failure of `checkpoint`'s tensor `name`, checked after the pass, is worth a
+    /// diagnosis: in chained mode the phase's first of the checkpoint (the rest are mostly its
+    /// drift); in isolated mode each until one of that name is explained.
+    fn diagnose_more(&self, phase: Phase, checkpoint: Checkpoint, name: &str) -> bool {
+        let mut diagnosed =
+            self.rows.iter().filter(|r| r.phase == phase).filter_map(|r| Some((r, r.diagnosis.as_ref()?)));
+        match self.ctx.mode {
+            Mode::Chained => !diagnosed.any(|(r, _)| r.checkpoint == checkpoint),
+            Mode::Isolated => !diagnosed.any(|(r, d)| r.tensor == name && !d.findings.is_empty()),
+        }
     }
 
     /// Checkpoint 3 after the prompt: the cache against the references, and bit for bit the K
@@ -330,7 +338,7 @@ impl CaseRun<'_> {
             self.ctx.float_rows(phase, cp, None, "probs", &vec![view.view(); self.ctx.cases.len()])?;
         let tokens = self.tokens().to_vec();
         let at = Checked { phase, checkpoint: cp, layer: None, name: "probs", tokens: &tokens, past: 0 };
-        self.ctx.diagnose(&mut rows, &at, view, self.diagnose_more(phase, cp));
+        self.ctx.diagnose(&mut rows, &at, view, self.diagnose_more(phase, cp, "probs"));
         self.rows.extend(rows);
         Ok(())
     }
