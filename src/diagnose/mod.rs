@@ -19,7 +19,7 @@ use crate::compare::Tolerance;
 use crate::model::Config;
 use crate::model::weights::Weights;
 use crate::result::{Diagnosis, Finding};
-use crate::sampling::{self, Sampling};
+use crate::sampling::Sampling;
 use stages::QkvLayout;
 
 /// A hypothesis fits when ours is at least this many times closer to it than to the reference.
@@ -549,38 +549,27 @@ fn selected(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
 
 fn sampling_probs(e: &Evidence<'_>) -> Result<Vec<Candidate>> {
     let Some(s) = e.sampling else { return Ok(Vec::new()) };
-    let logits: Vec<f32> =
-        e.fetch(Checkpoint::SelectedLogits, None, "selected_logits")?.iter().map(|&x| x as f32).collect();
-    let with = |cause: String, s: Sampling| {
-        let p = sampling::probabilities(&logits, &s);
-        candidate(
-            cause,
-            ArrayD::from_shape_vec(IxDyn(&[p.len()]), p.into_iter().map(f64::from).collect()).expect("[V]"),
-        )
+    let logits: Vec<f64> =
+        e.fetch(Checkpoint::SelectedLogits, None, "selected_logits")?.iter().copied().collect();
+    let (t, k, p) = (s.temperature as f64, s.top_k, s.top_p.map(f64::from));
+    let with = |cause: String, t: f64, k: Option<usize>, p: Option<f64>| {
+        let probs = stages::sampling_probs(&logits, t, k, p);
+        candidate(cause, ArrayD::from_shape_vec(IxDyn(&[probs.len()]), probs).expect("[V]"))
     };
     let mut out = Vec::new();
-    if s.temperature != 1.0 {
-        out.push(with("temperature not applied".into(), Sampling { temperature: 1.0, ..s }));
-        out.push(with(
-            "logits multiplied by the temperature instead of divided".into(),
-            Sampling { temperature: 1.0 / s.temperature, ..s },
-        ));
+    if t != 1.0 {
+        out.push(with("temperature not applied".into(), 1.0, k, p));
+        out.push(with("logits multiplied by the temperature instead of divided".into(), 1.0 / t, k, p));
     }
-    if let Some(k) = s.top_k {
-        out.push(with(
-            format!("top-k keeping {} tokens instead of {k}", k + 1),
-            Sampling { top_k: Some(k + 1), ..s },
-        ));
+    if let Some(k) = k {
+        out.push(with(format!("top-k keeping {} tokens instead of {k}", k + 1), t, Some(k + 1), p));
         if k > 1 {
-            out.push(with(
-                format!("top-k keeping {} tokens instead of {k}", k - 1),
-                Sampling { top_k: Some(k - 1), ..s },
-            ));
+            out.push(with(format!("top-k keeping {} tokens instead of {k}", k - 1), t, Some(k - 1), p));
         }
-        out.push(with("top-k not applied".into(), Sampling { top_k: None, ..s }));
+        out.push(with("top-k not applied".into(), t, None, p));
     }
-    if s.top_p.is_some() {
-        out.push(with("top-p not applied".into(), Sampling { top_p: None, ..s }));
+    if p.is_some() {
+        out.push(with("top-p not applied".into(), t, k, None));
     }
     Ok(out)
 }

@@ -198,6 +198,45 @@ pub fn embeddings(
     out
 }
 
+/// softmax(warp(logits)) with HF's warpers in `generate`'s order: temperature, top-k (ties
+/// with the k-th kept), top-p (ascending cumulative probability ≤ 1 − p removed, the most
+/// likely token always kept).
+pub fn sampling_probs(
+    logits: &[f64],
+    temperature: f64,
+    top_k: Option<usize>,
+    top_p: Option<f64>,
+) -> Vec<f64> {
+    let mut x: Vec<f64> = logits.iter().map(|l| l / temperature).collect();
+    if let Some(k) = top_k {
+        let mut sorted = x.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let kth = sorted[k.clamp(1, sorted.len()) - 1];
+        x.iter_mut().filter(|v| **v < kth).for_each(|v| *v = f64::NEG_INFINITY);
+    }
+    if let Some(p) = top_p.filter(|&p| p < 1.0) {
+        let mut order: Vec<usize> = (0..x.len()).collect();
+        order.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+        let probs = softmax_slice(&order.iter().map(|&i| x[i]).collect::<Vec<_>>());
+        let mut cumulative = 0.0;
+        let last = order.len() - 1;
+        for (rank, &i) in order.iter().enumerate() {
+            cumulative += probs[rank];
+            if cumulative <= 1.0 - p && rank != last {
+                x[i] = f64::NEG_INFINITY;
+            }
+        }
+    }
+    softmax_slice(&x)
+}
+
+fn softmax_slice(x: &[f64]) -> Vec<f64> {
+    let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = x.iter().map(|v| (v - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / sum).collect()
+}
+
 /// Row `i` of a [T, V] array as [V].
 pub fn row(a: ArrayView2<'_, f64>, i: usize) -> Array1<f64> {
     a.row(i).to_owned()
