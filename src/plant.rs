@@ -43,6 +43,8 @@ pub enum Variant {
     ResidualDropped,
     /// Bug: the final LayerNorm is skipped.
     LnFSkipped,
+    /// Bug: sampling multiplies the logits by the temperature instead of dividing.
+    TemperatureMultiplied,
     /// Correct: LayerNorm statistics accumulated in float32, as PyTorch's kernel does.
     F32LayerNormStats,
     /// Correct: GELU evaluated in float32 instead of float64.

@@ -40,7 +40,12 @@ impl Sampling {
 pub fn warp(logits: &mut [f32], s: &Sampling) {
     // HF adds the temperature warper only when temperature != 1; dividing by 1 is exact anyway.
     if s.temperature != 1.0 {
-        logits.iter_mut().for_each(|x| *x /= s.temperature);
+        if crate::plant::active(crate::plant::Variant::TemperatureMultiplied) {
+            // A test build's planted bug.
+            logits.iter_mut().for_each(|x| *x *= s.temperature);
+        } else {
+            logits.iter_mut().for_each(|x| *x /= s.temperature);
+        }
     }
     if let Some(k) = s.top_k {
         top_k(logits, k);

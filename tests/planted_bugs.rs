@@ -142,6 +142,7 @@ mod planted {
             ("mlp-bias-dropped", ("prefill", 6, Some(0), "gelu"), "c_fc bias dropped"),
             ("residual-dropped", ("prefill", 7, Some(0), "block_out"), "the MLP's residual dropped"),
             ("ln-f-skipped", ("prefill", 8, None, "ln_f"), "ln_f skipped"),
+            ("temperature-multiplied", ("prefill", 11, None, "probs"), "multiplied by the temperature"),
             ("decode-positions-restart", ("decode", 0, None, "embeddings"), "position ids restart at 0"),
             ("decode-cache-overwrite", ("decode", 3, Some(0), "k_cache"), "row 0 holds position 2, row 2 empty"),
             ("decode-mask-ignores-cache", ("decode", 4, Some(0), "scores"), "the mask ignores the 2 cached positions"),
