@@ -237,17 +237,10 @@ impl CaseContext<'_> {
     }
 
     /// Attaches a diagnosis to the first failing row of ours among `rows` (one tensor's), if
-    /// `wanted`: hypotheses tested on the feeding reference's stage inputs. Returns whether a
-    /// row failed.
-    pub fn diagnose(
-        &self,
-        rows: &mut [Row],
-        at: &Checked<'_>,
-        ours: ArrayViewD<'_, f32>,
-        wanted: bool,
-    ) -> bool {
+    /// `wanted`: hypotheses tested on the feeding reference's stage inputs.
+    pub fn diagnose(&self, rows: &mut [Row], at: &Checked<'_>, ours: ArrayViewD<'_, f32>, wanted: bool) {
         let Some(row) = rows.iter_mut().find(|r| !r.passed && r.pair.0 == OURS && !r.pair.is_self()) else {
-            return false;
+            return;
         };
         if wanted {
             let fetch = |cp: Checkpoint, layer: Option<usize>, name: &str| -> Result<ArrayD<f64>> {
@@ -258,7 +251,6 @@ impl CaseContext<'_> {
             };
             let s = &self.cases[0].sampling;
             let evidence = Evidence {
-                phase: at.phase,
                 checkpoint: at.checkpoint,
                 layer: at.layer,
                 name: at.name,
@@ -274,7 +266,6 @@ impl CaseContext<'_> {
             };
             row.diagnosis = Some(diagnose::diagnose(&evidence));
         }
-        true
     }
 
     /// A failing row that says why a check could not be made at all.
