@@ -24,6 +24,32 @@ pub enum Command {
     Generate(GenerateArgs),
     /// List the 13 checkpoints: their tensors, tolerances and accuracy rules.
     Checkpoints(CheckpointsArgs),
+    /// Time the engine on a model (decode ms/token, prefill ms) beside the machine's read
+    /// bandwidth, which bounds decoding. scripts/bench.py compares it with PyTorch.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// HF model directory. Default: the bundled tiny random GPT-2.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+
+    /// Prompt length of the prefill timing (and before the decode steps).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub prompt_tokens: usize,
+
+    /// Decode steps timed after the prompt; the median is reported.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub decode_tokens: usize,
+
+    /// Prefill runs; the best is reported.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub repeats: usize,
+
+    /// Output: lines for people, or JSON for scripts/bench.py.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
 }
 
 #[derive(clap::Args, Debug)]

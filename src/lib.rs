@@ -1,6 +1,7 @@
 //! llorch: validates an in-repo GPT-2 engine against Hugging Face reference dumps, one
 //! checkpoint at a time. `main.rs` only parses the command line and calls [`run`].
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod compare;
@@ -23,7 +24,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
-use cli::{Cli, Command, GenerateArgs, ReportFormat, TextFormat, ValidateArgs};
+use cli::{BenchArgs, Cli, Command, GenerateArgs, ReportFormat, TextFormat, ValidateArgs};
 use model::Gpt2;
 use options::{ValidateOptions, model_dir};
 use report::Exporter;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => run_validate(args),
         Command::Generate(args) => run_generate(args),
+        Command::Bench(args) => run_bench(args),
         Command::Checkpoints(args) => {
             print_out(&match args.format {
                 ReportFormat::Table => report::checkpoints_table(),
@@ -101,6 +103,35 @@ fn validate_and_report(options: ValidateOptions) -> Result<ExitCode> {
         None => print_out(&text)?,
     }
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn run_bench(args: BenchArgs) -> Result<ExitCode> {
+    let dir = model_dir(args.model)?;
+    let model = Gpt2::load_dir(&dir)?;
+    eprintln!("llorch bench: {} on {} threads", dir.display(), rayon::current_num_threads());
+    let result = bench::run(&model, args.prompt_tokens, args.decode_tokens, args.repeats)?;
+    let text = match args.format {
+        ReportFormat::Json => serde_json::to_string_pretty(&result)? + "\n",
+        ReportFormat::Table => format!(
+            "read bandwidth      {:.1} GB/s ({} threads)\n\
+             weights per token   {:.1} MB: floor {:.2} ms/token\n\
+             decode              {:.2} ms/token ({:.2}x the floor), median of {}\n\
+             prefill {} tokens   {:.1} ms (last position's logits), {:.1} ms (all logits), best of {}\n",
+            result.read_bandwidth_gbs,
+            result.threads,
+            result.bytes_per_token as f64 / 1e6,
+            result.floor_ms_per_token,
+            result.decode_ms_per_token,
+            result.decode_ms_per_token / result.floor_ms_per_token,
+            result.decode_tokens,
+            result.prompt_tokens,
+            result.prefill_ms_last_logits,
+            result.prefill_ms_all_logits,
+            result.repeats,
+        ),
+    };
+    print_out(&text)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_generate(args: GenerateArgs) -> Result<ExitCode> {

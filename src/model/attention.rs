@@ -61,7 +61,7 @@ impl Attention {
         let mut scores = Array3::<f32>::zeros((nh, t, past + t)); // [nh, T, S]
         for h in 0..nh {
             let mut att = scores.index_axis_mut(Axis(0), h); // [T, S]
-            att.assign(&q.index_axis(Axis(0), h).dot(&k_all.index_axis(Axis(0), h).t()));
+            query_key(q.index_axis(Axis(0), h), k_all.index_axis(Axis(0), h), att.view_mut());
             att *= scale;
             mask_future(att, past);
         }
@@ -74,7 +74,7 @@ impl Attention {
 
         let mut y = Array2::<f32>::zeros((t, c)); // [T, C], heads merged: y[:, h·hd + d]
         for h in 0..nh {
-            let out = probs.index_axis(Axis(0), h).dot(&v_all.index_axis(Axis(0), h)); // [T, hd]
+            let out = weighted_values(probs.index_axis(Axis(0), h), v_all.index_axis(Axis(0), h)); // [T, hd]
             if plant::active(Variant::HeadMergeOrder) {
                 // A test build's planted bug merges as [T, hd, nh]: y[:, d·nh + h].
                 y.slice_mut(s![.., h..;nh]).assign(&out);
@@ -93,6 +93,31 @@ impl Attention {
         stage(tape, Site::new(Checkpoint::AttnOutput, Some(layer), "attn_out"), out.view_mut())?;
         Ok(out)
     }
+}
+
+/// q [T, hd] · k [S, hd]ᵀ -> att [T, S]. One query (the decode step) as plain dot products:
+/// the blocked GEMM's packing would cost more than the product itself.
+fn query_key(q: ArrayView2<'_, f32>, k: ArrayView2<'_, f32>, mut att: ArrayViewMut2<'_, f32>) {
+    if q.nrows() == 1 {
+        let query = q.row(0);
+        for (score, key) in att.row_mut(0).iter_mut().zip(k.rows()) {
+            *score = query.dot(&key);
+        }
+    } else {
+        att.assign(&q.dot(&k.t()));
+    }
+}
+
+/// p [T, S] · v [S, hd] -> [T, hd]; one query as a sum of value rows, as above.
+fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>) -> Array2<f32> {
+    if p.nrows() == 1 {
+        let mut out = Array2::<f32>::zeros((1, v.ncols())); // [1, hd]
+        for (&weight, value) in p.row(0).iter().zip(v.rows()) {
+            out.row_mut(0).scaled_add(weight, &value);
+        }
+        return out;
+    }
+    p.dot(&v)
 }
 
 /// The causal mask: query i of a chunk that starts at position `past` sees keys 0..=past+i; the

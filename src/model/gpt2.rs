@@ -8,6 +8,7 @@ use ndarray::{Array1, Array2, Axis, s};
 
 use super::block::Block;
 use super::config::Config;
+use super::kernels;
 use super::kv_cache::KvCache;
 use super::layer_norm::LayerNorm;
 use super::linear::matmul;
@@ -35,7 +36,7 @@ impl Gpt2 {
     pub fn load(weights: &Weights, config: Config) -> Result<Gpt2> {
         let c = config.n_embd;
         Ok(Gpt2 {
-            wte: weights.get("wte.weight", &[config.vocab_size, c])?,
+            wte: weights.get_aligned("wte.weight", [config.vocab_size, c], false)?,
             wpe: weights.get("wpe.weight", &[config.n_positions, c])?,
             h: (0..config.n_layer).map(|l| Block::load(weights, l, &config)).collect::<Result<_>>()?,
             ln_f: LayerNorm::load(weights, "ln_f", c, config.layer_norm_epsilon)?,
@@ -88,13 +89,36 @@ impl Gpt2 {
         let mut x = if plant::active(Variant::LnFSkipped) { x } else { self.ln_f.forward(x.view()) }; // [T, C]
         stage(tape, Site::new(Checkpoint::Logits, None, "ln_f"), x.view_mut())?;
         if tape.wants(Checkpoint::Logits, None) {
-            let logits = matmul(x.view(), wte.t()); // [T, V]
+            // Summed row by row as the last-position path below sums its one row, so that
+            // checkpoint 9's bitwise invariant holds by construction, not by luck.
+            let mut logits = Array2::<f32>::zeros((t, self.config.vocab_size)); // [T, V]
+            let wte_rows = wte.as_slice().context("wte is held contiguous")?;
+            kernels::gemm_rows(x.view(), wte_rows, &mut logits);
             tape.record(Site::new(Checkpoint::Logits, None, "logits"), logits.view().into_dyn())?;
         }
         // Only the last position's logits are needed to pick the next token: [1, C]·[C, V].
         let last = matmul(x.slice(s![t - 1..t, ..]), wte.t()).remove_axis(Axis(0)); // [V]
         hook(tape, Site::new(Checkpoint::SelectedLogits, None, "selected_logits"), last.view())?;
         Ok(Some(last))
+    }
+
+    /// Every position's logits [T, V], as validation computes them (checkpoint 8).
+    pub fn forward_all_logits(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Array2<f32>> {
+        struct LogitsTape(Option<Array2<f32>>);
+        impl Tape for LogitsTape {
+            fn wants(&self, checkpoint: Checkpoint, _: Option<usize>) -> bool {
+                checkpoint == Checkpoint::Logits
+            }
+            fn record(&mut self, site: Site, tensor: ndarray::ArrayViewD<'_, f32>) -> Result<()> {
+                if site.name == "logits" {
+                    self.0 = Some(tensor.to_owned().into_dimensionality()?);
+                }
+                Ok(())
+            }
+        }
+        let mut tape = LogitsTape(None);
+        self.forward_recorded(tokens, cache, &mut tape)?;
+        tape.0.context("the pass recorded no logits")
     }
 
     /// The plain forward pass of generation: no checkpoints recorded.

@@ -3,49 +3,65 @@
 use anyhow::Result;
 use ndarray::{Array2, ArrayView2};
 
+use super::kernels;
 use super::weights::{Param, Weights};
 use crate::plant::{self, Variant};
 
 pub struct Conv1D {
-    weight: Param, // [in, out]
-    bias: Param,   // [out]
+    /// W [in, out] as HF stores it, held transposed [out, in]: the decode step's one-row
+    /// product then streams every output's weights as one contiguous row.
+    weight_t: Param,
+    bias: Param, // [out]
 }
 
 impl Conv1D {
     pub fn load(weights: &Weights, prefix: &str, n_in: usize, n_out: usize) -> Result<Conv1D> {
         Ok(Conv1D {
-            weight: weights.get(&format!("{prefix}.weight"), &[n_in, n_out])?,
+            weight_t: weights.get_aligned(&format!("{prefix}.weight"), [n_in, n_out], true)?,
             bias: weights.get(&format!("{prefix}.bias"), &[n_out])?,
         })
     }
 
+    /// W [in, out].
+    fn weight(&self) -> ArrayView2<'_, f32> {
+        self.weight_t.view2().reversed_axes()
+    }
+
     /// x [T, in] -> x·W + b [T, out]
     pub fn forward(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        let mut y = matmul(x, self.weight.view2()); // [T, out]
+        let mut y = matmul(x, self.weight()); // [T, out]
         y += &self.bias.view1();
         y
     }
 
     /// x [T, in] -> x·W [T, out]: a test build's planted bug drops the bias.
     pub fn forward_without_bias(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        matmul(x, self.weight.view2())
+        matmul(x, self.weight())
     }
 
     /// x [T, C] -> x·Wᵀ + b [T, C]: a test build's planted bug reads a square weight as
     /// nn.Linear's [out, in].
     pub fn forward_transposed(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        let mut y = matmul(x, self.weight.view2().t()); // [T, out]
+        let mut y = matmul(x, self.weight().t()); // [T, out]
         y += &self.bias.view1();
         y
     }
 }
 
-/// x [T, K] · w [K, N] -> [T, N]: every product with a weight matrix goes through here.
+/// x [T, K] · w [K, N] -> [T, N]: every product with a weight matrix goes through here. One
+/// row (the decode step, the last position's logits) of a weight held transposed (Conv1D's,
+/// and the tied lm_head wteᵀ) streams it through the one-row kernel; more rows go to
+/// the blocked GEMM of the `gemm` crate, which reads either layout.
 pub fn matmul(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
     if plant::active(Variant::ReverseOrderMatmul) {
         return reverse_order_matmul(x, w);
     }
-    x.dot(&w)
+    if let (1, Some(x_row), Some(w_t)) = (x.nrows(), x.as_slice(), w.t().as_slice()) {
+        let mut y = Array2::<f32>::zeros((1, w.ncols())); // [1, N]
+        kernels::gemv_rows(x_row, w_t, y.as_slice_mut().expect("fresh array is contiguous"));
+        return y;
+    }
+    kernels::gemm(x, w)
 }
 
 /// The correct variant: a plain loop accumulating in float32, k from last to first; another

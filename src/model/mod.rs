@@ -4,6 +4,7 @@ mod attention;
 mod block;
 pub mod config;
 mod gpt2;
+mod kernels;
 pub mod kv_cache;
 mod layer_norm;
 mod linear;

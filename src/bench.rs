@@ -1,0 +1,123 @@
+//! `llorch bench`: the engine's own speed on one model, and the machine's read bandwidth that
+//! bounds it. A decoded token reads every weight matrix once, so bytes / bandwidth is the floor
+//! no engine can beat on this machine. `scripts/bench.py` runs this beside PyTorch (and
+//! llama.cpp) and prints the table of README.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::model::{Gpt2, KvCache};
+
+#[derive(Serialize)]
+pub struct BenchResult {
+    pub threads: usize,
+    /// Best of several 2-thread (rayon pool) passes summing a 1 GiB buffer, GB/s (1e9 bytes).
+    pub read_bandwidth_gbs: f64,
+    /// Bytes of weights a decoded token reads: every layer's matrices and vectors, ln_f and the
+    /// tied lm_head (wpe contributes one row: left out).
+    pub bytes_per_token: u64,
+    /// bytes_per_token / read bandwidth.
+    pub floor_ms_per_token: f64,
+    pub prompt_tokens: usize,
+    pub decode_tokens: usize,
+    /// Median over the decode steps after the prompt, each a forward of one token through the
+    /// cache with the last position's logits.
+    pub decode_ms_per_token: f64,
+    /// Best of `repeats`: the prompt's forward pass with the last position's logits (as
+    /// generation runs it).
+    pub prefill_ms_last_logits: f64,
+    /// Best of `repeats`: the same with every position's logits (as validation needs them).
+    pub prefill_ms_all_logits: f64,
+    pub repeats: usize,
+}
+
+/// Times `model` on a prompt of `prompt_tokens` token ids (1, 2, 3, ...: the ids do not change
+/// the work) and `decode_tokens` decode steps after it.
+pub fn run(model: &Gpt2, prompt_tokens: usize, decode_tokens: usize, repeats: usize) -> Result<BenchResult> {
+    let config = &model.config;
+    ensure!(prompt_tokens > 0 && decode_tokens > 0 && repeats > 0, "every count must be at least 1");
+    ensure!(
+        prompt_tokens + decode_tokens <= config.n_positions,
+        "{prompt_tokens} prompt + {decode_tokens} decoded tokens exceed the model's context of {}",
+        config.n_positions
+    );
+    let prompt: Vec<u32> = (0..prompt_tokens).map(|i| (i % config.vocab_size) as u32).collect();
+
+    // Warm-up: the first pass faults the memory-mapped weights in.
+    model.forward(&prompt, &mut KvCache::new(config, prompt_tokens)?)?;
+    let mut prefill_last = Duration::MAX;
+    let mut prefill_all = Duration::MAX;
+    for _ in 0..repeats {
+        let mut cache = KvCache::new(config, prompt_tokens)?;
+        let start = Instant::now();
+        model.forward(&prompt, &mut cache)?;
+        prefill_last = prefill_last.min(start.elapsed());
+        let mut cache = KvCache::new(config, prompt_tokens)?;
+        let start = Instant::now();
+        model.forward_all_logits(&prompt, &mut cache)?;
+        prefill_all = prefill_all.min(start.elapsed());
+    }
+
+    let mut cache = KvCache::new(config, prompt_tokens + decode_tokens)?;
+    model.forward(&prompt, &mut cache)?;
+    let mut steps = Vec::with_capacity(decode_tokens);
+    let mut token = 0u32;
+    for _ in 0..decode_tokens {
+        let start = Instant::now();
+        let logits = model.forward(&[token], &mut cache)?;
+        steps.push(start.elapsed());
+        token = crate::sampling::argmax(logits.as_slice().expect("contiguous"));
+    }
+    steps.sort();
+    let decode = steps[steps.len() / 2];
+
+    let bandwidth = read_bandwidth_gbs();
+    let bytes = bytes_per_token(model);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Ok(BenchResult {
+        threads: rayon::current_num_threads(),
+        read_bandwidth_gbs: bandwidth,
+        bytes_per_token: bytes,
+        floor_ms_per_token: bytes as f64 / (bandwidth * 1e9) * 1e3,
+        prompt_tokens,
+        decode_tokens,
+        decode_ms_per_token: ms(decode),
+        prefill_ms_last_logits: ms(prefill_last),
+        prefill_ms_all_logits: ms(prefill_all),
+        repeats,
+    })
+}
+
+/// Float32 weights a decode step reads.
+fn bytes_per_token(model: &Gpt2) -> u64 {
+    let c = &model.config;
+    let (c_, inner, v) = (c.n_embd as u64, c.n_inner as u64, c.vocab_size as u64);
+    let per_layer = 2 * 2 * c_          // ln_1, ln_2
+        + c_ * 3 * c_ + 3 * c_          // c_attn
+        + c_ * c_ + c_                  // attn.c_proj
+        + c_ * inner + inner            // c_fc
+        + inner * c_ + c_; // mlp.c_proj
+    4 * (c.n_layer as u64 * per_layer + 2 * c_ + v * c_)
+}
+
+/// Streaming read bandwidth of the thread pool: the best of five passes over 1 GiB, each
+/// thread summing its own contiguous chunks (integers, so the sum vectorises).
+fn read_bandwidth_gbs() -> f64 {
+    const BYTES: usize = 1 << 30;
+    let data: Vec<u64> = (0..BYTES / 8).map(|i| i as u64).collect();
+    let chunk = BYTES / 8 / (4 * rayon::current_num_threads());
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let sum: u64 = data
+            .par_chunks(chunk)
+            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+            .reduce(|| 0, u64::wrapping_add);
+        std::hint::black_box(sum);
+        best = best.min(start.elapsed());
+    }
+    BYTES as f64 / best.as_secs_f64() / 1e9
+}

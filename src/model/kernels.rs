@@ -1,0 +1,302 @@
+//! The one-row matrix product of the decode step, where the engine's time is reading weights:
+//! the matrix is held as [N, K] (every output a contiguous row: Conv1D weights are transposed
+//! at load, the tied lm_head is wte itself), streamed once in contiguous slabs shared out
+//! between the cores, with SIMD chosen at run time (AVX-512, AVX2 + FMA, or the portable loop
+//! LLVM vectorises for the baseline target). `reference_gemv_rows` beside it is the plain
+//! definition it is tested against, as llm.c keeps its reference kernels. Products of more
+//! rows go to a well-kept GEMM crate.
+
+use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
+
+/// y[N] = w[N, K] · x[K] (w row-major): every output a dot product of a row with x, the layout
+/// of the tied lm_head (wte [V, C] used as wteᵀ). The rows are cut into one slab per thread.
+pub fn gemv_rows(x: &[f32], w: &[f32], y: &mut [f32]) {
+    assert_eq!(w.len(), x.len() * y.len(), "w is [N, K]");
+    split(rows_kernel(), x, w, y, rayon::current_num_threads());
+}
+
+/// y[T, N] = x[T, K] · w[N, K]ᵀ with the one-row kernel for every row of x: each output is
+/// summed exactly as `gemv_rows` sums it, so row t of y is bit for bit what `gemv_rows` gives
+/// for x[t] (checkpoint 9's invariant: the generation path's last-position logits equal the
+/// full logits' last row). w is read in blocks that stay in cache across the rows of x; the
+/// rows of x are shared out between the threads.
+pub fn gemm_rows(x: ArrayView2<'_, f32>, w: &[f32], y: &mut Array2<f32>) {
+    let (k, n) = (x.ncols(), y.ncols());
+    assert_eq!(w.len(), k * n, "w is [N, K]");
+    assert_eq!(y.nrows(), x.nrows(), "one output row per input row");
+    let kernel = block_kernel();
+    const BLOCK: usize = 64; // rows of w: 64·K floats, a few hundred KB, stay in L2
+    let x = x.as_standard_layout();
+    let per_thread = x.nrows().div_ceil(rayon::current_num_threads()).max(1);
+    let y = y.as_slice_mut().expect("a fresh output is contiguous");
+    let x = x.as_slice().expect("standard layout");
+    y.par_chunks_mut(per_thread * n).zip(x.par_chunks(per_thread * k)).for_each(|(y, x)| {
+        for first in (0..n).step_by(BLOCK) {
+            let last = (first + BLOCK).min(n);
+            kernel(x, k, &w[first * k..last * k], y, n, first);
+        }
+    });
+}
+
+/// Halves the rows between two joined tasks until each part has one thread: one join per
+/// thread beyond the first, the fewest hand-overs a product can have.
+fn split(kernel: Rows, x: &[f32], w: &[f32], y: &mut [f32], parts: usize) {
+    const MIN_ROWS: usize = 64;
+    if parts <= 1 || y.len() < 2 * MIN_ROWS {
+        kernel(x, w, y);
+        return;
+    }
+    let half = parts / 2;
+    let rows = y.len() * half / parts;
+    let (y_a, y_b) = y.split_at_mut(rows);
+    let (w_a, w_b) = w.split_at(rows * x.len());
+    rayon::join(|| split(kernel, x, w_a, y_a, half), || split(kernel, x, w_b, y_b, parts - half));
+}
+
+/// x [M, K] · w [K, N] -> [M, N], for more than one row (a prompt): the `gemm` crate's
+/// blocked kernels (AVX-512 where the CPU has it), on rayon's threads, reading either layout
+/// of w (Conv1D weights are held transposed, the lm_head is wteᵀ).
+pub fn gemm(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
+    let ((m, k), n) = (x.dim(), w.ncols());
+    assert_eq!(w.nrows(), k, "inner dimensions");
+    let mut y = Array2::<f32>::zeros((m, n)); // [M, N], row-major
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // Safety: every pointer comes with the shape and strides of the ndarray view it belongs
+    // to, so gemm reads and writes only their elements; y is not aliased.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            x.strides()[1],
+            x.strides()[0],
+            w.as_ptr(),
+            w.strides()[1],
+            w.strides()[0],
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    y
+}
+
+/// The plain definition: y[n] = Σ_k w[n, k]·x[k], summed in float64 (for the tests).
+#[cfg(test)]
+pub fn reference_gemv_rows(x: &[f32], w: &[f32], y: &mut [f32]) {
+    let k = x.len();
+    for (n, out) in y.iter_mut().enumerate() {
+        *out = x.iter().zip(&w[n * k..(n + 1) * k]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32;
+    }
+}
+
+/// out[r] = Σ_k x[k]·w[r, k] for a run of rows.
+type Rows = fn(&[f32], &[f32], &mut [f32]);
+/// `block_body`: many rows of x against a block of rows of w.
+type Block = fn(&[f32], usize, &[f32], &mut [f32], usize, usize);
+
+fn block_kernel() -> Block {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return |x, k, w, y, n, first| unsafe { block_avx512(x, k, w, y, n, first) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return |x, k, w, y, n, first| unsafe { block_avx2(x, k, w, y, n, first) };
+        }
+    }
+    block_body
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn block_avx512(x: &[f32], k: usize, w: &[f32], y: &mut [f32], n: usize, first: usize) {
+    block_body(x, k, w, y, n, first)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn block_avx2(x: &[f32], k: usize, w: &[f32], y: &mut [f32], n: usize, first: usize) {
+    block_body(x, k, w, y, n, first)
+}
+
+fn rows_kernel() -> Rows {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return |x, w, out| unsafe { rows_avx512(x, w, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return |x, w, out| unsafe { rows_avx2(x, w, out) };
+        }
+    }
+    rows_portable
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn rows_avx512(x: &[f32], w: &[f32], out: &mut [f32]) {
+    rows_body(x, w, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn rows_avx2(x: &[f32], w: &[f32], out: &mut [f32]) {
+    rows_body(x, w, out)
+}
+
+fn rows_portable(x: &[f32], w: &[f32], out: &mut [f32]) {
+    rows_body(x, w, out)
+}
+
+/// Partial sums per output: the compiler may not reorder a float sum, so the lanes are written
+/// out, and added pairwise at the end.
+const LANES: usize = 32;
+
+#[inline(always)]
+fn rows_body(x: &[f32], w: &[f32], out: &mut [f32]) {
+    let k = x.len();
+    for (out, row) in out.iter_mut().zip(w.chunks_exact(k)) {
+        *out = dot(x, row);
+    }
+}
+
+/// Σ x[i]·row[i]: lane i sums elements i, i + 32, ... in order; then the lanes pairwise; then
+/// the tail. `dot4` does exactly these operations for four x at once.
+#[inline(always)]
+fn dot(x: &[f32], row: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (xs, ws) = (x.chunks_exact(LANES), row.chunks_exact(LANES));
+    let (x_tail, w_tail) = (xs.remainder(), ws.remainder());
+    for (xc, wc) in xs.zip(ws) {
+        for i in 0..LANES {
+            acc[i] += xc[i] * wc[i];
+        }
+    }
+    finish(acc, x_tail, w_tail)
+}
+
+/// `dot` of four x with one row, sharing the row's loads: bit for bit four `dot`s.
+#[inline(always)]
+fn dot4(x: [&[f32]; 4], row: &[f32]) -> [f32; 4] {
+    let (mut a0, mut a1, mut a2, mut a3) =
+        ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+    let full = row.len() / LANES * LANES;
+    let (x0, x1, x2, x3) = (&x[0][..full], &x[1][..full], &x[2][..full], &x[3][..full]);
+    for (c, wc) in row[..full].chunks_exact(LANES).enumerate() {
+        let at = c * LANES;
+        let (c0, c1, c2, c3) =
+            (&x0[at..at + LANES], &x1[at..at + LANES], &x2[at..at + LANES], &x3[at..at + LANES]);
+        for i in 0..LANES {
+            a0[i] += c0[i] * wc[i];
+            a1[i] += c1[i] * wc[i];
+            a2[i] += c2[i] * wc[i];
+            a3[i] += c3[i] * wc[i];
+        }
+    }
+    let tail = &row[full..];
+    [
+        finish(a0, &x[0][full..], tail),
+        finish(a1, &x[1][full..], tail),
+        finish(a2, &x[2][full..], tail),
+        finish(a3, &x[3][full..], tail),
+    ]
+}
+
+#[inline(always)]
+fn finish(mut acc: [f32; LANES], x_tail: &[f32], w_tail: &[f32]) -> f32 {
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    acc[0] + x_tail.iter().zip(w_tail).map(|(a, b)| a * b).sum::<f32>()
+}
+
+/// y[t, first + m] = dot(x[t], w[m]) for the rows t of x (each `k` long) and m of a block of w.
+#[inline(always)]
+fn block_body(x: &[f32], k: usize, w: &[f32], y: &mut [f32], n: usize, first: usize) {
+    let t_rows = x.len() / k;
+    for (m, row) in w.chunks_exact(k).enumerate() {
+        let mut t = 0;
+        while t + 4 <= t_rows {
+            let xs = std::array::from_fn(|j| &x[(t + j) * k..(t + j + 1) * k]);
+            for (j, v) in dot4(xs, row).into_iter().enumerate() {
+                y[(t + j) * n + first + m] = v;
+            }
+            t += 4;
+        }
+        for t in t..t_rows {
+            y[t * n + first + m] = dot(&x[t * k..(t + 1) * k], row);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(n: usize, rng: &mut impl Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// Odd sizes exercise every tail: row counts not a multiple of the slabs, row lengths not
+    /// of the lane count.
+    #[test]
+    fn every_row_of_gemm_rows_is_bit_for_bit_gemv_rows() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (t, k, n) = (5, 100, 333);
+        let x = ndarray::Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
+        let w = random(n * k, &mut rng);
+        let mut all = ndarray::Array2::zeros((t, n));
+        gemm_rows(x.view(), &w, &mut all);
+        for (row, x_row) in all.rows().into_iter().zip(x.rows()) {
+            let mut one = vec![0.0; n];
+            gemv_rows(x_row.as_slice().unwrap(), &w, &mut one);
+            assert_eq!(row.to_vec(), one);
+        }
+    }
+
+    #[test]
+    fn gemm_equals_ndarray_in_either_layout() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        for (m, k, n) in [(2, 3, 5), (7, 64, 129), (128, 768, 300)] {
+            let x = ndarray::Array2::from_shape_vec((m, k), random(m * k, &mut rng)).unwrap();
+            let w = ndarray::Array2::from_shape_vec((k, n), random(k * n, &mut rng)).unwrap();
+            let w_t = w.t().as_standard_layout().into_owned(); // [N, K], viewed back as [K, N]
+            let plain = x.dot(&w);
+            for ours in [gemm(x.view(), w.view()), gemm(x.view(), w_t.t())] {
+                let worst = (&ours - &plain).iter().fold(0.0f32, |m, d| m.max(d.abs()));
+                assert!(worst <= 1e-6 * k as f32, "({m}, {k}, {n}): {worst}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_kernel_equals_the_reference_to_float32_rounding() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for (k, n) in [(1, 1), (3, 5), (64, 257), (131, 1030), (768, 2304)] {
+            let (x, w) = (random(k, &mut rng), random(k * n, &mut rng));
+            let (mut fast, mut plain) = (vec![0.0; n], vec![0.0; n]);
+            gemv_rows(&x, &w, &mut fast);
+            reference_gemv_rows(&x, &w, &mut plain);
+            let bound = 1e-6 * k as f32; // |x|, |w| < 1: float32 rounding of a k-term sum
+            for j in 0..n {
+                assert!((fast[j] - plain[j]).abs() <= bound, "({k}, {n}) [{j}]: {} vs {}", fast[j], plain[j]);
+            }
+        }
+    }
+}
