@@ -8,10 +8,9 @@ use ndarray::{Array1, Array2, Axis, s};
 
 use super::block::Block;
 use super::config::Config;
-use super::kernels;
 use super::kv_cache::KvCache;
 use super::layer_norm::LayerNorm;
-use super::linear::matmul;
+use super::linear::{matmul, matmul_by_rows};
 use super::weights::{Param, Weights};
 use crate::checkpoint::Checkpoint;
 use crate::plant::{self, Variant};
@@ -91,9 +90,7 @@ impl Gpt2 {
         if tape.wants(Checkpoint::Logits, None) {
             // Summed row by row as the last-position path below sums its one row, so that
             // checkpoint 9's bitwise invariant holds by construction, not by luck.
-            let mut logits = Array2::<f32>::zeros((t, self.config.vocab_size)); // [T, V]
-            let wte_rows = wte.as_slice().context("wte is held contiguous")?;
-            kernels::gemm_rows(x.view(), wte_rows, &mut logits);
+            let logits = matmul_by_rows(x.view(), wte.t()); // [T, V]
             tape.record(Site::new(Checkpoint::Logits, None, "logits"), logits.view().into_dyn())?;
         }
         // Only the last position's logits are needed to pick the next token: [1, C]·[C, V].

@@ -64,6 +64,20 @@ pub fn matmul(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
     kernels::gemm(x, w)
 }
 
+/// x [T, K] · w [K, N] -> [T, N] for a w held transposed (wteᵀ), every row summed exactly as
+/// `matmul` sums a single row: the full logits' last row is then bit for bit the last-position
+/// logits of generation (checkpoint 9's invariant), by construction.
+pub fn matmul_by_rows(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
+    if plant::active(Variant::ReverseOrderMatmul) {
+        return reverse_order_matmul(x, w);
+    }
+    let w_t = w.t();
+    let rows = w_t.as_slice().expect("matmul_by_rows takes a weight held transposed");
+    let mut y = Array2::<f32>::zeros((x.nrows(), w.ncols())); // [T, N]
+    kernels::gemm_rows(x, rows, &mut y);
+    y
+}
+
 /// The correct variant: a plain loop accumulating in float32, k from last to first; another
 /// summation order than the blocked kernel's, for the test that proves the accuracy verdict
 /// passes it.
