@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 use ndarray::{ArrayD, ArrayViewD};
+use rayon::prelude::*;
 
 use super::sources::Sources;
 use crate::checkpoint::{Checkpoint, Kind, Mode, Phase};
@@ -12,7 +13,7 @@ use crate::compare::{self, Mask, Stats, Tolerance};
 use crate::diagnose::{self, Evidence};
 use crate::model::Config;
 use crate::model::weights::Weights;
-use crate::reference::{Case, Tensor};
+use crate::reference::{Case, Tensor, TensorEntry};
 use crate::result::{Accuracy, OURS, Pair, Row};
 use crate::sampling::Sampling;
 
@@ -130,28 +131,31 @@ impl CaseContext<'_> {
             let tensor = source.reference.load(entry)?;
             theirs.push((entry, tensor));
         }
-        let mut rows = Vec::new();
-        let mut emit =
-            |a: &View<'_>, a_name: &str, b: &View<'_>, b_name: &str, file: &str, shape: &[usize]| {
-                let stats = compare_views(a, b, tolerance, mask).with_context(|| {
-                    format!("comparing {name} of checkpoint {cp}, {a_name} vs {b_name} ({file})")
-                })?;
-                let mut row = self.row(phase, cp, layer, name, shape, Pair::new(a_name, b_name));
-                row.tolerance = tolerance;
-                row.passed = stats.passed();
-                row.stats = Some(stats);
-                rows.push(row);
-                anyhow::Ok(())
-            };
+        // Every pair: ours with each reference, then the references among themselves; compared
+        // on all cores (a full-size run spends most of its time here), rows kept in this order.
+        let mut pairs: Vec<(View<'_>, &str, View<'_>, &str, &TensorEntry)> = Vec::new();
         for (i, (entry, tensor)) in theirs.iter().enumerate() {
-            emit(&View::F32(ours[i].view()), OURS, &view(tensor), &refs[i].name, &entry.file, &entry.shape)?;
+            pairs.push((View::F32(ours[i].view()), OURS, view(tensor), &refs[i].name, entry));
         }
         for i in 0..theirs.len() {
             for j in i + 1..theirs.len() {
                 let ((ei, ti), (_, tj)) = (&theirs[i], &theirs[j]);
-                emit(&view(ti), &refs[i].name, &view(tj), &refs[j].name, &ei.file, &ei.shape)?;
+                pairs.push((view(ti), &refs[i].name, view(tj), &refs[j].name, ei));
             }
         }
+        let mut rows = pairs
+            .par_iter()
+            .map(|(a, a_name, b, b_name, entry)| {
+                let stats = compare_views(a, b, tolerance, mask).with_context(|| {
+                    format!("comparing {name} of checkpoint {cp}, {a_name} vs {b_name} ({})", entry.file)
+                })?;
+                let mut row = self.row(phase, cp, layer, name, &entry.shape, Pair::new(a_name, b_name));
+                row.tolerance = tolerance;
+                row.passed = stats.passed();
+                row.stats = Some(stats);
+                Ok(row)
+            })
+            .collect::<Result<Vec<Row>>>()?;
         self.judge_accuracy(cp, &mut rows);
         if !self.ref_pairs {
             rows.retain(|r| r.pair.0 == OURS);
