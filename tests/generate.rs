@@ -102,3 +102,27 @@ fn empty_prompt_is_an_error() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("the prompt is empty"), "{}", out.stderr);
 }
+
+#[test]
+fn bench_reports_its_timings_and_the_bandwidth_floor() {
+    let out =
+        run(&["bench", "--prompt-tokens", "4", "--decode-tokens", "2", "--repeats", "1", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for field in [
+        "read_bandwidth_gbs",
+        "floor_ms_per_token",
+        "decode_ms_per_token",
+        "prefill_ms_last_logits",
+        "prefill_ms_all_logits",
+    ] {
+        assert!(doc[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {doc}");
+    }
+    // The tiny model: 2 layers, 64 channels, 256 inner, 50257 tokens, in float32.
+    let (c, inner, v) = (64u64, 256, 50257);
+    let per_layer = 4 * c + (3 * c * c + 3 * c) + (c * c + c) + (c * inner + inner) + (inner * c + c);
+    assert_eq!(doc["bytes_per_token"], 4 * (2 * per_layer + 2 * c + v * c));
+    let out = run(&["bench", "--prompt-tokens", "1020", "--decode-tokens", "10"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("exceed the model's context"), "{}", out.stderr);
+}
