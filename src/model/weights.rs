@@ -153,6 +153,7 @@ impl Weights {
         }
         // Safety: the mapping is private and read-only; dropping its pages only makes a later
         // read fetch them from the file again (the diagnosis of `llorch validate` may).
+        #[cfg(unix)]
         unsafe {
             self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, bytes.start, bytes.len())
         }
