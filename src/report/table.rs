@@ -32,7 +32,8 @@ impl Exporter for Table {
         let isolated: HashMap<Place<'_>, &Row> =
             report.rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (place(r), r)).collect();
         let beside = |r: &Row| (r.mode == Mode::Chained).then(|| isolated.get(&place(r)).copied()).flatten();
-        let main = |r: &&Row| r.mode == Mode::Chained || !report.rows.iter().any(|c| c.mode == Mode::Chained);
+        let any_chained = report.rows.iter().any(|c| c.mode == Mode::Chained);
+        let main = |r: &&Row| r.mode == Mode::Chained || !any_chained;
         let shown =
             |r: &&Row| self.detail != Detail::Quiet || !r.passed || beside(r).is_some_and(|i| !i.passed);
         let mut tables: Vec<(&str, Phase)> = Vec::new();
