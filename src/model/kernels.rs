@@ -10,10 +10,36 @@ use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 /// y[N] = w[N, K] · x[K] (w row-major): every output a dot product of a row with x, the layout
-/// of the tied lm_head (wte [V, C] used as wteᵀ). The rows are cut into one slab per thread.
+/// of the tied lm_head (wte [V, C] used as wteᵀ). The rows are cut into one slab per thread of
+/// the team (`team.rs`).
 pub fn gemv_rows(x: &[f32], w: &[f32], y: &mut [f32]) {
-    assert_eq!(w.len(), x.len() * y.len(), "w is [N, K]");
-    split(rows_kernel(), x, w, y, rayon::current_num_threads());
+    let (k, n) = (x.len(), y.len());
+    assert_eq!(w.len(), k * n, "w is [N, K]");
+    let kernel = rows_kernel();
+    let team = super::team::team();
+    let rows = n.div_ceil(team.size()).max(1);
+    let out = OutPtr(y.as_mut_ptr());
+    team.run(&|part| {
+        let (first, last) = ((part * rows).min(n), ((part + 1) * rows).min(n));
+        // Safety: parts write disjoint ranges first..last of y, which outlives `run`.
+        let y = unsafe { std::slice::from_raw_parts_mut(out.at(first), last - first) };
+        kernel(x, &w[first * k..last * k], y);
+    });
+}
+
+/// y's address, shared with the team's threads (each writes its own rows).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+// Safety: only used to write disjoint ranges of a slice that outlives the job.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn at(self, i: usize) -> *mut f32 {
+        // Safety: i is within the slice the pointer came from (checked by the callers' bounds).
+        unsafe { self.0.add(i) }
+    }
 }
 
 /// y[T, N] = x[T, K] · w[N, K]ᵀ with the one-row kernel for every row of x: each output is
@@ -37,21 +63,6 @@ pub fn gemm_rows(x: ArrayView2<'_, f32>, w: &[f32], y: &mut Array2<f32>) {
             kernel(x, k, &w[first * k..last * k], y, n, first);
         }
     });
-}
-
-/// Halves the rows between two joined tasks until each part has one thread: one join per
-/// thread beyond the first, the fewest hand-overs a product can have.
-fn split(kernel: Rows, x: &[f32], w: &[f32], y: &mut [f32], parts: usize) {
-    const MIN_ROWS: usize = 64;
-    if parts <= 1 || y.len() < 2 * MIN_ROWS {
-        kernel(x, w, y);
-        return;
-    }
-    let half = parts / 2;
-    let rows = y.len() * half / parts;
-    let (y_a, y_b) = y.split_at_mut(rows);
-    let (w_a, w_b) = w.split_at(rows * x.len());
-    rayon::join(|| split(kernel, x, w_a, y_a, half), || split(kernel, x, w_b, y_b, parts - half));
 }
 
 /// x [M, K] · w [K, N] -> [M, N], for more than one row (a prompt): the `gemm` crate's

@@ -9,6 +9,7 @@ pub mod kv_cache;
 mod layer_norm;
 mod linear;
 mod mlp;
+mod team;
 pub mod weights;
 
 pub use attention::softmax_in_place;
