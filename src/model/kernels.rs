@@ -66,8 +66,8 @@ pub fn gemm_rows(x: ArrayView2<'_, f32>, w: &[f32], y: &mut Array2<f32>) {
 }
 
 /// x [M, K] · w [K, N] -> [M, N], for more than one row (a prompt): the `gemm` crate's
-/// blocked kernels (AVX-512 where the CPU has it), on rayon's threads, reading either layout
-/// of w (Conv1D weights are held transposed, the lm_head is wteᵀ).
+/// blocked kernels (AVX2 + FMA; its AVX-512 ones need the crate's nightly feature), on rayon's
+/// threads, reading either layout of w (Conv1D weights are held transposed, the lm_head wteᵀ).
 pub fn gemm(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
     let ((m, k), n) = (x.dim(), w.ncols());
     assert_eq!(w.nrows(), k, "inner dimensions");
