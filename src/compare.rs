@@ -274,10 +274,6 @@ impl Partial {
         included: &impl Fn(usize) -> bool,
         shape: &[usize],
     ) -> Partial {
-        let (atol, rtol) = match tolerance {
-            Tolerance::Close { atol, rtol } => (atol, rtol),
-            Tolerance::Exact => (0.0, 0.0),
-        };
         let mut p = Partial::empty();
         p.worst_flat = start;
         for (offset, (&x, &r)) in a.iter().zip(b).enumerate() {
@@ -319,7 +315,7 @@ impl Partial {
                     p.max_rel = d / r64.abs();
                 }
                 p.decades[decade(d)] += 1;
-                let allowed = atol + rtol * r64.abs();
+                let allowed = tolerance.allowed(r64);
                 if d > allowed {
                     p.mismatches += 1;
                     if p.first_mismatches.len() < MISMATCHES_KEPT {

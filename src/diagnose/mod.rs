@@ -87,17 +87,13 @@ pub fn diagnose(e: &Evidence<'_>) -> Diagnosis {
 /// elements' float32 noise in a chained run must not hide a fit) and the tolerance on the max.
 fn judge(e: &Evidence<'_>, reference: &ArrayD<f64>, candidates: Vec<Candidate>) -> Vec<Finding> {
     let (baseline, baseline_rms) = distance(e.ours.view(), reference.view());
-    let (atol, rtol) = match e.tolerance {
-        Tolerance::Close { atol, rtol } => (atol, rtol),
-        Tolerance::Exact => (0.0, 0.0),
-    };
     let mut findings: Vec<Finding> = candidates
         .into_iter()
         .filter_map(|c| {
             let (residual, residual_rms) = distance(e.ours.view(), c.tensor.view());
             let scale = c.tensor.iter().filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(x.abs()));
             let fits = residual_rms * CLOSER <= baseline_rms
-                && residual <= WITHIN_TOLERANCES * (atol + rtol * scale);
+                && residual <= WITHIN_TOLERANCES * e.tolerance.allowed(scale);
             fits.then(|| Finding {
                 evidence: format!(
                     "ours equals the stage recomputed with it from {}'s tensors to {} (max |diff|; \
