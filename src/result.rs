@@ -116,6 +116,9 @@ pub struct Finding {
     pub baseline: f64,
 }
 
+/// (case, phase, checkpoint, layer, tensor, pair): a row's place apart from its mode.
+pub type Place<'a> = (&'a str, Phase, Checkpoint, Option<usize>, &'a str, &'a Pair);
+
 /// One checked tensor or value, for one pair of sources.
 #[derive(Serialize, Clone, Debug)]
 pub struct Row {
@@ -161,6 +164,11 @@ impl Row {
     /// the peer.
     pub fn failed_accuracy_only(&self) -> bool {
         self.agrees() && self.accuracy.as_ref().is_some_and(|a| !a.passed)
+    }
+
+    /// Where the row is, apart from its mode: a tensor's chained and isolated rows share it.
+    pub fn place(&self) -> Place<'_> {
+        (self.case.as_str(), self.phase, self.checkpoint, self.layer, self.tensor.as_str(), &self.pair)
     }
 
     pub fn location(&self) -> Location {
@@ -311,19 +319,24 @@ impl Report {
 /// itself when its isolated row fails too, and drift from an earlier stage when that passes.
 /// A chained row without an isolated counterpart stays unlabelled: one verdict cannot tell.
 fn blame(rows: &mut [Row]) {
-    type Key = (String, Phase, Checkpoint, Option<usize>, String, Pair);
-    let key = |r: &Row| -> Key {
-        (r.case.clone(), r.phase, r.checkpoint, r.layer, r.tensor.clone(), r.pair.clone())
-    };
-    let isolated: std::collections::HashMap<Key, bool> =
-        rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (key(r), r.passed)).collect();
-    for row in rows.iter_mut().filter(|r| !r.passed && r.pair.0 == OURS && !r.pair.is_self()) {
-        row.blame = match row.mode {
-            Mode::Isolated => Some(Blame::Wrong),
-            Mode::Chained => {
-                isolated.get(&key(row)).map(|&passed| if passed { Blame::Drift } else { Blame::Wrong })
+    let isolated: std::collections::HashMap<Place<'_>, bool> =
+        rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (r.place(), r.passed)).collect();
+    let blames: Vec<Option<Blame>> = rows
+        .iter()
+        .map(|row| {
+            if row.passed || row.pair.0 != OURS || row.pair.is_self() {
+                return None;
             }
-        };
+            match row.mode {
+                Mode::Isolated => Some(Blame::Wrong),
+                Mode::Chained => {
+                    isolated.get(&row.place()).map(|&passed| if passed { Blame::Drift } else { Blame::Wrong })
+                }
+            }
+        })
+        .collect();
+    for (row, blame) in rows.iter_mut().zip(blames) {
+        row.blame = blame;
     }
 }
 

@@ -9,14 +9,7 @@ use comfy_table::{Cell, Color, ContentArrangement, presets::UTF8_FULL_CONDENSED}
 use super::{Detail, Exporter, sci};
 use crate::checkpoint::{Checkpoint, Mode, Phase};
 use crate::compare::DECADE_LABELS;
-use crate::result::{Blame, Diagnosis, Pair, Report, Row};
-
-/// A row's place apart from its mode: its chained and isolated rows share it.
-type Place<'a> = (&'a str, Phase, Checkpoint, Option<usize>, &'a str, &'a Pair);
-
-fn place(r: &Row) -> Place<'_> {
-    (r.case.as_str(), r.phase, r.checkpoint, r.layer, r.tensor.as_str(), &r.pair)
-}
+use crate::result::{Blame, Diagnosis, Place, Report, Row};
 
 pub struct Table {
     pub color: bool,
@@ -30,8 +23,8 @@ impl Exporter for Table {
         let mut out = String::new();
         // With both modes, the isolated rows are shown beside their chained ones.
         let isolated: HashMap<Place<'_>, &Row> =
-            report.rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (place(r), r)).collect();
-        let beside = |r: &Row| (r.mode == Mode::Chained).then(|| isolated.get(&place(r)).copied()).flatten();
+            report.rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (r.place(), r)).collect();
+        let beside = |r: &Row| (r.mode == Mode::Chained).then(|| isolated.get(&r.place()).copied()).flatten();
         let any_chained = report.rows.iter().any(|c| c.mode == Mode::Chained);
         let main = |r: &&Row| r.mode == Mode::Chained || !any_chained;
         let shown =
