@@ -14,7 +14,9 @@ use crate::model::{Gpt2, KvCache};
 #[derive(Serialize)]
 pub struct BenchResult {
     pub threads: usize,
-    /// Best of several 2-thread (rayon pool) passes summing a 1 GiB buffer, GB/s (1e9 bytes).
+    /// Median of 2-thread (rayon pool) passes summing a 1 GiB buffer, GB/s (1e9 bytes), one pass
+    /// after each decode step: this machine's bandwidth moves by half from one minute to the
+    /// next, so the floor is measured under the conditions the decode steps ran in.
     pub read_bandwidth_gbs: f64,
     /// Bytes of weights a decoded token reads: every layer's matrices and vectors, ln_f and the
     /// tied lm_head (wpe contributes one row: left out).
@@ -63,18 +65,19 @@ pub fn run(model: &Gpt2, prompt_tokens: usize, decode_tokens: usize, repeats: us
 
     let mut cache = KvCache::new(config, prompt_tokens + decode_tokens)?;
     model.forward(&prompt, &mut cache)?;
+    let reader = BandwidthProbe::new();
     let mut steps = Vec::with_capacity(decode_tokens);
+    let mut passes = Vec::with_capacity(decode_tokens);
     let mut token = 0u32;
     for _ in 0..decode_tokens {
         let start = Instant::now();
         let logits = model.forward(&[token], &mut cache)?;
         steps.push(start.elapsed());
         token = crate::sampling::argmax(logits.as_slice().expect("contiguous"));
+        passes.push(reader.pass());
     }
-    steps.sort();
-    let decode = steps[steps.len() / 2];
-
-    let bandwidth = read_bandwidth_gbs();
+    let decode = median(steps);
+    let bandwidth = BandwidthProbe::BYTES as f64 / median(passes).as_secs_f64() / 1e9;
     let bytes = bytes_per_token(model);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Ok(BenchResult {
@@ -103,21 +106,37 @@ fn bytes_per_token(model: &Gpt2) -> u64 {
     4 * (c.n_layer as u64 * per_layer + 2 * c_ + v * c_)
 }
 
-/// Streaming read bandwidth of the thread pool: the best of five passes over 1 GiB, each
-/// thread summing its own contiguous chunks (integers, so the sum vectorises).
-fn read_bandwidth_gbs() -> f64 {
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Streaming reads of the thread pool over a buffer larger than any cache: each pass has every
+/// thread sum its own contiguous chunks (integers, so the sum vectorises and nothing but the
+/// reading limits it).
+struct BandwidthProbe {
+    data: Vec<u64>,
+}
+
+impl BandwidthProbe {
     const BYTES: usize = 1 << 30;
-    let data: Vec<u64> = (0..BYTES / 8).map(|i| i as u64).collect();
-    let chunk = BYTES / 8 / (4 * rayon::current_num_threads());
-    let mut best = Duration::MAX;
-    for _ in 0..5 {
+
+    fn new() -> BandwidthProbe {
+        let probe = BandwidthProbe { data: (0..Self::BYTES / 8).map(|i| i as u64).collect() };
+        probe.pass(); // the first pass also faults the pages in
+        probe
+    }
+
+    /// The time of one pass over the whole buffer.
+    fn pass(&self) -> Duration {
+        let chunk = self.data.len() / (4 * rayon::current_num_threads());
         let start = Instant::now();
-        let sum: u64 = data
+        let sum: u64 = self
+            .data
             .par_chunks(chunk)
             .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
             .reduce(|| 0, u64::wrapping_add);
         std::hint::black_box(sum);
-        best = best.min(start.elapsed());
+        start.elapsed()
     }
-    BYTES as f64 / best.as_secs_f64() / 1e9
 }

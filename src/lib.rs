@@ -113,7 +113,7 @@ fn run_bench(args: BenchArgs) -> Result<ExitCode> {
     let text = match args.format {
         ReportFormat::Json => serde_json::to_string_pretty(&result)? + "\n",
         ReportFormat::Table => format!(
-            "read bandwidth      {:.1} GB/s ({} threads)\n\
+            "read bandwidth      {:.1} GB/s ({} threads, median of passes between the decode steps)\n\
              weights per token   {:.1} MB: floor {:.2} ms/token\n\
              decode              {:.2} ms/token ({:.2}x the floor), median of {}\n\
              prefill {} tokens   {:.1} ms (last position's logits), {:.1} ms (all logits), best of {}\n",
