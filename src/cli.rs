@@ -27,6 +27,24 @@ pub enum Command {
     /// Time the engine on a model (decode ms/token, prefill ms) beside the machine's read
     /// bandwidth, which bounds decoding. scripts/bench.py compares it with PyTorch.
     Bench(BenchArgs),
+    /// Serve the same engine over HTTP: GET /health, POST /execute (tokens as Server-Sent
+    /// Events). Runs until Ctrl-C or SIGTERM, then lets the streams in flight finish.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// HF model directory. Default: the bundled tiny random GPT-2.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+
+    /// Address to listen on; port 0 picks a free port (the address is printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub bind: std::net::SocketAddr,
+
+    /// Requests that may wait while one generates; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub queue: usize,
 }
 
 #[derive(clap::Args, Debug)]

@@ -15,6 +15,7 @@ pub mod report;
 pub mod result;
 pub mod sampling;
 pub mod search;
+pub mod serve;
 pub mod tape;
 pub mod tokenizer;
 pub mod validate;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate(args) => run_validate(args),
         Command::Generate(args) => run_generate(args),
         Command::Bench(args) => run_bench(args),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Checkpoints(args) => {
             print_out(&match args.format {
                 ReportFormat::Table => report::checkpoints_table(),

@@ -129,11 +129,31 @@ impl Config {
     pub fn head_dim(&self) -> usize {
         self.n_embd / self.n_head
     }
+
+    /// Weights of the model, counting the tied lm_head once (as HF's `num_parameters()`).
+    pub fn parameter_count(&self) -> u64 {
+        let (c, inner) = (self.n_embd as u64, self.n_inner as u64);
+        let per_layer = 2 * 2 * c          // ln_1, ln_2
+            + c * 3 * c + 3 * c            // attn.c_attn
+            + c * c + c                    // attn.c_proj
+            + c * inner + inner            // mlp.c_fc
+            + inner * c + c; // mlp.c_proj
+        (self.vocab_size as u64 + self.n_positions as u64) * c // wte, wpe
+            + self.n_layer as u64 * per_layer
+            + 2 * c // ln_f
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The published GPT-2 (124M) has 124,439,808 weights (`num_parameters()` of HF's
+    /// GPT2LMHeadModel).
+    #[test]
+    fn counts_the_parameters_of_gpt2_small() {
+        assert_eq!(Config::from_json(GPT2).unwrap().parameter_count(), 124_439_808);
+    }
 
     const GPT2: &str = r#"{"model_type": "gpt2", "n_layer": 12, "n_head": 12, "n_embd": 768,
         "n_positions": 1024, "vocab_size": 50257, "layer_norm_epsilon": 1e-05,

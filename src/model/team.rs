@@ -2,9 +2,15 @@
 //! 2–150 MB each, microseconds apart; a pool whose workers fall asleep between jobs (rayon's)
 //! spends a wake-up on every one. The team's helpers spin for a few milliseconds after each job
 //! before they park, so within a token every product starts on every core at once.
+//!
+//! The parts of a job are claimed, not assigned: the caller and the helpers take the next
+//! unclaimed part until none is left, and the caller waits only for parts a helper has begun.
+//! A helper that the machine has not scheduled (more busy threads than cores: two servers, a
+//! test suite running binaries side by side) then costs nothing; its part is done by whoever
+//! is running.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -15,11 +21,49 @@ const SPIN: Duration = Duration::from_millis(2);
 
 type Job = &'static (dyn Fn(usize) + Sync);
 
+/// The current job's number (high 32 bits) and its next unclaimed part (low 32 bits), in one
+/// word, so that a claim made for one job can never take a part of the next.
+struct Claims(AtomicU64);
+
+impl Claims {
+    fn pack(job: u32, part: u32) -> u64 {
+        (job as u64) << 32 | part as u64
+    }
+
+    fn job(&self) -> u32 {
+        (self.0.load(Ordering::Acquire) >> 32) as u32
+    }
+
+    /// Publishes job `job`, none of its parts claimed.
+    fn publish(&self, job: u32) {
+        self.0.store(Claims::pack(job, 0), Ordering::Release);
+    }
+
+    /// The next part of job `job`, if that job is still current and has one left.
+    fn claim(&self, job: u32, parts: usize) -> Option<usize> {
+        let mut now = self.0.load(Ordering::Acquire);
+        loop {
+            let part = now as u32;
+            if (now >> 32) as u32 != job || part as usize >= parts {
+                return None;
+            }
+            match self.0.compare_exchange_weak(
+                now,
+                Claims::pack(job, part + 1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(part as usize),
+                Err(actual) => now = actual,
+            }
+        }
+    }
+}
+
 struct Shared {
-    /// Bumped once per job; helper i runs part i + 1 of it.
-    epoch: AtomicUsize,
-    /// Helpers finished with the current job.
-    done: AtomicUsize,
+    claims: Claims,
+    /// Parts of the current job finished.
+    finished: AtomicUsize,
     /// A helper's part panicked.
     panicked: AtomicBool,
     job: Mutex<Option<Job>>,
@@ -43,8 +87,8 @@ impl Team {
     fn new(threads: usize) -> Team {
         let helpers = threads.saturating_sub(1);
         let shared: &'static Shared = Box::leak(Box::new(Shared {
-            epoch: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
+            claims: Claims(AtomicU64::new(0)),
+            finished: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             job: Mutex::new(None),
             parked: (0..helpers).map(|_| AtomicBool::new(false)).collect(),
@@ -69,64 +113,103 @@ impl Team {
         self.shared.parked.len() + 1
     }
 
-    /// Runs `part(0)` .. `part(size - 1)`, one per thread (0 on the caller), and returns when
-    /// all are done.
+    /// Runs `part(0)` .. `part(size - 1)`, each once, on whichever threads claim them (the
+    /// caller among them), and returns when all are done.
     pub fn run(&self, part: &(dyn Fn(usize) + Sync)) {
         let shared = self.shared;
-        if shared.parked.is_empty() {
+        let parts = self.size();
+        if parts == 1 {
             return part(0);
         }
         let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
-        // Safety: the reference is only used by the helpers between the epoch bump below and
-        // their `done` increments, and this function does not return before all of those.
+        // Safety: a helper calls the job only after claiming one of its parts, which it can do
+        // only while this job is the current one: before all of its parts are claimed, and so
+        // before this function (which waits for every claimed part to finish) returns.
         let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(part) };
         *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
-        shared.done.store(0, Ordering::SeqCst);
-        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        shared.finished.store(0, Ordering::SeqCst);
+        let number = shared.claims.job().wrapping_add(1);
+        shared.claims.publish(number);
         for (parked, thread) in shared.parked.iter().zip(shared.threads.get().expect("set at start")) {
             if parked.load(Ordering::SeqCst) {
                 thread.unpark();
             }
         }
-        let mine = catch_unwind(AssertUnwindSafe(|| part(0)));
-        while shared.done.load(Ordering::Acquire) < shared.parked.len() {
+        let mine = catch_unwind(AssertUnwindSafe(|| {
+            while let Some(p) = shared.claims.claim(number, parts) {
+                part(p);
+                shared.finished.fetch_add(1, Ordering::Release);
+            }
+        }));
+        if let Err(panic) = mine {
+            // Parts may be left unclaimed; claiming them closes the job to the helpers.
+            while shared.claims.claim(number, parts).is_some() {
+                shared.finished.fetch_add(1, Ordering::Release);
+            }
+            while shared.finished.load(Ordering::Acquire) < parts {
+                std::hint::spin_loop();
+            }
+            std::panic::resume_unwind(panic);
+        }
+        while shared.finished.load(Ordering::Acquire) < parts {
             std::hint::spin_loop();
         }
         *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        if let Err(panic) = mine {
-            std::panic::resume_unwind(panic);
-        }
         assert!(!shared.panicked.swap(false, Ordering::SeqCst), "a team thread panicked");
     }
 }
 
 fn helper(shared: &'static Shared, index: usize) {
-    // The epoch the team was made with, not whatever it is by the time this thread starts: a
-    // job published before then is still this helper's to run.
+    let parts = shared.parked.len() + 1;
+    // The job the team was made with, not whatever it is by the time this thread starts: a
+    // job published before then is still this helper's to help with.
     let mut seen = 0;
     loop {
         let idle = Instant::now();
         let mut spins = 0u32;
-        while shared.epoch.load(Ordering::Acquire) == seen {
+        while shared.claims.job() == seen {
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(1024) && idle.elapsed() > SPIN {
                 shared.parked[index].store(true, Ordering::SeqCst);
-                // Parked only if no job came meanwhile; `run` unparks after bumping the epoch,
+                // Parked only if no job came meanwhile; `run` unparks after publishing a job,
                 // and an unpark before the park makes it return at once.
-                if shared.epoch.load(Ordering::SeqCst) == seen {
+                if shared.claims.job() == seen {
                     thread::park();
                 }
                 shared.parked[index].store(false, Ordering::SeqCst);
             }
         }
-        seen = shared.epoch.load(Ordering::Acquire);
+        seen = shared.claims.job();
+        // Read before claiming: a successful claim below proves this job `seen` was still the
+        // current one, so the pointer read here is its job's.
         let job = *shared.job.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(job) = job
-            && catch_unwind(AssertUnwindSafe(|| job(index + 1))).is_err()
-        {
-            shared.panicked.store(true, Ordering::SeqCst);
+        while let Some(p) = shared.claims.claim(seen, parts) {
+            if let Some(job) = job
+                && catch_unwind(AssertUnwindSafe(|| job(p))).is_err()
+            {
+                shared.panicked.store(true, Ordering::SeqCst);
+            }
+            shared.finished.fetch_add(1, Ordering::Release);
         }
-        shared.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every part runs exactly once per job, over many jobs in a row (the helpers racing the
+    /// caller for parts, and late helpers finding a newer job than the one they woke for).
+    #[test]
+    fn every_part_runs_once_per_job() {
+        let team = Team::new(3);
+        for _ in 0..2000 {
+            let runs: Vec<AtomicUsize> = (0..team.size()).map(|_| AtomicUsize::new(0)).collect();
+            team.run(&|p| {
+                runs[p].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+        }
     }
 }
