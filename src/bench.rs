@@ -73,7 +73,7 @@ pub fn run(model: &Gpt2, prompt_tokens: usize, decode_tokens: usize, repeats: us
         let start = Instant::now();
         let logits = model.forward(&[token], &mut cache)?;
         steps.push(start.elapsed());
-        token = crate::sampling::argmax(logits.as_slice().expect("contiguous"));
+        token = crate::sampling::argmax(logits);
         passes.push(reader.pass());
     }
     let decode = median(steps);

@@ -2,18 +2,16 @@
 //! that checkpoints 10–12 validate.
 
 use anyhow::{Result, ensure};
-use ndarray::Array1;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::{Gpt2, KvCache};
 use crate::sampling::{self, Sampling};
 
-/// A generation in progress: the cache and the logits for the next position.
+/// A generation in progress: the cache, which also holds the logits for the next position.
 pub struct Generation<'m> {
     model: &'m Gpt2,
     cache: KvCache,
-    logits: Array1<f32>, // [V]
 }
 
 impl<'m> Generation<'m> {
@@ -28,39 +26,43 @@ impl<'m> Generation<'m> {
             prompt.len()
         );
         let mut cache = KvCache::new(&model.config, prompt.len() + max_new)?;
-        let logits = model.forward(prompt, &mut cache)?;
-        Ok(Generation { model, cache, logits })
+        model.forward(prompt, &mut cache)?;
+        Ok(Generation { model, cache })
     }
 
     /// The logits for the next token, [V].
-    pub fn logits(&self) -> &Array1<f32> {
-        &self.logits
+    pub fn logits(&self) -> &[f32] {
+        self.cache.logits()
     }
 
-    /// Feeds one chosen token (decode step).
+    /// Feeds one chosen token (decode step): allocates nothing.
     pub fn push(&mut self, token: u32) -> Result<()> {
-        self.logits = self.model.forward(&[token], &mut self.cache)?;
+        self.model.forward(&[token], &mut self.cache)?;
         Ok(())
     }
 }
 
 /// Picks next tokens: greedy, or seeded sampling from the warped distribution.
+/// Picking allocates nothing once the first token has sized its buffers.
 pub struct Picker {
     sampling: Sampling,
     rng: ChaCha8Rng,
+    probs: Vec<f32>, // [V]
+    buffers: sampling::Buffers,
 }
 
 impl Picker {
     pub fn new(sampling: Sampling, seed: u64) -> Picker {
-        Picker { sampling, rng: ChaCha8Rng::seed_from_u64(seed) }
+        let rng = ChaCha8Rng::seed_from_u64(seed);
+        Picker { sampling, rng, probs: Vec::new(), buffers: sampling::Buffers::default() }
     }
 
     pub fn pick(&mut self, logits: &[f32]) -> u32 {
         if self.sampling.is_greedy() {
             sampling::argmax(logits)
         } else {
-            let probs = sampling::probabilities(logits, &self.sampling);
-            sampling::draw(&probs, &mut self.rng)
+            sampling::probabilities_into(logits, &self.sampling, &mut self.probs, &mut self.buffers);
+            sampling::draw(&self.probs, &mut self.rng)
         }
     }
 }
@@ -79,7 +81,7 @@ pub fn generate(
     let mut generation = Generation::start(model, prompt, max_new)?;
     let mut out = Vec::with_capacity(max_new);
     loop {
-        let token = picker.pick(generation.logits().as_slice().expect("logits are contiguous"));
+        let token = picker.pick(generation.logits());
         out.push(token);
         on_token(token)?;
         if out.len() == max_new || Some(token) == eos {

@@ -35,9 +35,17 @@ impl Sampling {
     }
 }
 
+/// The warpers' working memory, kept by a sampler from one token to the next so that picking a
+/// token allocates nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Buffers {
+    values: Vec<f32>,
+    order: Vec<usize>,
+}
+
 /// Applies HF's warpers in place: TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper.
 /// Removed tokens become −∞. Requires temperature > 0.
-pub fn warp(logits: &mut [f32], s: &Sampling) {
+pub fn warp(logits: &mut [f32], s: &Sampling, buffers: &mut Buffers) {
     // HF adds the temperature warper only when temperature != 1; dividing by 1 is exact anyway.
     if s.temperature != 1.0 {
         if crate::plant::active(crate::plant::Variant::TemperatureMultiplied) {
@@ -48,17 +56,18 @@ pub fn warp(logits: &mut [f32], s: &Sampling) {
         }
     }
     if let Some(k) = s.top_k {
-        top_k(logits, k);
+        top_k(logits, k, &mut buffers.values);
     }
     if let Some(p) = s.top_p.filter(|&p| p < 1.0) {
-        top_p(logits, p);
+        top_p(logits, p, buffers);
     }
 }
 
 /// TopKLogitsWarper: removes every logit below the k-th largest (ties with it survive).
-fn top_k(logits: &mut [f32], k: usize) {
+fn top_k(logits: &mut [f32], k: usize, sorted: &mut Vec<f32>) {
     let k = k.min(logits.len());
-    let mut sorted = logits.to_vec();
+    sorted.clear();
+    sorted.extend_from_slice(logits);
     sorted.sort_unstable_by(|a, b| b.total_cmp(a));
     let kth = sorted[k - 1];
     logits.iter_mut().filter(|x| **x < kth).for_each(|x| *x = f32::NEG_INFINITY);
@@ -66,11 +75,15 @@ fn top_k(logits: &mut [f32], k: usize) {
 
 /// TopPLogitsWarper, step for step: sort ascending, softmax, cumulative sum, remove the tokens
 /// whose cumulative probability is <= 1 − p, but always keep the most likely one.
-fn top_p(logits: &mut [f32], p: f32) {
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[a].total_cmp(&logits[b]));
-    let mut sorted: Vec<f32> = order.iter().map(|&i| logits[i]).collect();
-    crate::model::softmax_in_place(&mut sorted);
+fn top_p(logits: &mut [f32], p: f32, buffers: &mut Buffers) {
+    let Buffers { values: sorted, order } = buffers;
+    order.clear();
+    order.extend(0..logits.len());
+    // Ascending, ties in index order: the order a stable sort gives, without its allocation.
+    order.sort_unstable_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(a.cmp(&b)));
+    sorted.clear();
+    sorted.extend(order.iter().map(|&i| logits[i]));
+    crate::model::softmax_in_place(sorted);
     // HF compares float32 cumulative sums with the threshold cast to float32. torch's CPU cumsum
     // accumulates in double and rounds each partial sum to float32; so does this loop.
     let threshold = (1.0 - p as f64) as f32;
@@ -86,10 +99,17 @@ fn top_p(logits: &mut [f32], p: f32) {
 
 /// softmax(warp(logits)): the distribution tokens are drawn from (checkpoint 11).
 pub fn probabilities(logits: &[f32], s: &Sampling) -> Vec<f32> {
-    let mut p = logits.to_vec();
-    warp(&mut p, s);
-    crate::model::softmax_in_place(&mut p);
+    let mut p = Vec::new();
+    probabilities_into(logits, s, &mut p, &mut Buffers::default());
     p
+}
+
+/// `probabilities` into `p`, with the warpers' memory from `buffers`.
+pub fn probabilities_into(logits: &[f32], s: &Sampling, p: &mut Vec<f32>, buffers: &mut Buffers) {
+    p.clear();
+    p.extend_from_slice(logits);
+    warp(p, s, buffers);
+    crate::model::softmax_in_place(p);
 }
 
 /// The index of the largest logit; the first one on ties, as torch.argmax.
@@ -125,10 +145,10 @@ mod tests {
     #[test]
     fn top_k_keeps_the_k_largest_and_ties() {
         let mut l = vec![1.0, 5.0, 3.0, 5.0, 2.0];
-        top_k(&mut l, 2);
+        top_k(&mut l, 2, &mut Vec::new());
         assert_eq!(l, vec![f32::NEG_INFINITY, 5.0, f32::NEG_INFINITY, 5.0, f32::NEG_INFINITY]);
         let mut l = vec![1.0, 4.0, 3.0];
-        top_k(&mut l, 10); // more than the vocabulary: nothing removed
+        top_k(&mut l, 10, &mut Vec::new()); // more than the vocabulary: nothing removed
         assert_eq!(l, vec![1.0, 4.0, 3.0]);
     }
 
@@ -137,11 +157,11 @@ mod tests {
         // probabilities 0.5, 0.25, 0.125, 0.125 (logits ln of those)
         let logits: Vec<f32> = [0.5f32, 0.25, 0.125, 0.125].iter().map(|p| p.ln()).collect();
         let mut l = logits.clone();
-        top_p(&mut l, 0.7); // 0.5 + 0.25 reach 0.7: the two 0.125s go
+        top_p(&mut l, 0.7, &mut Buffers::default()); // 0.5 + 0.25 reach 0.7: the two 0.125s go
         assert!(l[0].is_finite() && l[1].is_finite());
         assert!(l[2] == f32::NEG_INFINITY && l[3] == f32::NEG_INFINITY);
         let mut l = logits.clone();
-        top_p(&mut l, 0.01); // the most likely token always stays
+        top_p(&mut l, 0.01, &mut Buffers::default()); // the most likely token always stays
         assert_eq!(l.iter().filter(|x| x.is_finite()).count(), 1);
         assert!(l[0].is_finite());
     }

@@ -2,11 +2,12 @@
 //! softmax, weighted values, c_proj.
 
 use anyhow::Result;
-use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2, Axis, s};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, s};
 
 use super::config::Config;
 use super::kv_cache::KvCache;
 use super::linear::Conv1D;
+use super::scratch::{AttnScratch, view2, view3, view4};
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
 use crate::plant::{self, Variant};
@@ -32,33 +33,36 @@ impl Attention {
 
     /// x [T, C] at positions cache.len()..cache.len()+T -> [T, C]. Writes this layer's K and V
     /// into the cache; the caller advances the cache once every layer has run.
+    /// x [T, C] -> out [T, C]: q, k, v from x; k and v appended to the cache; every query
+    /// attends to the cache and to itself and the positions before it.
     pub fn forward(
         &self,
         x: ArrayView2<'_, f32>,
         layer: usize,
         cache: &mut KvCache,
         tape: &mut dyn Tape,
-    ) -> Result<Array2<f32>> {
+        s: &mut AttnScratch,
+        mut out: ArrayViewMut2<'_, f32>,
+    ) -> Result<()> {
         let (t, c) = x.dim();
         let (nh, hd) = (self.n_head, self.head_dim);
         let past = cache.len();
-        let qkv = self.c_attn.forward(x); // [T, 3C]
-        // [T, 3C] -> [T, 3, nh, hd] -> [3, nh, T, hd]: HF's split(C) then view(...).transpose(1, 2)
-        let qkv = qkv.into_shape_with_order((t, 3, nh, hd)).expect("3C = 3·nh·hd");
-        let mut qkv = qkv.permuted_axes([1, 2, 0, 3]).as_standard_layout().into_owned();
-        // A test build's planted bug takes q and k from each other's thirds of c_attn.
+        let mut qkv = view2(&mut s.qkv, (t, 3 * c)); // [T, 3C]
+        self.c_attn.forward(x, qkv.view_mut());
+        let split = qkv.view().into_shape_with_order((t, 3, nh, hd)).expect("3C = 3·nh·hd"); // [T, 3, nh, hd]
+        let mut heads = view4(&mut s.heads, (3, nh, t, hd)); // [3, nh, T, hd]: q, k, v by head
+        heads.assign(&split.permuted_axes([1, 2, 0, 3]));
         let (q_at, k_at) = if plant::active(Variant::QkSwapped) { (1, 0) } else { (0, 1) };
         for (name, at) in [("q", q_at), ("k", k_at), ("v", 2)] {
-            stage(tape, Site::new(Checkpoint::Qkv, Some(layer), name), qkv.index_axis_mut(Axis(0), at))?;
+            stage(tape, Site::new(Checkpoint::Qkv, Some(layer), name), heads.index_axis_mut(Axis(0), at))?;
         }
         let (q, k, v) =
-            (qkv.index_axis(Axis(0), q_at), qkv.index_axis(Axis(0), k_at), qkv.index_axis(Axis(0), 2)); // [nh, T, hd] each
+            (heads.index_axis(Axis(0), q_at), heads.index_axis(Axis(0), k_at), heads.index_axis(Axis(0), 2)); // [nh, T, hd] each
         let (k_all, v_all) = cache.append(layer, k, v); // [nh, S, hd], S = past + T
 
-        // HF multiplies by head_dim^-0.5, computed in double and applied in float32.
         let scale =
             if plant::active(Variant::MissingAttnScale) { 1.0 } else { (hd as f64).powf(-0.5) as f32 };
-        let mut scores = Array3::<f32>::zeros((nh, t, past + t)); // [nh, T, S]
+        let mut scores = view3(&mut s.scores, (nh, t, past + t)); // [nh, T, S]
         for h in 0..nh {
             let mut att = scores.index_axis_mut(Axis(0), h); // [T, S]
             query_key(q.index_axis(Axis(0), h), k_all.index_axis(Axis(0), h), att.view_mut());
@@ -72,31 +76,32 @@ impl Attention {
         }
         stage(tape, Site::new(Checkpoint::AttnScores, Some(layer), "attn_probs"), probs.view_mut())?;
 
-        let mut y = Array2::<f32>::zeros((t, c)); // [T, C], heads merged: y[:, h·hd + d]
+        let mut merged = view2(&mut s.merged, (t, c)); // [T, C], heads side by side: [:, h·hd + d]
         for h in 0..nh {
-            let out = weighted_values(probs.index_axis(Axis(0), h), v_all.index_axis(Axis(0), h)); // [T, hd]
-            if plant::active(Variant::HeadMergeOrder) {
-                // A test build's planted bug merges as [T, hd, nh]: y[:, d·nh + h].
-                y.slice_mut(s![.., h..;nh]).assign(&out);
+            let columns = if plant::active(Variant::HeadMergeOrder) {
+                s![.., h..;nh]
             } else {
-                y.slice_mut(s![.., h * hd..(h + 1) * hd]).assign(&out);
-            }
+                s![.., h * hd..(h + 1) * hd]
+            };
+            weighted_values(
+                probs.index_axis(Axis(0), h),
+                v_all.index_axis(Axis(0), h),
+                merged.slice_mut(columns),
+            ); // [T, hd]
         }
-        let mut out = if plant::active(Variant::AttnProjTransposed) {
-            self.c_proj.forward_transposed(y.view())
+        if plant::active(Variant::AttnProjTransposed) {
+            self.c_proj.forward_transposed(merged.view(), out.view_mut());
         } else {
-            self.c_proj.forward(y.view())
-        }; // [T, C]
+            self.c_proj.forward(merged.view(), out.view_mut());
+        } // [T, C]
         if plant::active(Variant::AttnOutShift) {
             out += 3e-6;
         }
-        stage(tape, Site::new(Checkpoint::AttnOutput, Some(layer), "attn_out"), out.view_mut())?;
-        Ok(out)
+        stage(tape, Site::new(Checkpoint::AttnOutput, Some(layer), "attn_out"), out)
     }
 }
 
-/// q [T, hd] · k [S, hd]ᵀ -> att [T, S]. One query (the decode step) as plain dot products:
-/// the blocked GEMM's packing would cost more than the product itself.
+/// att[i, j] = q[i] · k[j] (q [T, hd], k [S, hd], att [T, S]).
 fn query_key(q: ArrayView2<'_, f32>, k: ArrayView2<'_, f32>, mut att: ArrayViewMut2<'_, f32>) {
     if q.nrows() == 1 {
         let query = q.row(0);
@@ -108,20 +113,19 @@ fn query_key(q: ArrayView2<'_, f32>, k: ArrayView2<'_, f32>, mut att: ArrayViewM
     }
 }
 
-/// p [T, S] · v [S, hd] -> [T, hd]; one query as a sum of value rows, as above.
-fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>) -> Array2<f32> {
+/// out = p [T, S] · v [S, hd] ([T, hd]); one query sums the value rows in order, in place.
+fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
     if p.nrows() == 1 {
-        let mut out = Array2::<f32>::zeros((1, v.ncols())); // [1, hd]
+        let mut out = out.row_mut(0);
+        out.fill(0.0);
         for (&weight, value) in p.row(0).iter().zip(v.rows()) {
-            out.row_mut(0).scaled_add(weight, &value);
+            out.scaled_add(weight, &value);
         }
-        return out;
+    } else {
+        out.assign(&p.dot(&v));
     }
-    p.dot(&v)
 }
 
-/// The causal mask: query i of a chunk that starts at position `past` sees keys 0..=past+i; the
-/// later keys get −∞, so softmax gives them exactly 0 (HF adds the float minimum instead).
 fn mask_future(mut att: ArrayViewMut2<'_, f32>, past: usize) {
     // Test builds' planted bugs: a mask that ignores the cached positions (the decode step's
     // query sees only the first key), or one that lets each query see the next key too.

@@ -1,13 +1,14 @@
 //! One transformer block: x + attn(ln_1(x)), then + mlp(ln_2(·)).
 
 use anyhow::Result;
-use ndarray::Array2;
+use ndarray::ArrayViewMut2;
 
 use super::attention::Attention;
 use super::config::Config;
 use super::kv_cache::KvCache;
 use super::layer_norm::LayerNorm;
 use super::mlp::Mlp;
+use super::scratch::{LayerScratch, view2};
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
 use crate::plant::{self, Variant};
@@ -34,27 +35,32 @@ impl Block {
         })
     }
 
-    /// x [T, C] -> [T, C], the residual stream after this block.
+    /// x [T, C], the residual stream, becomes the stream after this block, in place.
     pub fn forward(
         &self,
-        mut x: Array2<f32>,
+        x: &mut ArrayViewMut2<'_, f32>,
         cache: &mut KvCache,
         tape: &mut dyn Tape,
-    ) -> Result<Array2<f32>> {
+        s: &mut LayerScratch,
+    ) -> Result<()> {
         let l = Some(self.layer);
-        let mut h = self.ln_1.forward(x.view()); // [T, C]
+        let shape = x.dim(); // (T, C)
+        let mut h = view2(&mut s.h, shape); // [T, C]
+        self.ln_1.forward(x.view(), h.view_mut());
         stage(tape, Site::new(Checkpoint::LayerNorm, l, "ln_1"), h.view_mut())?;
-        x += &self.attn.forward(h.view(), self.layer, cache, tape)?; // [T, C]
-        let mut h = self.ln_2.forward(x.view()); // [T, C]
+        let mut attn_out = view2(&mut s.attn_out, shape); // [T, C]
+        self.attn.forward(h.view(), self.layer, cache, tape, &mut s.attn, attn_out.view_mut())?;
+        *x += &attn_out;
+        self.ln_2.forward(x.view(), h.view_mut());
         stage(tape, Site::new(Checkpoint::Ffn, l, "ln_2"), h.view_mut())?;
-        let mlp_out = self.mlp.forward(h.view(), self.layer, tape)?; // [T, C]
+        let mut mlp_out = view2(&mut s.mlp_out, shape); // [T, C]
+        self.mlp.forward(h.view(), self.layer, tape, &mut s.fc, mlp_out.view_mut())?;
         if plant::active(Variant::ResidualDropped) {
             // A test build's planted bug: the block's output is the MLP's, without the residual.
-            x = mlp_out;
+            x.assign(&mlp_out);
         } else {
-            x += &mlp_out;
+            *x += &mlp_out;
         }
-        stage(tape, Site::new(Checkpoint::BlockOutput, l, "block_out"), x.view_mut())?;
-        Ok(x)
+        stage(tape, Site::new(Checkpoint::BlockOutput, l, "block_out"), x.view_mut())
     }
 }

@@ -4,13 +4,14 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use ndarray::{Array1, Array2, Axis, s};
+use ndarray::{Array1, Array2, Zip, s};
 
 use super::block::Block;
 use super::config::Config;
 use super::kv_cache::KvCache;
 use super::layer_norm::LayerNorm;
 use super::linear::{matmul, matmul_by_rows};
+use super::scratch::{Scratch, view2};
 use super::weights::{Param, Weights};
 use crate::checkpoint::Checkpoint;
 use crate::plant::{self, Variant};
@@ -51,6 +52,13 @@ impl Gpt2 {
         cache: &mut KvCache,
         tape: &mut dyn Tape,
     ) -> Result<Option<Array1<f32>>> {
+        Ok(self.pass(tokens, cache, tape)?.then(|| Array1::from(cache.logits().to_vec())))
+    }
+
+    /// The forward pass of `tokens` at positions cache.len()..: the last position's logits are
+    /// left in `cache.logits()`. False when the tape had all it wanted before the end and the
+    /// pass stopped early. Writes into the cache's buffers: a decode step allocates nothing.
+    pub fn pass(&self, tokens: &[u32], cache: &mut KvCache, tape: &mut dyn Tape) -> Result<bool> {
         let (t, past) = (tokens.len(), cache.len());
         ensure!(t > 0, "no tokens to run");
         ensure!(
@@ -63,40 +71,61 @@ impl Gpt2 {
         if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= self.config.vocab_size) {
             anyhow::bail!("token id {bad} is outside the vocabulary (size {})", self.config.vocab_size);
         }
+        let mut scratch = cache.take_scratch();
+        let complete = self.pass_with(tokens, cache, tape, &mut scratch);
+        cache.put_scratch(scratch);
+        complete
+    }
+
+    fn pass_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        tape: &mut dyn Tape,
+        s: &mut Scratch,
+    ) -> Result<bool> {
+        let (t, past, c) = (tokens.len(), cache.len(), self.config.n_embd);
 
         // wte[ids] + wpe[positions]
         let (wte, wpe) = (self.wte.view2(), self.wpe.view2());
-        let mut x = Array2::<f32>::zeros((t, self.config.n_embd)); // [T, C]
-        for (i, (mut row, &id)) in x.rows_mut().into_iter().zip(tokens).enumerate() {
+        let mut x = view2(&mut s.x, (t, c)); // [T, C]
+        for (i, (row, &id)) in x.rows_mut().into_iter().zip(tokens).enumerate() {
             let position = if plant::active(Variant::DecodePositionsRestart) { i } else { past + i };
-            row.assign(&(&wte.row(id as usize) + &wpe.row(position)));
+            Zip::from(row).and(wte.row(id as usize)).and(wpe.row(position)).for_each(|x, &e, &p| *x = e + p);
         }
         stage(tape, Site::new(Checkpoint::Embeddings, None, "embeddings"), x.view_mut())?;
         if tape.is_complete() {
-            return Ok(None);
+            return Ok(false);
         }
 
         for block in &self.h {
-            x = block.forward(x, cache, tape)?; // [T, C]
+            block.forward(&mut x, cache, tape, &mut s.layer)?; // [T, C]
             if tape.is_complete() {
-                return Ok(None);
+                return Ok(false);
             }
         }
         cache.advance(t);
 
         // A test build's planted bug skips ln_f.
-        let mut x = if plant::active(Variant::LnFSkipped) { x } else { self.ln_f.forward(x.view()) }; // [T, C]
-        stage(tape, Site::new(Checkpoint::Logits, None, "ln_f"), x.view_mut())?;
+        let mut h = view2(&mut s.layer.h, (t, c)); // [T, C]
+        if plant::active(Variant::LnFSkipped) {
+            h.assign(&x);
+        } else {
+            self.ln_f.forward(x.view(), h.view_mut());
+        }
+        stage(tape, Site::new(Checkpoint::Logits, None, "ln_f"), h.view_mut())?;
         if tape.wants(Checkpoint::Logits, None) {
             // Summed row by row as the last-position path below sums its one row, so that
             // checkpoint 9's bitwise invariant holds by construction, not by luck.
-            let logits = matmul_by_rows(x.view(), wte.t()); // [T, V]
+            let logits = matmul_by_rows(h.view(), wte.t()); // [T, V]
             tape.record(Site::new(Checkpoint::Logits, None, "logits"), logits.view().into_dyn())?;
         }
         // Only the last position's logits are needed to pick the next token: [1, C]·[C, V].
-        let last = matmul(x.slice(s![t - 1..t, ..]), wte.t()).remove_axis(Axis(0)); // [V]
-        hook(tape, Site::new(Checkpoint::SelectedLogits, None, "selected_logits"), last.view())?;
-        Ok(Some(last))
+        let v = self.config.vocab_size;
+        let mut last = view2(&mut s.logits, (1, v)); // [1, V]
+        matmul(h.slice(s![t - 1..t, ..]), wte.t(), last.view_mut());
+        hook(tape, Site::new(Checkpoint::SelectedLogits, None, "selected_logits"), last.row(0))?;
+        Ok(true)
     }
 
     /// Every position's logits [T, V], as validation computes them (checkpoint 8).
@@ -114,13 +143,17 @@ impl Gpt2 {
             }
         }
         let mut tape = LogitsTape(None);
-        self.forward_recorded(tokens, cache, &mut tape)?;
+        self.pass(tokens, cache, &mut tape)?;
         tape.0.context("the pass recorded no logits")
     }
 
-    /// The plain forward pass of generation: no checkpoints recorded.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Array1<f32>> {
-        self.forward_recorded(tokens, cache, &mut NoTape)?
-            .context("the pass stopped early although no tape asked it to")
+    /// The plain forward pass of generation, no checkpoints recorded: the last position's
+    /// logits [V], in the cache's buffer.
+    pub fn forward<'c>(&self, tokens: &[u32], cache: &'c mut KvCache) -> Result<&'c [f32]> {
+        ensure!(
+            self.pass(tokens, cache, &mut NoTape)?,
+            "the pass stopped early although no tape asked it to"
+        );
+        Ok(cache.logits())
     }
 }

@@ -6,7 +6,7 @@
 //! definition it is tested against, as llm.c keeps its reference kernels. Products of more
 //! rows go to a well-kept GEMM crate.
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,13 +141,14 @@ pub fn gemm_rows(x: ArrayView2<'_, f32>, w: &[f32], y: &mut Array2<f32>) {
     });
 }
 
-/// x [M, K] · w [K, N] -> [M, N], for more than one row (a prompt): the `gemm` crate's
+/// y = x [M, K] · w [K, N] ([M, N]), for more than one row (a prompt): the `gemm` crate's
 /// blocked kernels (AVX2 + FMA; its AVX-512 ones need the crate's nightly feature), on rayon's
-/// threads, reading either layout of w (Conv1D weights are held transposed, the lm_head wteᵀ).
-pub fn gemm(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
+/// threads, reading either layout of w (Conv1D weights are held transposed, the lm_head wteᵀ)
+/// and writing y in place, whatever its strides.
+pub fn gemm(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>, mut y: ArrayViewMut2<'_, f32>) {
     let ((m, k), n) = (x.dim(), w.ncols());
     assert_eq!(w.nrows(), k, "inner dimensions");
-    let mut y = Array2::<f32>::zeros((m, n)); // [M, N], row-major
+    assert_eq!(y.dim(), (m, n), "the output's shape");
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // Safety: every pointer comes with the shape and strides of the ndarray view it belongs
@@ -158,8 +159,8 @@ pub fn gemm(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
             n,
             k,
             y.as_mut_ptr(),
-            1,
-            n as isize,
+            y.strides()[1],
+            y.strides()[0],
             false,
             x.as_ptr(),
             x.strides()[1],
@@ -175,7 +176,6 @@ pub fn gemm(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
             parallelism,
         );
     }
-    y
 }
 
 /// The plain definition: y[n] = Σ_k w[n, k]·x[k], summed in float64 (for the tests).
@@ -401,7 +401,9 @@ mod tests {
             let w = ndarray::Array2::from_shape_vec((k, n), random(k * n, &mut rng)).unwrap();
             let w_t = w.t().as_standard_layout().into_owned(); // [N, K], viewed back as [K, N]
             let plain = x.dot(&w);
-            for ours in [gemm(x.view(), w.view()), gemm(x.view(), w_t.t())] {
+            for w in [w.view(), w_t.t()] {
+                let mut ours = ndarray::Array2::zeros((m, n));
+                gemm(x.view(), w, ours.view_mut());
                 let worst = (&ours - &plain).iter().fold(0.0f32, |m, d| m.max(d.abs()));
                 assert!(worst <= 1e-6 * k as f32, "({m}, {k}, {n}): {worst}");
             }

@@ -6,6 +6,7 @@ use anyhow::{Result, ensure};
 use ndarray::{Array3, ArrayView3, Axis, s};
 
 use super::config::Config;
+use super::scratch::Scratch;
 use crate::plant::{self, Variant};
 
 /// K and V of one layer: [n_head, capacity, head_dim] each, rows 0..len filled.
@@ -20,6 +21,8 @@ pub struct KvCache {
     layers: Vec<LayerCache>,
     len: usize,
     capacity: usize,
+    /// The sequence's activation buffers, reused by every pass (`scratch.rs`).
+    scratch: Scratch,
 }
 
 impl KvCache {
@@ -34,7 +37,21 @@ impl KvCache {
         let layers = (0..config.n_layer)
             .map(|_| LayerCache { k: Array3::zeros(shape), v: Array3::zeros(shape) })
             .collect();
-        Ok(KvCache { layers, len: 0, capacity })
+        Ok(KvCache { layers, len: 0, capacity, scratch: Scratch::for_decoding(config, capacity) })
+    }
+
+    /// The buffers, for the length of a pass (the pass also needs the cache itself).
+    pub(super) fn take_scratch(&mut self) -> Scratch {
+        std::mem::take(&mut self.scratch)
+    }
+
+    pub(super) fn put_scratch(&mut self, scratch: Scratch) {
+        self.scratch = scratch;
+    }
+
+    /// The last position's logits [V] of the last complete pass.
+    pub fn logits(&self) -> &[f32] {
+        &self.scratch.logits
     }
 
     /// Positions already cached: the position of the next token.

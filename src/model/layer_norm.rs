@@ -1,7 +1,7 @@
 //! LayerNorm over the channel dimension, as torch.nn.LayerNorm (biased variance).
 
 use anyhow::Result;
-use ndarray::{Array2, ArrayView1, ArrayView2, Zip};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, Zip};
 
 use super::weights::{Param, Weights};
 use crate::plant::{self, Variant};
@@ -22,8 +22,9 @@ impl LayerNorm {
     }
 
     /// x [T, C] -> [T, C]
-    pub fn forward(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        layer_norm(x, self.weight.view1(), self.bias.view1(), self.eps)
+    /// x [T, C] -> out [T, C]
+    pub fn forward(&self, x: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
+        layer_norm(x, self.weight.view1(), self.bias.view1(), self.eps, out)
     }
 }
 
@@ -33,12 +34,12 @@ pub fn layer_norm(
     weight: ArrayView1<'_, f32>,
     bias: ArrayView1<'_, f32>,
     eps: f64,
-) -> Array2<f32> {
+    mut y: ArrayViewMut2<'_, f32>, // [T, C]
+) {
     let eps = if plant::active(Variant::LnEpsilon) { 1e-6 } else { eps };
     if plant::active(Variant::F32LayerNormStats) {
-        return layer_norm_f32_stats(x, weight, bias, eps);
+        return layer_norm_f32_stats(x, weight, bias, eps, y);
     }
-    let mut y = Array2::<f32>::zeros(x.raw_dim()); // [T, C]
     Zip::from(y.rows_mut()).and(x.rows()).for_each(|mut y_row, x_row| {
         // The statistics are accumulated in f64, so they are as exact as float32 inputs allow;
         // torch's float32 kernel approaches the same values from below.
@@ -52,7 +53,6 @@ pub fn layer_norm(
             *y = ((x as f64 - mean) * inv_std) as f32 * w + b;
         });
     });
-    y
 }
 
 /// The correct variant with float32 statistics (two passes, as PyTorch's CPU kernel), for the
@@ -62,8 +62,8 @@ fn layer_norm_f32_stats(
     weight: ArrayView1<'_, f32>,
     bias: ArrayView1<'_, f32>,
     eps: f64,
-) -> Array2<f32> {
-    let mut y = Array2::<f32>::zeros(x.raw_dim()); // [T, C]
+    mut y: ArrayViewMut2<'_, f32>, // [T, C]
+) {
     Zip::from(y.rows_mut()).and(x.rows()).for_each(|mut y_row, x_row| {
         let n = x_row.len() as f32;
         let mean = x_row.sum() / n;
@@ -73,7 +73,6 @@ fn layer_norm_f32_stats(
             *y = (x - mean) * inv_std * w + b;
         });
     });
-    y
 }
 
 #[cfg(test)]
@@ -85,7 +84,8 @@ mod tests {
         // Row [1, 2, 3, 4]: mean 2.5, biased variance 1.25.
         let x = array![[1.0f32, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]];
         let (w, b) = (array![1.0f32, 1.0, 2.0, 2.0], array![0.0f32, 0.5, 0.0, 0.5]);
-        let y = super::layer_norm(x.view(), w.view(), b.view(), 1e-5);
+        let mut y = ndarray::Array2::zeros(x.raw_dim());
+        super::layer_norm(x.view(), w.view(), b.view(), 1e-5, y.view_mut());
         let s = 1.0 / (1.25f64 + 1e-5).sqrt();
         let expected = [-1.5 * s, -0.5 * s + 0.5, 2.0 * 0.5 * s, 2.0 * 1.5 * s + 0.5];
         for (got, want) in y.row(0).iter().zip(expected) {

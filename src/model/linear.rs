@@ -1,7 +1,7 @@
 //! HF's `Conv1D`: a linear layer whose weight is stored [in, out] (the transpose of nn.Linear).
 
 use anyhow::Result;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 use super::kernels;
 use super::weights::{Param, Weights};
@@ -12,6 +12,7 @@ pub struct Conv1D {
     /// product then streams every output's weights as one contiguous row.
     weight_t: Param,
     bias: Param, // [out]
+    n_out: usize,
 }
 
 impl Conv1D {
@@ -19,7 +20,12 @@ impl Conv1D {
         Ok(Conv1D {
             weight_t: weights.get_aligned(&format!("{prefix}.weight"), [n_in, n_out], true)?,
             bias: weights.get(&format!("{prefix}.bias"), &[n_out])?,
+            n_out,
         })
+    }
+
+    pub fn n_out(&self) -> usize {
+        self.n_out
     }
 
     /// W [in, out].
@@ -27,41 +33,39 @@ impl Conv1D {
         self.weight_t.view2().reversed_axes()
     }
 
-    /// x [T, in] -> x·W + b [T, out]
-    pub fn forward(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        let mut y = matmul(x, self.weight()); // [T, out]
-        y += &self.bias.view1();
-        y
+    /// x [T, in] -> out = x·W + b [T, out]
+    pub fn forward(&self, x: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
+        matmul(x, self.weight(), out.view_mut());
+        out += &self.bias.view1();
     }
 
-    /// x [T, in] -> x·W [T, out]: a test build's planted bug drops the bias.
-    pub fn forward_without_bias(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        matmul(x, self.weight())
+    /// x [T, in] -> out = x·W [T, out]: a test build's planted bug drops the bias.
+    pub fn forward_without_bias(&self, x: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
+        matmul(x, self.weight(), out)
     }
 
-    /// x [T, C] -> x·Wᵀ + b [T, C]: a test build's planted bug reads a square weight as
+    /// x [T, C] -> out = x·Wᵀ + b [T, C]: a test build's planted bug reads a square weight as
     /// nn.Linear's [out, in].
-    pub fn forward_transposed(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        let mut y = matmul(x, self.weight().t()); // [T, out]
-        y += &self.bias.view1();
-        y
+    pub fn forward_transposed(&self, x: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
+        matmul(x, self.weight().t(), out.view_mut());
+        out += &self.bias.view1();
     }
 }
 
-/// x [T, K] · w [K, N] -> [T, N]: every product with a weight matrix goes through here. One
+/// out = x [T, K] · w [K, N] ([T, N]): every product with a weight matrix goes through here. One
 /// row (the decode step, the last position's logits) of a weight held transposed (Conv1D's,
 /// and the tied lm_head wteᵀ) streams it through the one-row kernel; more rows go to
-/// the blocked GEMM of the `gemm` crate, which reads either layout.
-pub fn matmul(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
+/// the blocked GEMM of the `gemm` crate, which reads either layout. Allocates nothing.
+pub fn matmul(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
     if plant::active(Variant::ReverseOrderMatmul) {
-        return reverse_order_matmul(x, w);
+        return out.assign(&reverse_order_matmul(x, w));
     }
-    if let (1, Some(x_row), Some(w_t)) = (x.nrows(), x.as_slice(), w.t().as_slice()) {
-        let mut y = Array2::<f32>::zeros((1, w.ncols())); // [1, N]
-        kernels::gemv_rows(x_row, w_t, y.as_slice_mut().expect("fresh array is contiguous"));
-        return y;
+    if let (1, Some(x_row), Some(w_t)) = (x.nrows(), x.as_slice(), w.t().as_slice())
+        && let Some(y) = out.as_slice_mut()
+    {
+        return kernels::gemv_rows(x_row, w_t, y);
     }
-    kernels::gemm(x, w)
+    kernels::gemm(x, w, out)
 }
 
 /// x [T, K] · w [K, N] -> [T, N] for a w held transposed (wteᵀ), every row summed exactly as

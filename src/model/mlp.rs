@@ -1,11 +1,12 @@
 //! The GPT-2 MLP: c_fc, the tanh-approximated GELU ("gelu_new"), c_proj.
 
 use anyhow::Result;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::config::Config;
 use super::linear::Conv1D;
+use super::scratch::view2;
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
 use crate::plant::{self, Variant};
@@ -26,12 +27,21 @@ impl Mlp {
     }
 
     /// x [T, C] -> [T, C]
-    pub fn forward(&self, x: ArrayView2<'_, f32>, layer: usize, tape: &mut dyn Tape) -> Result<Array2<f32>> {
-        let mut h = if plant::active(Variant::MlpBiasDropped) {
-            self.c_fc.forward_without_bias(x)
+    /// x [T, C] -> out [T, C]; `fc` holds the hidden activations.
+    pub fn forward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        layer: usize,
+        tape: &mut dyn Tape,
+        fc: &mut Vec<f32>,
+        mut out: ArrayViewMut2<'_, f32>,
+    ) -> Result<()> {
+        let mut h = view2(fc, (x.nrows(), self.c_fc.n_out())); // [T, 4C]
+        if plant::active(Variant::MlpBiasDropped) {
+            self.c_fc.forward_without_bias(x, h.view_mut());
         } else {
-            self.c_fc.forward(x)
-        }; // [T, 4C]
+            self.c_fc.forward(x, h.view_mut());
+        }
         let gelu = if plant::active(Variant::ErfGelu) { gelu_erf } else { gelu_new };
         // Evaluated in float64 (a tanh each): worth both cores for a prompt, not for one token.
         match h.as_slice_mut() {
@@ -41,9 +51,8 @@ impl Mlp {
             _ => h.mapv_inplace(gelu),
         }
         stage(tape, Site::new(Checkpoint::Ffn, Some(layer), "gelu"), h.view_mut())?;
-        let mut out = self.c_proj.forward(h.view()); // [T, C]
-        stage(tape, Site::new(Checkpoint::Ffn, Some(layer), "mlp_out"), out.view_mut())?;
-        Ok(out)
+        self.c_proj.forward(h.view(), out.view_mut()); // [T, C]
+        stage(tape, Site::new(Checkpoint::Ffn, Some(layer), "mlp_out"), out)
     }
 }
 

@@ -66,6 +66,8 @@ struct Shared {
     finished: AtomicUsize,
     /// A helper's part panicked.
     panicked: AtomicBool,
+    /// Helpers that have started their loop.
+    started: AtomicUsize,
     job: Mutex<Option<Job>>,
     parked: Vec<AtomicBool>,
     threads: OnceLock<Vec<Thread>>,
@@ -90,6 +92,7 @@ impl Team {
             claims: Claims(AtomicU64::new(0)),
             finished: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
             job: Mutex::new(None),
             parked: (0..helpers).map(|_| AtomicBool::new(false)).collect(),
             threads: OnceLock::new(),
@@ -105,6 +108,11 @@ impl Team {
             })
             .collect();
         let _ = shared.threads.set(threads);
+        // A thread's start-up (its runtime's own bookkeeping) happens here, not during the
+        // first tokens, which then allocate nothing.
+        while shared.started.load(Ordering::Acquire) < helpers {
+            thread::yield_now();
+        }
         Team { shared, turn: Mutex::new(()) }
     }
 
@@ -164,6 +172,7 @@ fn helper(shared: &'static Shared, index: usize) {
     // The job the team was made with, not whatever it is by the time this thread starts: a
     // job published before then is still this helper's to help with.
     let mut seen = 0;
+    shared.started.fetch_add(1, Ordering::Release);
     loop {
         let idle = Instant::now();
         let mut spins = 0u32;

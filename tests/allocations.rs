@@ -1,0 +1,69 @@
+//! A decoded token allocates nothing: the forward pass writes into the sequence's buffers and
+//! the sampler into its own. Counted by a global allocator in this test binary, which has no
+//! test harness (Cargo.toml: harness = false): the harness's own threads allocate now and then
+//! while they wait, and would be counted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use llorch::generate::{Generation, Picker};
+use llorch::model::Gpt2;
+use llorch::sampling::Sampling;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// Safety: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn main() {
+    decode_steps_allocate_nothing_greedy_or_sampled();
+    println!("decode steps allocate nothing, greedy or sampled: ok");
+}
+
+fn decode_steps_allocate_nothing_greedy_or_sampled() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2");
+    let model = Gpt2::load_dir(&dir).unwrap();
+    let samplings = [
+        Sampling::GREEDY,
+        Sampling::new(0.8, None, None).unwrap(),
+        Sampling::new(0.9, Some(40), Some(0.95)).unwrap(),
+    ];
+    for sampling in samplings {
+        let mut picker = Picker::new(sampling, 7);
+        let mut generation = Generation::start(&model, &[15496, 13], 40).unwrap();
+        // The first token sizes the sampler's buffers and starts the kernels' threads.
+        let mut token = picker.pick(generation.logits());
+        generation.push(token).unwrap();
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for _ in 0..30 {
+            token = picker.pick(generation.logits());
+            generation.push(token).unwrap();
+        }
+        let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        assert_eq!(allocated, 0, "{sampling:?}: {allocated} allocations in 30 decoded tokens");
+    }
+}
