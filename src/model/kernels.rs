@@ -248,7 +248,7 @@ fn rows_portable(x: &[f32], w: &[f32], out: &mut [f32]) {
 
 /// Partial sums per output: the compiler may not reorder a float sum, so the lanes are written
 /// out, and added pairwise at the end.
-const LANES: usize = 32;
+const LANES: usize = 16;
 
 /// Multiply-adds fused (one rounding: the FMA units of AVX2 and AVX-512 CPUs, twice the
 /// throughput of a multiply and an add) or separate (the portable kernel, where a fused
@@ -271,7 +271,7 @@ fn rows_body<const FUSE: bool>(x: &[f32], w: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Σ x[i]·row[i]: lane i sums elements i, i + 32, ... in order; then the lanes pairwise; then
+/// Σ x[i]·row[i]: lane i sums elements i, i + LANES, ... in order; then the lanes pairwise; then
 /// the tail. `dot_4x2` does exactly these operations for four x and two rows at once.
 #[inline(always)]
 fn dot<const FUSE: bool>(x: &[f32], row: &[f32]) -> f32 {
