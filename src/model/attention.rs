@@ -33,8 +33,9 @@ impl Attention {
 
     /// x [T, C] at positions cache.len()..cache.len()+T -> [T, C]. Writes this layer's K and V
     /// into the cache; the caller advances the cache once every layer has run.
-    /// x [T, C] -> out [T, C]: q, k, v from x; k and v appended to the cache; every query
-    /// attends to the cache and to itself and the positions before it.
+    /// x [T, C] at positions cache.len()..cache.len()+T -> out [T, C]. Writes this layer's K
+    /// and V into the cache; the caller advances the cache once every layer has run. `s` holds
+    /// the intermediate tensors.
     pub fn forward(
         &self,
         x: ArrayView2<'_, f32>,
@@ -49,9 +50,11 @@ impl Attention {
         let past = cache.len();
         let mut qkv = view2(&mut s.qkv, (t, 3 * c)); // [T, 3C]
         self.c_attn.forward(x, qkv.view_mut());
+        // [T, 3C] -> [T, 3, nh, hd] -> [3, nh, T, hd]: HF's split(C) then view(...).transpose(1, 2)
         let split = qkv.view().into_shape_with_order((t, 3, nh, hd)).expect("3C = 3·nh·hd"); // [T, 3, nh, hd]
         let mut heads = view4(&mut s.heads, (3, nh, t, hd)); // [3, nh, T, hd]: q, k, v by head
         heads.assign(&split.permuted_axes([1, 2, 0, 3]));
+        // A test build's planted bug takes q and k from each other's thirds of c_attn.
         let (q_at, k_at) = if plant::active(Variant::QkSwapped) { (1, 0) } else { (0, 1) };
         for (name, at) in [("q", q_at), ("k", k_at), ("v", 2)] {
             stage(tape, Site::new(Checkpoint::Qkv, Some(layer), name), heads.index_axis_mut(Axis(0), at))?;
@@ -60,6 +63,7 @@ impl Attention {
             (heads.index_axis(Axis(0), q_at), heads.index_axis(Axis(0), k_at), heads.index_axis(Axis(0), 2)); // [nh, T, hd] each
         let (k_all, v_all) = cache.append(layer, k, v); // [nh, S, hd], S = past + T
 
+        // HF multiplies by head_dim^-0.5, computed in double and applied in float32.
         let scale =
             if plant::active(Variant::MissingAttnScale) { 1.0 } else { (hd as f64).powf(-0.5) as f32 };
         let mut scores = view3(&mut s.scores, (nh, t, past + t)); // [nh, T, S]
@@ -78,6 +82,7 @@ impl Attention {
 
         let mut merged = view2(&mut s.merged, (t, c)); // [T, C], heads side by side: [:, h·hd + d]
         for h in 0..nh {
+            // A test build's planted bug merges as [T, hd, nh]: merged[:, d·nh + h].
             let columns = if plant::active(Variant::HeadMergeOrder) {
                 s![.., h..;nh]
             } else {
@@ -101,7 +106,8 @@ impl Attention {
     }
 }
 
-/// att[i, j] = q[i] · k[j] (q [T, hd], k [S, hd], att [T, S]).
+/// att = q [T, hd] · k [S, hd]ᵀ ([T, S]). One query (the decode step) as plain dot products:
+/// the blocked GEMM's packing would cost more than the product itself.
 fn query_key(q: ArrayView2<'_, f32>, k: ArrayView2<'_, f32>, mut att: ArrayViewMut2<'_, f32>) {
     if q.nrows() == 1 {
         let query = q.row(0);
@@ -113,7 +119,7 @@ fn query_key(q: ArrayView2<'_, f32>, k: ArrayView2<'_, f32>, mut att: ArrayViewM
     }
 }
 
-/// out = p [T, S] · v [S, hd] ([T, hd]); one query sums the value rows in order, in place.
+/// out = p [T, S] · v [S, hd] ([T, hd]); one query as a sum of value rows, in place, as above.
 fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
     if p.nrows() == 1 {
         let mut out = out.row_mut(0);
@@ -126,6 +132,8 @@ fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>, mut out: Arra
     }
 }
 
+/// The causal mask: query i of a chunk that starts at position `past` sees keys 0..=past+i; the
+/// later keys get −∞, so softmax gives them exactly 0 (HF adds the float minimum instead).
 fn mask_future(mut att: ArrayViewMut2<'_, f32>, past: usize) {
     // Test builds' planted bugs: a mask that ignores the cached positions (the decode step's
     // query sees only the first key), or one that lets each query see the next key too.

@@ -1,6 +1,7 @@
 //! The key/value cache, owned outside the weights (as in candle's llama.rs) so that validation,
 //! generation and serving share it. Preallocated once; each step writes its rows in place at the
-//! current position and never rebuilds what is already there.
+//! current position and never rebuilds what is already there. It also carries the sequence's
+//! activation buffers (`scratch.rs`), so that a decode step allocates nothing.
 
 use anyhow::{Result, ensure};
 use ndarray::{Array3, ArrayView3, Axis, s};

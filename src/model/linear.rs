@@ -55,7 +55,7 @@ impl Conv1D {
 /// out = x [T, K] · w [K, N] ([T, N]): every product with a weight matrix goes through here. One
 /// row (the decode step, the last position's logits) of a weight held transposed (Conv1D's,
 /// and the tied lm_head wteᵀ) streams it through the one-row kernel; more rows go to
-/// the blocked GEMM of the `gemm` crate, which reads either layout. Allocates nothing.
+/// the blocked GEMM of the `gemm` crate, which reads either layout. One row allocates nothing.
 pub fn matmul(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
     if plant::active(Variant::ReverseOrderMatmul) {
         return out.assign(&reverse_order_matmul(x, w));

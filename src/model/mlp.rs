@@ -26,8 +26,7 @@ impl Mlp {
         })
     }
 
-    /// x [T, C] -> [T, C]
-    /// x [T, C] -> out [T, C]; `fc` holds the hidden activations.
+    /// x [T, C] -> out [T, C]; `fc` holds the hidden activations [T, 4C].
     pub fn forward(
         &self,
         x: ArrayView2<'_, f32>,
