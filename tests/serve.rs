@@ -226,6 +226,14 @@ fn every_bad_request_is_a_400_naming_the_field() {
 }
 
 #[test]
+fn a_queue_of_no_places_is_refused_before_the_model_loads() {
+    let out = run(&["serve", "--queue", "0", "--bind", "127.0.0.1:0"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--queue must be at least 1"), "{}", out.stderr);
+    assert!(!out.stderr.contains("loading"), "{}", out.stderr);
+}
+
+#[test]
 fn a_full_queue_is_a_503_with_retry_after() {
     let server = Server::start(&["--queue", "1"]);
     let long = json!({"token_ids": [13], "max_tokens": 1000, "temperature": 0}).to_string();

@@ -26,6 +26,10 @@ use crate::tokenizer::Gpt2Tokenizer;
 
 /// Loads the model, serves until Ctrl-C or SIGTERM, then waits for the streams in flight.
 pub fn run(args: ServeArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.queue > 0,
+        "--queue must be at least 1: every request passes through the queue to the worker"
+    );
     let dir = model_dir(args.model)?;
     eprintln!("llorch serve: loading {}", dir.display());
     let loading = Instant::now();
