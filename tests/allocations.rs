@@ -1,9 +1,12 @@
 //! A decoded token allocates nothing: the forward pass writes into the sequence's buffers and
-//! the sampler into its own. Counted by a global allocator in this test binary, which has no
-//! test harness (Cargo.toml: harness = false): the harness's own threads allocate now and then
-//! while they wait, and would be counted.
+//! the sampler into its own. Counted by a global allocator in this test binary, on the threads a
+//! decode step runs on: the caller ("main") and the engine's team ("llorch-team-N"). Idle pool
+//! threads of other libraries (rayon's, matrixmultiply's for the prompt's products) allocate
+//! once when they first go to sleep, which on a busy machine can happen at any time; they are not
+//! counted. No test harness either (Cargo.toml: harness = false), for the same reason.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use llorch::generate::{Generation, Picker};
@@ -17,7 +20,7 @@ static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 // Safety: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.alloc(layout) }
     }
 
@@ -26,13 +29,40 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+const UNKNOWN: u8 = 0;
+const COUNTED: u8 = 1;
+const NOT_COUNTED: u8 = 2;
+const CHECKING: u8 = 3;
+
+thread_local! {
+    /// Whether this thread's allocations count, found out on its first one.
+    static THREAD: Cell<u8> = const { Cell::new(UNKNOWN) };
+}
+
+fn count() {
+    let counted = THREAD.with(|state| match state.get() {
+        UNKNOWN => {
+            // Reading the thread's name may allocate: those allocations are not counted.
+            state.set(CHECKING);
+            let ours =
+                std::thread::current().name().is_some_and(|n| n == "main" || n.starts_with("llorch-team-"));
+            state.set(if ours { COUNTED } else { NOT_COUNTED });
+            ours
+        }
+        s => s == COUNTED,
+    });
+    if counted {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
