@@ -24,7 +24,21 @@ pub struct Manifest {
     /// Library versions and settings of the run that made the dump (informational).
     pub generator: BTreeMap<String, serde_json::Value>,
     pub model: ModelInfo,
+    /// Tensors the engine that made the dump has no counterpart for (llama.cpp has no tensor
+    /// of checkpoint 11, say), each with the reason: their checks leave this dump out. Any
+    /// other missing tensor is an error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<Omitted>,
     pub cases: Vec<Case>,
+}
+
+/// A tensor a dump leaves out on purpose, in every case.
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+pub struct Omitted {
+    pub phase: Phase,
+    pub checkpoint: u8,
+    pub name: String,
+    pub reason: String,
 }
 
 impl From<&Config> for ModelInfo {
@@ -256,6 +270,14 @@ impl Reference {
             }
         }
         Ok(())
+    }
+
+    /// Why the dump leaves out `name` of `checkpoint` in `phase`, if it does on purpose.
+    pub fn omits(&self, phase: Phase, checkpoint: Checkpoint, name: &str) -> Option<&Omitted> {
+        self.manifest
+            .omitted
+            .iter()
+            .find(|o| o.phase == phase && o.checkpoint == checkpoint.index() && o.name == name)
     }
 
     /// The case called `name`, or every case when `name` is None.

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, Mode, Phase};
 use crate::compare::{Stats, Tolerance};
-use crate::reference::Precision;
+use crate::reference::{Omitted, Precision};
 
 /// The name our engine has in every pair.
 pub const OURS: &str = "ours";
@@ -243,6 +243,8 @@ pub struct Source {
     pub role: &'static str,
     /// The manifest's generator (library versions); null for ours.
     pub generator: Option<serde_json::Value>,
+    /// The tensors the dump leaves out on purpose, with the reason.
+    pub omitted: Vec<Omitted>,
 }
 
 /// A source that disagrees with all the others on a tensor while they agree with each other.

@@ -185,6 +185,14 @@ fn summary(report: &Report, detail: Detail) -> String {
             odd.first
         ));
     }
+    for source in &report.sources {
+        for o in &source.omitted {
+            out.push_str(&format!(
+                "not checked: {} has no {} of checkpoint {} ({}): {}\n",
+                source.name, o.name, o.checkpoint, o.phase, o.reason
+            ));
+        }
+    }
     let worst = report.worst_ratios();
     let has = |role: &str| report.sources.iter().any(|s| s.role == role);
     if detail != Detail::Quiet && has("truth") && !has("peer") {

@@ -126,6 +126,7 @@ impl Sources {
             precision: Precision::Float32,
             role: "engine",
             generator: None,
+            omitted: Vec::new(),
         }];
         for (i, r) in self.refs.iter().enumerate() {
             let role = if Some(i) == self.truth {
@@ -141,6 +142,7 @@ impl Sources {
                 precision: r.precision,
                 role,
                 generator: serde_json::to_value(&r.reference.manifest.generator).ok(),
+                omitted: r.reference.manifest.omitted.clone(),
             });
         }
         out

@@ -24,6 +24,13 @@ pub fn reference_f64() -> PathBuf {
     fixture().join("reference-f64")
 }
 
+/// The fixture's dump from llama.cpp (scripts/dump_llamacpp.py), an independent peer. It lives
+/// outside the model directory: llama.cpp fails checkpoint 6's tolerances (its GELU goes through
+/// a float16 table), and the bundled model's default run must pass.
+pub fn reference_llamacpp() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/peers/tiny-gpt2-llamacpp")
+}
+
 pub fn llorch() -> Command {
     let mut cmd = Command::cargo_bin("llorch").expect("binary built");
     cmd.env("NO_COLOR", "1");

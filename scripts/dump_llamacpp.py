@@ -1,0 +1,534 @@
+#!/usr/bin/env python3
+"""Dump llorch reference tensors from llama.cpp: an independent peer of HF transformers.
+
+llama.cpp implements GPT-2 with code no one here wrote: its own converter (HF -> GGUF), its own
+graph (src/models/gpt2.cpp), its own CPU kernels (ggml) and its own BPE tokenizer. This script
+converts the HF model directory with llama.cpp's converter to an F32 GGUF, runs it on the CPU
+through llama-cpp-python's C API (F32 KV cache, flash attention off so that the attention
+probabilities exist as a tensor), reads the intermediate tensors in ggml's evaluation callback
+and writes them in llorch's reference format (manifest + .npy, CHECKPOINTS.md). Token ids come
+from llama.cpp's tokenizer, the token after the prompt and the greedy generation from its greedy
+sampler, the generated text from its detokenizer. Nothing here comes from llorch's Rust code or
+from HF's model code.
+
+Needs the llama.cpp venv: `source scripts/venv.sh --with-llamacpp` (sets $PYTHON and
+$LLAMACPP_SRC, the unpacked llama-cpp-python release holding the converter).
+
+    $PYTHON scripts/dump_llamacpp.py --model DIR --prompt "Hello." --out DIR/reference-llamacpp
+    $PYTHON scripts/dump_llamacpp.py --model DIR --cases cases.json --out OUT
+
+How llama.cpp's tensors map to the checkpoints (ggml names are `name-LAYER`):
+
+    cp 0  embeddings         inpL                      token + position embeddings
+    cp 1  ln_1               attn_norm-L
+    cp 2  q, k, v            wqkv_b-L                  c_attn with bias, split in thirds as
+                                                       llama.cpp's own views split it
+    cp 3  k_cache, v_cache   the KV cache views that kq-L and kqv-L read (cache cells 0..n)
+    cp 4  scores             kq-L x scale + KQ mask    ggml fuses scale and mask into
+                                                       soft_max_ext; both are its own (the
+                                                       node's scale, its mask input), applied here
+    cp 4  attn_probs         kq_soft_max-L
+    cp 5  attn_out           the ADD of blk.L.attn_output.bias (c_proj with bias; unnamed)
+    cp 6  ln_2, gelu, mlp_out  ffn_norm-L, ffn_gelu-L, ffn_out-L
+    cp 7  block_out          l_out-L
+    cp 8  ln_f, logits       result_norm, result_output
+    cp 9  selected_logits    the last row of result_output
+    cp 10 next_token         llama.cpp's greedy sampler after the prompt
+    cp 11 probs              left out: llama.cpp's samplers run outside the graph and apply
+                             their filters in another order than HF's warpers
+    cp 12 generated_ids/text llama.cpp's greedy sampler and detokenizer
+"""
+
+import argparse
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import llama_cpp
+    from llama_cpp import llama_cpp as llama
+except ImportError:
+    sys.exit("error: llama-cpp-python is not installed here: `source scripts/venv.sh --with-llamacpp` and run "
+             "this script with $PYTHON")
+
+FORMAT = "llorch-reference/2"
+GGML_TYPE_F32 = 0
+OMITTED = [{
+    "phase": "prefill",
+    "checkpoint": 11,
+    "name": "probs",
+    "reason": "llama.cpp's samplers run outside its graph and filter in another order than HF's warpers "
+              "(top-k and top-p before the temperature), so it has no tensor for checkpoint 11",
+}]
+
+
+class GgmlTensor(ctypes.Structure):
+    """`struct ggml_tensor` of ggml.h in the pinned llama.cpp (checked against ggml at run time)."""
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("buffer", ctypes.c_void_p),
+        ("ne", ctypes.c_int64 * 4),
+        ("nb", ctypes.c_size_t * 4),
+        ("op", ctypes.c_int),
+        ("op_params", ctypes.c_int32 * 16),
+        ("flags", ctypes.c_int32),
+        ("src", ctypes.POINTER(ctypes.c_char) * 10),
+        ("view_src", ctypes.c_void_p),
+        ("view_offs", ctypes.c_size_t),
+        ("data", ctypes.c_void_p),
+        ("name", ctypes.c_char * 64),
+        ("extra", ctypes.c_void_p),
+        ("padding", ctypes.c_char * 8),
+    ]
+
+
+def load_ggml():
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    candidates = sorted(lib_dir.glob("libggml-base.*")) + sorted(lib_dir.glob("libggml.*"))
+    if not candidates:
+        sys.exit(f"error: no libggml-base in {lib_dir}")
+    ggml = ctypes.CDLL(str(candidates[0]))
+    ggml.ggml_get_name.argtypes = [ctypes.c_void_p]
+    ggml.ggml_get_name.restype = ctypes.c_void_p
+    ggml.ggml_nbytes.argtypes = [ctypes.c_void_p]
+    ggml.ggml_nbytes.restype = ctypes.c_size_t
+    ggml.ggml_op_desc.argtypes = [ctypes.c_void_p]
+    ggml.ggml_op_desc.restype = ctypes.c_char_p
+    ggml.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+    ggml.ggml_backend_tensor_get.restype = None
+    return ggml
+
+
+GGML = load_ggml()
+
+
+def tensor_at(address):
+    """The ggml_tensor at `address`, with its layout checked against ggml's own accessors."""
+    t = GgmlTensor.from_address(address)
+    if GGML.ggml_get_name(address) != address + GgmlTensor.name.offset:
+        sys.exit("error: struct ggml_tensor of this llama.cpp differs from the one this script mirrors")
+    return t
+
+
+def read(address):
+    """The float32 values of a (possibly strided) ggml tensor as a numpy array of shape ne
+    reversed, the numpy order: ggml's ne[0] is the fastest-moving axis."""
+    t = tensor_at(address)
+    if t.type != GGML_TYPE_F32:
+        raise RuntimeError(f"{t.name.decode()} has ggml type {t.type}, not F32")
+    nbytes = GGML.ggml_nbytes(address)
+    raw = np.empty(nbytes, dtype=np.uint8)
+    GGML.ggml_backend_tensor_get(address, raw.ctypes.data, 0, nbytes)
+    view = np.lib.stride_tricks.as_strided(raw.view(np.float32), shape=tuple(reversed(t.ne)),
+                                           strides=tuple(reversed(t.nb)))
+    return view.copy()
+
+
+def src_name(t, i):
+    p = t.src[i]
+    if not p:
+        return None
+    return ctypes.string_at(GGML.ggml_get_name(ctypes.cast(p, ctypes.c_void_p).value)).decode()
+
+
+def src_address(t, i):
+    return ctypes.cast(t.src[i], ctypes.c_void_p).value
+
+
+class Capture:
+    """ggml's evaluation callback: asks for the nodes that hold a checkpoint and copies them out
+    as they are computed. Keys are (checkpoint, layer, name) in llorch's terms; values are numpy
+    arrays in ggml's order (ne reversed). Exceptions are kept, not raised into C."""
+
+    def __init__(self, n_layer):
+        self.active = False
+        self.n_layer = n_layer
+        self.got = {}
+        self.error = None
+        names = {"inpL": (0, None, "embeddings"), "result_norm": (8, None, "ln_f"),
+                 "result_output": (8, None, "logits")}
+        for layer in range(n_layer):
+            names.update({
+                f"attn_norm-{layer}": (1, layer, "ln_1"),
+                f"wqkv_b-{layer}": (2, layer, "qkv"),
+                f"kq-{layer}": (4, layer, "kq"),
+                f"kq_soft_max-{layer}": (4, layer, "attn_probs"),
+                f"kqv-{layer}": (4, layer, "kqv"),
+                f"ffn_norm-{layer}": (6, layer, "ln_2"),
+                f"ffn_gelu-{layer}": (6, layer, "gelu"),
+                f"ffn_out-{layer}": (6, layer, "mlp_out"),
+                f"l_out-{layer}": (7, layer, "block_out"),
+            })
+        self.names = names
+        self.attn_bias = {f"blk.{layer}.attn_output.bias": layer for layer in range(n_layer)}
+        self.callback = llama.ggml_backend_sched_eval_callback(self._callback)
+
+    def key(self, address):
+        t = tensor_at(address)
+        name = t.name.decode()
+        if name in self.names:
+            return self.names[name]
+        # c_proj's output has no name of its own: it is the ADD of attn_output.bias.
+        if GGML.ggml_op_desc(address) == b"ADD" and src_name(t, 1) in self.attn_bias:
+            return (5, self.attn_bias[src_name(t, 1)], "attn_out")
+        return None
+
+    def _callback(self, address, ask, _user_data):
+        if not self.active or self.error is not None:
+            return not ask
+        try:
+            key = self.key(address)
+            if ask:
+                return key is not None
+            if key in self.got:
+                raise RuntimeError(f"{key} seen twice in one pass")
+            self.got[key] = read(address)
+            t = tensor_at(address)
+            # The KV cache as attention reads it: kq = K·Q reads the K cache view, kqv = V·P the
+            # V cache view (persistent memory, so its contents are final here).
+            if key[2] == "kq":
+                self.got[(3, key[1], "k_cache_view")] = read(src_address(t, 0))
+            if key[2] == "kqv":
+                self.got[(3, key[1], "v_cache_view")] = read(src_address(t, 0))
+            # soft_max_ext(kq, mask, scale) adds llama.cpp's own mask (-inf on future keys).
+            if key[2] == "attn_probs":
+                self.got[(4, key[1], "kq_mask")] = read(src_address(t, 1))
+                # ggml_soft_max_ext keeps its scale as the first float of op_params.
+                scale = ctypes.c_float.from_buffer_copy(ctypes.c_int32(t.op_params[0])).value
+                self.got[(4, key[1], "kq_scale")] = np.float32(scale)
+        except Exception as e:  # noqa: BLE001 - raised again after llama_decode returns
+            self.error = e
+        return True
+
+    @contextlib.contextmanager
+    def recording(self):
+        self.got, self.error, self.active = {}, None, True
+        try:
+            yield
+        finally:
+            self.active = False
+        if self.error is not None:
+            raise self.error
+
+
+def convert(model_dir, work):
+    """llama.cpp's own converter, HF directory -> F32 GGUF. GPT-2's converter reads n_ctx, which
+    the published configs carry and transformers' save_pretrained does not write: the converter
+    gets a copy of config.json with n_ctx = n_positions, and the other files as links."""
+    src = Path(os.environ.get("LLAMACPP_SRC", "")) / "vendor" / "llama.cpp"
+    converter = src / "convert_hf_to_gguf.py"
+    if not converter.is_file():
+        sys.exit("error: llama.cpp's converter not found: set $LLAMACPP_SRC by `source scripts/venv.sh "
+                 "--with-llamacpp`")
+    staged = work / "hf"
+    staged.mkdir()
+    for f in Path(model_dir).iterdir():
+        if f.is_file() and f.name != "config.json":
+            (staged / f.name).symlink_to(f.resolve())
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    config.setdefault("n_ctx", config["n_positions"])
+    (staged / "config.json").write_text(json.dumps(config))
+    gguf = work / "model-f32.gguf"
+    run = subprocess.run([sys.executable, str(converter), str(staged), "--outtype", "f32", "--outfile", str(gguf)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        sys.exit(f"error: llama.cpp's converter failed on {model_dir}:\n{run.stderr[-4000:]}")
+    return gguf
+
+
+class Engine:
+    """One llama.cpp model and context on the CPU, with the capture callback installed."""
+
+    def __init__(self, gguf, n_ctx, threads):
+        llama.llama_backend_init()
+        mparams = llama.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        self.model = llama.llama_model_load_from_file(str(gguf).encode(), mparams)
+        if not self.model:
+            sys.exit(f"error: llama.cpp could not load {gguf}")
+        self.vocab = llama.llama_model_get_vocab(self.model)
+        self.n_layer = llama.llama_model_n_layer(self.model)
+        self.capture = Capture(self.n_layer)
+        cparams = llama.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_ctx
+        cparams.n_ubatch = n_ctx
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.type_k = GGML_TYPE_F32
+        cparams.type_v = GGML_TYPE_F32
+        cparams.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cparams.cb_eval = self.capture.callback
+        cparams.cb_eval_user_data = None
+        self.ctx = llama.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            sys.exit("error: llama.cpp could not make a context")
+        self.greedy = llama.llama_sampler_init_greedy()
+
+    def meta(self, key):
+        buf = ctypes.create_string_buffer(256)
+        n = llama.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode() if n >= 0 else None
+
+    def model_info(self):
+        """The model's sizes as llama.cpp read them from the GGUF: llorch checks them against
+        the model it validates, so a converter that dropped or changed one is caught."""
+        return {
+            "n_layer": self.n_layer,
+            "n_head": llama.llama_model_n_head(self.model),
+            "n_embd": llama.llama_model_n_embd(self.model),
+            "n_positions": llama.llama_model_n_ctx_train(self.model),
+            "vocab_size": llama.llama_vocab_n_tokens(self.vocab),
+            "layer_norm_epsilon": float(self.meta("gpt2.attention.layer_norm_epsilon")),
+            "n_inner": int(self.meta("gpt2.feed_forward_length")),
+        }
+
+    def tokenize(self, text):
+        data = text.encode()
+        buf = (llama.llama_token * (len(data) + 8))()
+        n = llama.llama_tokenize(self.vocab, data, len(data), buf, len(buf), False, False)
+        if n < 0:
+            raise RuntimeError(f"llama_tokenize failed on {text!r}")
+        return list(buf[:n])
+
+    def detokenize(self, ids):
+        arr = (llama.llama_token * len(ids))(*ids)
+        size = 64 + 32 * len(ids)
+        buf = ctypes.create_string_buffer(size)
+        n = llama.llama_detokenize(self.vocab, arr, len(ids), buf, size, False, True)
+        if n < 0:
+            raise RuntimeError("llama_detokenize: buffer too small")
+        return buf.raw[:n].decode("utf-8", errors="replace")
+
+    def is_eog(self, token):
+        return llama.llama_vocab_is_eog(self.vocab, token)
+
+    def reset(self):
+        llama.llama_memory_clear(llama.llama_get_memory(self.ctx), True)
+
+    def decode(self, tokens, start, all_logits):
+        batch = llama.llama_batch_init(len(tokens), 0, 1)
+        try:
+            for i, tok in enumerate(tokens):
+                batch.token[i] = tok
+                batch.pos[i] = start + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = all_logits or i == len(tokens) - 1
+            batch.n_tokens = len(tokens)
+            rc = llama.llama_decode(self.ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode returned {rc}")
+        finally:
+            llama.llama_batch_free(batch)
+
+    def sample_greedy(self):
+        return int(llama.llama_sampler_sample(self.greedy, self.ctx, -1))
+
+
+def checkpoint_tensors(phase, got, n_head, n, past):
+    """llama.cpp's captured nodes as llorch's checkpoint tensors of one pass: `n` new positions
+    after `past` cached ones. ggml arrays are in numpy order (ne reversed): an activation
+    [C, T] in ggml is [T, C] here."""
+    out = []
+
+    def add(cp, layer, name, array):
+        out.append((phase, cp, layer, name, np.ascontiguousarray(array, dtype=np.float32)))
+
+    def per_head(x):  # [T, C] -> [n_head, T, head_dim]
+        t, c = x.shape
+        return x.reshape(t, n_head, c // n_head).transpose(1, 0, 2)
+
+    def rank(x, r):  # ggml tensors are 4-D: drop the leading (outer) axes of size 1
+        assert all(d == 1 for d in x.shape[:-r]), x.shape
+        return x.reshape(x.shape[-r:])
+
+    got = {key: (x if key[0] == 3 or x.ndim == 0 else rank(x, 3 if key[0] == 4 else 2)) for key, x in got.items()}
+    kv = past + n
+    add(0, None, "embeddings", got[(0, None, "embeddings")])
+    layers = sorted({k[1] for k in got if k[1] is not None})
+    for layer in layers:
+        add(1, layer, "ln_1", got[(1, layer, "ln_1")])
+        qkv = got[(2, layer, "qkv")]  # [T, 3C]: q, k, v as llama.cpp's views split it
+        c = qkv.shape[1] // 3
+        add(2, layer, "q", per_head(qkv[:, :c]))
+        add(2, layer, "k", per_head(qkv[:, c:2 * c]))
+        add(2, layer, "v", per_head(qkv[:, 2 * c:]))
+        k_view = got[(3, layer, "k_cache_view")]  # [streams, n_head, n_kv, head_dim]
+        add(3, layer, "k_cache", k_view[0, :, :kv, :])
+        v_view = got[(3, layer, "v_cache_view")]  # transposed cache: [streams, n_head, head_dim, n_kv]
+        add(3, layer, "v_cache", v_view[0, :, :, :kv].transpose(0, 2, 1))
+        kq = got[(4, layer, "kq")]  # [n_head, T, n_kv]: K·Q before soft_max_ext's scale and mask
+        mask = got[(4, layer, "kq_mask")]  # [1, T (padded), n_kv]: 0 or -inf
+        # What soft_max_ext feeds its softmax: kq·scale + mask, in float32 as ggml computes it,
+        # with the scale of llama.cpp's own soft_max node.
+        scale = got[(4, layer, "kq_scale")]
+        add(4, layer, "scores", kq[..., :kv] * scale + mask[:, :n, :kv])
+        add(4, layer, "attn_probs", got[(4, layer, "attn_probs")][..., :kv])
+        add(5, layer, "attn_out", got[(5, layer, "attn_out")])
+        add(6, layer, "ln_2", got[(6, layer, "ln_2")])
+        add(6, layer, "gelu", got[(6, layer, "gelu")])
+        add(6, layer, "mlp_out", got[(6, layer, "mlp_out")])
+        add(7, layer, "block_out", got[(7, layer, "block_out")])
+    add(8, None, "ln_f", got[(8, None, "ln_f")])
+    logits = got[(8, None, "logits")]
+    add(8, None, "logits", logits)
+    add(9, None, "selected_logits", logits[-1])
+    return out
+
+
+def capture_case(engine, n_head, token_ids, max_new_tokens):
+    """The prompt's pass with every position's logits, the decode step with llama.cpp's greedy
+    token, then a greedy generation from a cleared cache."""
+    engine.reset()
+    t = len(token_ids)
+    with engine.capture.recording():
+        engine.decode(token_ids, 0, all_logits=True)
+    tensors = checkpoint_tensors("prefill", engine.capture.got, n_head, t, 0)
+    next_token = engine.sample_greedy()
+    with engine.capture.recording():
+        engine.decode([next_token], t, all_logits=True)
+    tensors += checkpoint_tensors("decode", engine.capture.got, n_head, 1, t)
+
+    engine.reset()
+    engine.decode(token_ids, 0, all_logits=False)
+    generated = []
+    while len(generated) < max_new_tokens:
+        token = engine.sample_greedy()
+        generated.append(token)
+        if engine.is_eog(token):  # HF's generate keeps the end-of-text token, then stops
+            break
+        engine.decode([token], t + len(generated) - 1, all_logits=False)
+    return tensors, next_token, generated
+
+
+def file_name(case, phase, cp, layer, name):
+    at = "" if layer is None else f"_l{layer:02d}"
+    prefix = "" if phase == "prefill" else f"{phase}_"
+    return f"{case}/{prefix}cp{cp:02d}{at}_{name}.npy"
+
+
+def read_cases(args):
+    if args.cases:
+        cases = json.loads(Path(args.cases).read_text())
+    else:
+        cases = [{"name": args.name, "prompt": args.prompt}]
+    for c in cases:
+        # Checkpoint 11 is left out, but its settings name the case as every dump has it.
+        c.setdefault("temperature", args.temperature)
+        c.setdefault("top_k", args.top_k)
+        c.setdefault("top_p", args.top_p)
+        c.setdefault("max_new_tokens", args.max_new_tokens)
+        if not c.get("name") or "/" in c["name"]:
+            sys.exit(f"error: every case needs a name without '/': {c}")
+        if "prompt" not in c and "token_ids" not in c:
+            sys.exit(f"error: case {c['name']!r} needs a prompt or token_ids")
+    return cases
+
+
+def generator_info(threads):
+    src = Path(os.environ.get("LLAMACPP_SRC", ""))
+    return {
+        "name": "llama.cpp-f32",
+        "script": "scripts/dump_llamacpp.py",
+        "python": platform.python_version(),
+        "llama_cpp_python": llama_cpp.__version__,
+        "llama.cpp": f"vendored in llama-cpp-python {llama_cpp.__version__} ({src.name})",
+        "system_info": llama.llama_print_system_info().decode().strip(),
+        "numpy": np.__version__,
+        "dtype": "float32",
+        "gguf": "F32, converted by llama.cpp's convert_hf_to_gguf.py",
+        "kv_cache": "F32",
+        "flash_attn": False,
+        "threads": threads,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="HF model directory (config.json, model.safetensors, tokenizer)")
+    p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
+    p.add_argument("--prompt", default="Hello.", help='prompt of the single case (default "Hello.")')
+    p.add_argument("--name", default="hello", help="name of the single case (default hello)")
+    p.add_argument("--cases", help="JSON file with a list of cases, as scripts/dump_reference.py takes")
+    p.add_argument("--temperature", type=float, default=1.0, help="the case's sampling settings, recorded so that "
+                   "the dump matches HF dumps of the same cases (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=10, help="checkpoint 12 generation length (default 10)")
+    p.add_argument("--threads", type=int, default=2, help="llama.cpp's CPU threads (default 2)")
+    p.add_argument("--keep-gguf", help="also keep the converted F32 GGUF at this path")
+    args = p.parse_args()
+
+    cases = read_cases(args)
+    quiet = llama.llama_log_callback(lambda *_: None)  # llama.cpp's load chatter; kept alive below
+    llama.llama_log_set(quiet, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = convert(args.model, Path(tmp))
+        if args.keep_gguf:
+            shutil.copy(gguf, args.keep_gguf)
+        longest = 0
+        engine = Engine(gguf, 8, args.threads)  # a first context, only to read the model's sizes
+        n_ctx_train = llama.llama_model_n_ctx_train(engine.model)
+        token_ids_of = {}
+        for case in cases:
+            ids = [int(t) for t in case["token_ids"]] if "token_ids" in case else engine.tokenize(case["prompt"])
+            if not ids:
+                sys.exit(f"error: case {case['name']!r} has an empty prompt")
+            if len(ids) + case["max_new_tokens"] > n_ctx_train:
+                sys.exit(f"error: case {case['name']!r} does not fit the context of {n_ctx_train}")
+            token_ids_of[case["name"]] = ids
+            longest = max(longest, len(ids) + case["max_new_tokens"] + 1)
+        llama.llama_free(engine.ctx)
+        engine = Engine(gguf, max(longest, 32), args.threads)
+        info = engine.model_info()
+        n_head = info["n_head"]
+        out = Path(args.out)
+        manifest = {"format": FORMAT, "generator": generator_info(args.threads), "model": info,
+                    "omitted": OMITTED, "cases": []}
+        for case in cases:
+            token_ids = token_ids_of[case["name"]]
+            tensors, next_token, generated = capture_case(engine, n_head, token_ids, case["max_new_tokens"])
+            case_dir = out / case["name"]
+            if case_dir.exists():
+                shutil.rmtree(case_dir)
+            case_dir.mkdir(parents=True)
+            entries, written = [], {}
+            for phase, cp, layer, name, array in tensors:
+                key = hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
+                rel = written.get(key)
+                if rel is None:
+                    rel = file_name(case["name"], phase, cp, layer, name)
+                    np.save(out / rel, array)
+                    written[key] = rel
+                entries.append({"phase": phase, "checkpoint": cp, "layer": layer, "name": name, "file": rel,
+                                "shape": list(array.shape), "dtype": "float32"})
+            manifest["cases"].append({
+                "name": case["name"],
+                "prompt": case.get("prompt"),
+                "token_ids": token_ids,
+                "sampling": {k: case[k] for k in ("temperature", "top_k", "top_p")},
+                "next_token": next_token,
+                "max_new_tokens": case["max_new_tokens"],
+                "generated_ids": generated,
+                "generated_text": engine.detokenize(token_ids + generated),
+                "tensors": entries,
+            })
+            print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {len(written)} "
+                  f"files, greedy continuation {generated}", file=sys.stderr)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"wrote {out / 'manifest.json'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
