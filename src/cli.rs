@@ -107,6 +107,12 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub rtol: Option<f64>,
 
+    /// Multiply the tolerances of every comparison with SOURCE (a reference's name as the
+    /// tables show it, e.g. llama.cpp-f32) by FACTOR, for a peer engine known to compute some
+    /// stage less exactly. Every other pair keeps its tolerances; repeatable.
+    #[arg(long, value_name = "SOURCE=FACTOR")]
+    pub tolerance_scale: Vec<String>,
+
     /// Which pass to check: the prompt's (prefill), the decode step after it, or both.
     #[arg(long, value_enum, default_value_t = PhaseArg::Both)]
     pub phase: PhaseArg,

@@ -70,7 +70,7 @@ fn validate_and_report(options: ValidateOptions) -> Result<ExitCode> {
     let validator = validate::Validator::open(
         &options.model_dir,
         &options.reference_dirs,
-        options.overrides,
+        options.overrides.clone(),
         validate::progress_bar(),
     )?;
     let sites = validate::plan(&options.checkpoints, &validator.layers(options.layers)?, &options.phases);

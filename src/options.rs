@@ -66,6 +66,7 @@ impl ValidateOptions {
                 ensure!(v.is_finite() && v >= 0.0, "{flag} must be a non-negative number, not {v}");
             }
         }
+        let scales = args.tolerance_scale.iter().map(|s| parse_scale(s)).collect::<Result<Vec<_>>>()?;
         let checkpoints = checkpoint::parse_selection(&args.checkpoint).context("in --checkpoint")?;
         let detail = match (args.quiet, args.verbose) {
             (true, _) => Detail::Quiet,
@@ -108,11 +109,28 @@ impl ValidateOptions {
             },
             modes,
             case: args.case,
-            overrides: Overrides { atol: args.atol, rtol: args.rtol },
+            overrides: Overrides { atol: args.atol, rtol: args.rtol, scales },
             search,
             format: args.format,
             detail,
             output,
         })
     }
+}
+
+/// `--tolerance-scale SOURCE=FACTOR`: the source's name and a factor above 0.
+fn parse_scale(text: &str) -> Result<(String, f64)> {
+    let (source, factor) = text.rsplit_once('=').with_context(|| {
+        format!("--tolerance-scale takes SOURCE=FACTOR (e.g. llama.cpp-f32=100), not {text:?}")
+    })?;
+    let factor: f64 = factor
+        .trim()
+        .parse()
+        .with_context(|| format!("--tolerance-scale {text:?}: {factor:?} is not a number"))?;
+    ensure!(
+        factor.is_finite() && factor > 0.0,
+        "--tolerance-scale {text:?}: the factor must be a positive number"
+    );
+    ensure!(!source.trim().is_empty(), "--tolerance-scale {text:?} names no source");
+    Ok((source.trim().to_string(), factor))
 }

@@ -133,3 +133,40 @@ fn llama_cpp_tokens_agree_and_its_missing_checkpoint_is_reported_not_skipped() {
     let source = doc["sources"].as_array().unwrap().iter().find(|s| s["name"] == LLAMA).unwrap();
     assert_eq!(source["omitted"][0]["checkpoint"], 11);
 }
+
+#[test]
+fn a_peer_may_be_given_looser_tolerances_on_request_and_only_its_pairs_get_them() {
+    let (code, doc, table) = three_way(&["--tolerance-scale", "llama.cpp-f32=50", "--case", "long"]);
+    assert_eq!(code, 0, "{table}");
+    // Each tensor's default tolerance is that of ours vs pytorch-f32; llama.cpp's pairs get 50×.
+    let float_rows: Vec<&Value> = rows(&doc).filter(|r| r["tolerance"]["atol"].is_number()).collect();
+    let mut scaled = 0;
+    for row in &float_rows {
+        let default = float_rows
+            .iter()
+            .find(|d| place(d) == place(row) && d["pair"] == serde_json::json!(["ours", "pytorch-f32"]))
+            .expect("ours vs pytorch-f32 of the same tensor");
+        let factor = if involves(row, LLAMA) { 50.0 } else { 1.0 };
+        for t in ["atol", "rtol"] {
+            let (got, want) =
+                (row["tolerance"][t].as_f64().unwrap(), default["tolerance"][t].as_f64().unwrap());
+            assert!((got - want * factor).abs() <= want * factor * 1e-12, "{t}: {row}");
+        }
+        scaled += usize::from(factor != 1.0);
+    }
+    assert!(scaled > 0);
+    // Ours is still held to the defaults against PyTorch: the accuracy verdict is untouched.
+    assert!(rows(&doc).any(|r| r["accuracy"]["passed"] == true));
+}
+
+#[test]
+fn a_tolerance_scale_for_no_source_of_the_run_is_an_error() {
+    let (f32_dir, peer) = (reference(), reference_llamacpp());
+    let (f32_dir, peer) = (f32_dir.to_str().unwrap(), peer.to_str().unwrap());
+    let out = run(&["validate", "--reference", f32_dir, "--reference", peer, "--tolerance-scale", "llama=3"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--tolerance-scale names \"llama\", which is not a reference of this run"));
+    let out = run(&["validate", "--reference", f32_dir, "--tolerance-scale", "pytorch-f32=0"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("the factor must be a positive number"), "{}", out.stderr);
+}

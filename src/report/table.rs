@@ -141,7 +141,12 @@ impl Table {
                 Cell::new(row.pair.to_string()),
                 Cell::new(abs),
                 Cell::new(rel),
-                Cell::new(blank_if(row.tolerance.to_string())),
+                // A --tolerance-scale pair has its own tolerance: shown where it changes.
+                Cell::new(if repeat && previous.is_some_and(|p| p.tolerance == row.tolerance) {
+                    String::new()
+                } else {
+                    row.tolerance.to_string()
+                }),
             ];
             if with_accuracy {
                 let ratio = match &row.accuracy {

@@ -26,6 +26,8 @@ pub struct CaseContext<'a> {
     pub cases: Vec<&'a Case>,
     pub atol: Option<f64>,
     pub rtol: Option<f64>,
+    /// --tolerance-scale: (source, factor).
+    pub scales: &'a [(String, f64)],
     pub mode: Mode,
     /// Whether the references' rows among themselves are emitted: they do not depend on the
     /// mode, so a run of both modes emits them once.
@@ -76,6 +78,23 @@ impl CaseContext<'_> {
                 Tolerance::Close { atol: self.atol.unwrap_or(atol), rtol: self.rtol.unwrap_or(rtol) }
             }
             Tolerance::Exact => Tolerance::Exact,
+        }
+    }
+
+    /// The tolerance of a float tensor for one pair: `tolerance(..)` times the largest
+    /// --tolerance-scale factor of the two sources (none: 1).
+    fn pair_tolerance(&self, base: Tolerance, a: &str, b: &str) -> Tolerance {
+        let factor = self
+            .scales
+            .iter()
+            .filter(|(source, _)| source == a || source == b)
+            .map(|&(_, f)| f)
+            .fold(1.0, f64::max);
+        match base {
+            Tolerance::Close { atol, rtol } if factor != 1.0 => {
+                Tolerance::Close { atol: atol * factor, rtol: rtol * factor }
+            }
+            other => other,
         }
     }
 
@@ -152,6 +171,7 @@ impl CaseContext<'_> {
         let mut rows = pairs
             .par_iter()
             .map(|(a, a_name, b, b_name, entry)| {
+                let tolerance = self.pair_tolerance(tolerance, a_name, b_name);
                 let stats = compare_views(a, b, tolerance, mask).with_context(|| {
                     format!("comparing {name} of checkpoint {cp}, {a_name} vs {b_name} ({})", entry.file)
                 })?;

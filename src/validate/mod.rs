@@ -68,11 +68,13 @@ pub fn plan(checkpoints: &[Checkpoint], layers: &[usize], phases: &[Phase]) -> V
     sites
 }
 
-/// Overrides of the default tolerances, from --atol / --rtol.
-#[derive(Clone, Copy, Debug, Default)]
+/// Overrides of the default tolerances, from --atol / --rtol and --tolerance-scale.
+#[derive(Clone, Debug, Default)]
 pub struct Overrides {
     pub atol: Option<f64>,
     pub rtol: Option<f64>,
+    /// (source, factor): every comparison with the source has its tolerances multiplied.
+    pub scales: Vec<(String, f64)>,
 }
 
 /// A loaded model, tokenizer and set of reference dumps, checked as often as a search needs
@@ -101,6 +103,13 @@ impl Validator {
         let model = Gpt2::load(&weights, config)?;
         let tokenizer = Gpt2Tokenizer::from_model_dir(model_dir)?;
         let sources = Sources::open(reference_dirs, &model.config)?;
+        for (name, _) in &overrides.scales {
+            let names: Vec<&str> = sources.refs.iter().map(|r| r.name.as_str()).collect();
+            ensure!(
+                names.contains(&name.as_str()),
+                "--tolerance-scale names {name:?}, which is not a reference of this run; they are {names:?}"
+            );
+        }
         for source in &sources.refs {
             for case in &source.reference.manifest.cases {
                 check_prompt(case, tokenizer.as_ref())?;
@@ -143,6 +152,7 @@ impl Validator {
                 cases: self.sources.case(case),
                 atol: self.overrides.atol,
                 rtol: self.overrides.rtol,
+                scales: &self.overrides.scales,
                 mode,
                 ref_pairs: i == 0,
                 weights: &self.weights,
