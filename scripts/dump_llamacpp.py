@@ -221,6 +221,25 @@ class Capture:
             raise self.error
 
 
+def stage_weights(src, dst):
+    """The weights as the converter gets them. The published GPT-2 files carry the causal-mask
+    buffers `h.N.attn.bias` (constants, not weights); this converter's GPT2Model passes them on
+    to its tensor-name map, which fails on them ("Can not map tensor 'h.0.attn.bias'"). A file
+    that has them is handed over without them; any other is linked as it is."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(src), framework="numpy") as f:
+        names = list(f.keys())
+        buffers = [n for n in names if n.endswith((".attn.bias", ".attn.masked_bias"))]
+        if not buffers:
+            dst.symlink_to(src.resolve())
+            return
+        save_file({n: f.get_tensor(n) for n in names if n not in buffers}, str(dst), metadata=f.metadata())
+    print(f"handing llama.cpp's converter {src.name} without the {len(buffers)} causal-mask buffers "
+          f"(h.N.attn.bias) that it cannot map", file=sys.stderr)
+
+
 def convert(model_dir, work):
     """llama.cpp's own converter, HF directory -> F32 GGUF. GPT-2's converter reads n_ctx, which
     the published configs carry and transformers' save_pretrained does not write: the converter
@@ -233,8 +252,9 @@ def convert(model_dir, work):
     staged = work / "hf"
     staged.mkdir()
     for f in Path(model_dir).iterdir():
-        if f.is_file() and f.name != "config.json":
+        if f.is_file() and f.name not in ("config.json", "model.safetensors"):
             (staged / f.name).symlink_to(f.resolve())
+    stage_weights(Path(model_dir) / "model.safetensors", staged / "model.safetensors")
     config = json.loads((Path(model_dir) / "config.json").read_text())
     config.setdefault("n_ctx", config["n_positions"])
     (staged / "config.json").write_text(json.dumps(config))

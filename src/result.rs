@@ -305,6 +305,23 @@ impl Report {
 
     /// The worst accuracy ratios per checkpoint, over the rows that carry them: (max-error
     /// ratio, RMS-error ratio), each the worst of its kind.
+    /// Every source's error against the float64 truth, per (phase, checkpoint): the worst max
+    /// |diff| and the worst RMS over the chained rows of that checkpoint (its tensors, layers
+    /// and cases), keyed by source name. Empty without a truth.
+    pub fn errors_against_truth(&self) -> BTreeMap<(Phase, Checkpoint), BTreeMap<&str, (f64, f64)>> {
+        let mut errors: BTreeMap<(Phase, Checkpoint), BTreeMap<&str, (f64, f64)>> = BTreeMap::new();
+        let Some(truth) = self.sources.iter().find(|s| s.role == "truth") else { return errors };
+        for row in self.rows.iter().filter(|r| r.mode == Mode::Chained && r.pair.contains(&truth.name)) {
+            let (Some(stats), false) = (&row.stats, row.pair.is_self()) else { continue };
+            let source = if row.pair.0 == truth.name { &row.pair.1 } else { &row.pair.0 };
+            let entry =
+                errors.entry((row.phase, row.checkpoint)).or_default().entry(source).or_insert((0.0, 0.0));
+            entry.0 = entry.0.max(stats.max_abs);
+            entry.1 = entry.1.max(stats.rms);
+        }
+        errors
+    }
+
     pub fn worst_ratios(&self) -> BTreeMap<Checkpoint, (f64, f64)> {
         let mut worst: BTreeMap<Checkpoint, (f64, f64)> = BTreeMap::new();
         for row in &self.rows {

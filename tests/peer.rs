@@ -81,6 +81,14 @@ fn llama_cpp_first_deviates_at_the_gelu_of_layer_0_and_is_named_the_odd_one_out(
     assert!(
         table.contains("odd one out: llama.cpp-f32 disagrees with every other source while they agree, on ")
     );
+    // Each source's error against the truth, side by side: llama.cpp's is hundreds of times
+    // PyTorch's from checkpoint 6 on.
+    assert!(table.contains("error against pytorch-f64 per checkpoint"), "{table}");
+    let header = table.lines().find(|l| l.contains("ours max / rms")).expect("the table's header");
+    assert!(
+        header.contains("pytorch-f32 max / rms") && header.contains("llama.cpp-f32 max / rms"),
+        "{header}"
+    );
 }
 
 #[test]

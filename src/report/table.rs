@@ -214,6 +214,9 @@ fn summary(report: &Report, detail: Detail) -> String {
             per_cp.join(", ")
         ));
     }
+    if detail != Detail::Quiet {
+        out.push_str(&errors_against_truth(report));
+    }
     out.push_str(&blame_summary(report));
     let (passed, failed) = report.counts();
     match &report.search {
@@ -236,6 +239,41 @@ fn summary(report: &Report, detail: Detail) -> String {
         }
     }
     out
+}
+
+/// With a float64 truth and more than one float32 reference (PyTorch and a peer engine, say):
+/// each source's error against the truth per checkpoint, side by side, so that who drifts
+/// where reads off one table.
+fn errors_against_truth(report: &Report) -> String {
+    let Some(truth) = report.sources.iter().find(|s| s.role == "truth") else { return String::new() };
+    if report.sources.iter().filter(|s| s.dir.is_some() && s.role != "truth").count() < 2 {
+        return String::new();
+    }
+    let errors = report.errors_against_truth();
+    if errors.is_empty() {
+        return String::new();
+    }
+    let sources: Vec<&str> =
+        report.sources.iter().filter(|s| s.role != "truth").map(|s| s.name.as_str()).collect();
+    let mut table = comfy_table::Table::new();
+    table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
+    let mut header = vec!["phase".to_string(), "cp".to_string()];
+    header.extend(sources.iter().map(|s| format!("{s} max / rms")));
+    table.set_header(header);
+    for ((phase, cp), by_source) in &errors {
+        let mut cells = vec![phase.to_string(), cp.index().to_string()];
+        for source in &sources {
+            cells.push(match by_source.get(source) {
+                Some(&(max, rms)) => format!("{} / {}", sci(max), sci(rms)),
+                None => "-".to_string(),
+            });
+        }
+        table.add_row(cells);
+    }
+    format!(
+        "error against {} per checkpoint (the worst over its tensors, layers and cases):\n{table}\n",
+        truth.name
+    )
 }
 
 /// With isolated rows: how many failing tensors are wrong themselves and how many fail by drift
