@@ -2,13 +2,16 @@
 """Speed of llorch beside HF PyTorch on the same random-weight GPT-2 models, as one table.
 
     source scripts/venv.sh && $PYTHON scripts/bench.py            # GPT-2-small and -medium shapes
+    source scripts/venv.sh --with-llamacpp && $PYTHON scripts/bench.py   # and llama.cpp beside them
     $PYTHON scripts/bench.py --model fixtures/tiny-gpt2 --decode-tokens 4   # any model dir
 
 Models in the GPT-2-small (124M) and GPT-2-medium (355M) shapes are made with
 scripts/make_random_gpt2.py when absent (cached under ~/.cache/llorch/bench). For each model:
 `llorch bench` times our engine and measures the machine's read bandwidth (the floor of a
 decoded token: every weight read once), PyTorch is timed the same way with the same thread
-count, and `llorch generate` runs once under wait4() for its peak RSS. Speeds are compared as
+count, and `llorch generate` runs once under wait4() for its peak RSS. With the llama.cpp venv,
+llama.cpp is timed too: the model converted by its own converter to an F32 GGUF, its default
+context settings, the same thread count. Speeds are compared as
 ratios measured in one run on one machine; the absolute times say little elsewhere.
 """
 
@@ -94,6 +97,46 @@ def pytorch_bench(model_dir, args):
             "prefill_ms_all_logits": 1e3 * full, "torch": torch.__version__}
 
 
+def llamacpp_bench(model_dir, args):
+    """llama.cpp on the same model (its converter, F32 GGUF, its default context settings, the
+    same thread count), timed like PyTorch; None when the llama.cpp venv is not set up
+    (`source scripts/venv.sh --with-llamacpp`)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import dump_llamacpp as lc
+    except (ImportError, SystemExit):
+        return None
+    if not os.environ.get("LLAMACPP_SRC"):
+        return None
+    import tempfile
+
+    lc.quiet_logs()
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = lc.convert(model_dir, Path(tmp))
+        engine = lc.Engine(gguf, args.prompt_tokens + args.decode_tokens + 8, args.threads, capture=False)
+        vocab = lc.llama.llama_vocab_n_tokens(engine.vocab)
+        ids = [i % vocab for i in range(args.prompt_tokens)]
+
+        def prefill(all_logits):
+            engine.reset()
+            engine.decode(ids, 0, all_logits=all_logits)
+
+        best = lambda f: min(timed(f) for _ in range(args.repeats))
+        prefill(False)  # warm-up
+        last = best(lambda: prefill(False))
+        full = best(lambda: prefill(True))
+        prefill(False)
+        steps = []
+        for i in range(args.decode_tokens):
+            token = engine.sample_greedy()
+            steps.append(timed(lambda: engine.decode([token], args.prompt_tokens + i, all_logits=False)))
+        lc.llama.llama_free(engine.ctx)
+        lc.llama.llama_model_free(engine.model)
+    steps.sort()
+    return {"decode_ms_per_token": 1e3 * steps[len(steps) // 2], "prefill_ms_last_logits": 1e3 * last,
+            "prefill_ms_all_logits": 1e3 * full, "version": lc.llama_cpp.__version__}
+
+
 def timed(f):
     start = time.perf_counter()
     f()
@@ -124,7 +167,9 @@ def main():
         ours["peak_rss_bytes"] = llorch_peak_rss(args.llorch, model, args)
         weights = (model / "model.safetensors").stat().st_size
         theirs = pytorch_bench(model, args)
-        results.append({"model": name, "weights_bytes": weights, "llorch": ours, "pytorch": theirs})
+        peer = llamacpp_bench(model, args)
+        results.append({"model": name, "weights_bytes": weights, "llorch": ours, "pytorch": theirs,
+                        "llama.cpp": peer})
 
     print(f"CPU: {cpu_name()}, {args.threads} threads; prompt {args.prompt_tokens} tokens, "
           f"decode median of {args.decode_tokens} steps, prefill best of {args.repeats}")
@@ -133,7 +178,10 @@ def main():
     rows = []
     for r in results:
         floor, o, t = r["llorch"]["floor_ms_per_token"], r["llorch"], r["pytorch"]
-        for engine, m in (("llorch", o), ("pytorch " + t["torch"], t)):
+        engines = [("llorch", o), ("pytorch " + t["torch"], t)]
+        if r["llama.cpp"]:
+            engines.append(("llama.cpp (llama-cpp-python " + r["llama.cpp"]["version"] + ")", r["llama.cpp"]))
+        for engine, m in engines:
             rss = f"{m['peak_rss_bytes'] / r['weights_bytes']:.2f}" if "peak_rss_bytes" in m else "-"
             rows.append((r["model"], engine, f"{m['decode_ms_per_token']:.2f}", f"{1e3 / m['decode_ms_per_token']:.1f}",
                          f"{t['decode_ms_per_token'] / m['decode_ms_per_token']:.2f}x",

@@ -42,7 +42,6 @@ How llama.cpp's tensors map to the checkpoints (ggml names are `name-LAYER`):
 import argparse
 import contextlib
 import ctypes
-import hashlib
 import json
 import os
 import platform
@@ -54,6 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dump_format import FORMAT, add_case_arguments, read_cases, write_manifest, write_tensors
+
 try:
     import llama_cpp
     from llama_cpp import llama_cpp as llama
@@ -61,7 +62,6 @@ except ImportError:
     sys.exit("error: llama-cpp-python is not installed here: `source scripts/venv.sh --with-llamacpp` and run "
              "this script with $PYTHON")
 
-FORMAT = "llorch-reference/2"
 GGML_TYPE_F32 = 0
 OMITTED = [{
     "phase": "prefill",
@@ -267,9 +267,11 @@ def convert(model_dir, work):
 
 
 class Engine:
-    """One llama.cpp model and context on the CPU, with the capture callback installed."""
+    """One llama.cpp model and context on the CPU. With `capture` (the dumps), the KV cache is
+    F32, flash attention off and the capture callback installed; without it (scripts/bench.py),
+    llama.cpp runs with its own defaults and no callback."""
 
-    def __init__(self, gguf, n_ctx, threads):
+    def __init__(self, gguf, n_ctx, threads, capture=True):
         llama.llama_backend_init()
         mparams = llama.llama_model_default_params()
         mparams.n_gpu_layers = 0
@@ -285,11 +287,12 @@ class Engine:
         cparams.n_ubatch = n_ctx
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
-        cparams.type_k = GGML_TYPE_F32
-        cparams.type_v = GGML_TYPE_F32
-        cparams.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        cparams.cb_eval = self.capture.callback
-        cparams.cb_eval_user_data = None
+        if capture:
+            cparams.type_k = GGML_TYPE_F32
+            cparams.type_v = GGML_TYPE_F32
+            cparams.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            cparams.cb_eval = self.capture.callback
+            cparams.cb_eval_user_data = None
         self.ctx = llama.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             sys.exit("error: llama.cpp could not make a context")
@@ -432,30 +435,6 @@ def capture_case(engine, n_head, token_ids, max_new_tokens):
     return tensors, next_token, generated
 
 
-def file_name(case, phase, cp, layer, name):
-    at = "" if layer is None else f"_l{layer:02d}"
-    prefix = "" if phase == "prefill" else f"{phase}_"
-    return f"{case}/{prefix}cp{cp:02d}{at}_{name}.npy"
-
-
-def read_cases(args):
-    if args.cases:
-        cases = json.loads(Path(args.cases).read_text())
-    else:
-        cases = [{"name": args.name, "prompt": args.prompt}]
-    for c in cases:
-        # Checkpoint 11 is left out, but its settings name the case as every dump has it.
-        c.setdefault("temperature", args.temperature)
-        c.setdefault("top_k", args.top_k)
-        c.setdefault("top_p", args.top_p)
-        c.setdefault("max_new_tokens", args.max_new_tokens)
-        if not c.get("name") or "/" in c["name"]:
-            sys.exit(f"error: every case needs a name without '/': {c}")
-        if "prompt" not in c and "token_ids" not in c:
-            sys.exit(f"error: case {c['name']!r} needs a prompt or token_ids")
-    return cases
-
-
 def generator_info(threads):
     src = Path(os.environ.get("LLAMACPP_SRC", ""))
     return {
@@ -474,25 +453,25 @@ def generator_info(threads):
     }
 
 
+_QUIET = llama.llama_log_callback(lambda *_: None)  # kept alive for as long as llama.cpp may call it
+
+
+def quiet_logs():
+    """Silences llama.cpp's load chatter on stderr."""
+    llama.llama_log_set(_QUIET, None)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="HF model directory (config.json, model.safetensors, tokenizer)")
     p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
-    p.add_argument("--prompt", default="Hello.", help='prompt of the single case (default "Hello.")')
-    p.add_argument("--name", default="hello", help="name of the single case (default hello)")
-    p.add_argument("--cases", help="JSON file with a list of cases, as scripts/dump_reference.py takes")
-    p.add_argument("--temperature", type=float, default=1.0, help="the case's sampling settings, recorded so that "
-                   "the dump matches HF dumps of the same cases (default 1.0)")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=10, help="checkpoint 12 generation length (default 10)")
+    add_case_arguments(p)
     p.add_argument("--threads", type=int, default=2, help="llama.cpp's CPU threads (default 2)")
     p.add_argument("--keep-gguf", help="also keep the converted F32 GGUF at this path")
     args = p.parse_args()
 
     cases = read_cases(args)
-    quiet = llama.llama_log_callback(lambda *_: None)  # llama.cpp's load chatter; kept alive below
-    llama.llama_log_set(quiet, None)
+    quiet_logs()
     with tempfile.TemporaryDirectory() as tmp:
         gguf = convert(args.model, Path(tmp))
         if args.keep_gguf:
@@ -519,20 +498,7 @@ def main():
         for case in cases:
             token_ids = token_ids_of[case["name"]]
             tensors, next_token, generated = capture_case(engine, n_head, token_ids, case["max_new_tokens"])
-            case_dir = out / case["name"]
-            if case_dir.exists():
-                shutil.rmtree(case_dir)
-            case_dir.mkdir(parents=True)
-            entries, written = [], {}
-            for phase, cp, layer, name, array in tensors:
-                key = hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
-                rel = written.get(key)
-                if rel is None:
-                    rel = file_name(case["name"], phase, cp, layer, name)
-                    np.save(out / rel, array)
-                    written[key] = rel
-                entries.append({"phase": phase, "checkpoint": cp, "layer": layer, "name": name, "file": rel,
-                                "shape": list(array.shape), "dtype": "float32"})
+            entries, files = write_tensors(out, case["name"], tensors, "float32")
             manifest["cases"].append({
                 "name": case["name"],
                 "prompt": case.get("prompt"),
@@ -544,10 +510,9 @@ def main():
                 "generated_text": engine.detokenize(token_ids + generated),
                 "tensors": entries,
             })
-            print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {len(written)} "
+            print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {files} "
                   f"files, greedy continuation {generated}", file=sys.stderr)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"wrote {out / 'manifest.json'}", file=sys.stderr)
+    write_manifest(out, manifest)
 
 
 if __name__ == "__main__":

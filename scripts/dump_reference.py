@@ -17,10 +17,7 @@ llorch measures both its own engine and PyTorch's float32 run against (the accur
 
 import argparse
 import contextlib
-import hashlib
-import json
 import platform
-import shutil
 import sys
 from pathlib import Path
 
@@ -36,7 +33,8 @@ from transformers.generation.logits_process import (
 )
 from transformers.models.gpt2 import modeling_gpt2
 
-FORMAT = "llorch-reference/2"
+from dump_format import FORMAT, add_case_arguments, read_cases, write_manifest, write_tensors
+
 DTYPES = {"float32": (torch.float32, np.float32, "f32"), "float64": (torch.float64, np.float64, "f64")}
 
 
@@ -201,31 +199,6 @@ def capture(model, token_ids, sampling, max_new_tokens):
     return tensors, results
 
 
-def file_name(case, phase, cp, layer, name):
-    at = "" if layer is None else f"_l{layer:02d}"
-    prefix = "" if phase == "prefill" else f"{phase}_"
-    return f"{case}/{prefix}cp{cp:02d}{at}_{name}.npy"
-
-
-def read_cases(args):
-    if args.cases:
-        cases = json.loads(Path(args.cases).read_text())
-    else:
-        cases = [{"name": args.name, "prompt": args.prompt}]
-    for c in cases:
-        c.setdefault("temperature", args.temperature)
-        c.setdefault("top_k", args.top_k)
-        c.setdefault("top_p", args.top_p)
-        c.setdefault("max_new_tokens", args.max_new_tokens)
-        if not c.get("name") or "/" in c["name"]:
-            sys.exit(f"error: every case needs a name without '/': {c}")
-        if "prompt" not in c and "token_ids" not in c:
-            sys.exit(f"error: case {c['name']!r} needs a prompt or token_ids")
-        if c["temperature"] <= 0:
-            sys.exit(f"error: case {c['name']!r}: temperature must be > 0 for checkpoint 11")
-    return cases
-
-
 def library_versions(dtype):
     return {
         "name": f"pytorch-{DTYPES[dtype][2]}",
@@ -255,21 +228,14 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="HF model directory")
     p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
-    p.add_argument("--prompt", default="Hello.", help='prompt of the single case (default "Hello.")')
-    p.add_argument("--name", default="hello", help="name of the single case (default hello)")
-    p.add_argument("--cases", help="JSON file with a list of cases: name, prompt or token_ids, and optional "
-                   "temperature, top_k, top_p, max_new_tokens")
-    p.add_argument("--temperature", type=float, default=1.0, help="checkpoint 11 temperature (default 1.0)")
-    p.add_argument("--top-k", type=int, default=None, help="checkpoint 11 top-k (default off)")
-    p.add_argument("--top-p", type=float, default=None, help="checkpoint 11 top-p (default off)")
-    p.add_argument("--max-new-tokens", type=int, default=10, help="checkpoint 12 generation length (default 10)")
+    add_case_arguments(p)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                    help="precision HF runs and the dump is written in (default float32; float64 is the truth "
                         "of llorch's accuracy verdict)")
     args = p.parse_args()
 
     torch.manual_seed(0)
-    torch_dtype, np_dtype, _ = DTYPES[args.dtype]
+    torch_dtype, _, _ = DTYPES[args.dtype]
     model = load_model(args.model, torch_dtype)
     tokenizer = load_tokenizer(args.model)
     out = Path(args.out)
@@ -288,22 +254,7 @@ def main():
             sys.exit(f"error: case {case['name']!r} does not fit the context of {model.config.n_positions}")
         sampling = {k: case[k] for k in ("temperature", "top_k", "top_p")}
         tensors, results = capture(model, token_ids, sampling, case["max_new_tokens"])
-        case_dir = out / case["name"]
-        if case_dir.exists():
-            shutil.rmtree(case_dir)
-        case_dir.mkdir(parents=True)
-        entries = []
-        written = {}  # content hash -> file: a tensor identical to one already written points to it
-        for phase, cp, layer, name, array in tensors:
-            array = np.ascontiguousarray(array, dtype=np_dtype)
-            key = hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
-            rel = written.get(key)
-            if rel is None:  # HF's cache holds c_attn's K and V themselves: k_cache is k, bit for bit
-                rel = file_name(case["name"], phase, cp, layer, name)
-                np.save(out / rel, array)
-                written[key] = rel
-            entries.append({"phase": phase, "checkpoint": cp, "layer": layer, "name": name, "file": rel,
-                            "shape": list(array.shape), "dtype": args.dtype})
+        entries, files = write_tensors(out, case["name"], tensors, args.dtype)
         text = None
         if tokenizer is not None:
             text = tokenizer.decode(token_ids + results["generated_ids"], skip_special_tokens=False,
@@ -319,10 +270,9 @@ def main():
             "generated_text": text,
             "tensors": entries,
         })
-        print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {len(written)} files, "
+        print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {files} files, "
               f"greedy continuation {results['generated_ids']}", file=sys.stderr)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"wrote {out / 'manifest.json'}", file=sys.stderr)
+    write_manifest(out, manifest)
 
 
 if __name__ == "__main__":
