@@ -113,7 +113,8 @@ def llamacpp_bench(model_dir, args):
     lc.quiet_logs()
     with tempfile.TemporaryDirectory() as tmp:
         gguf = lc.convert(model_dir, Path(tmp))
-        engine = lc.Engine(gguf, args.prompt_tokens + args.decode_tokens + 8, args.threads, capture=False)
+        engine = lc.Engine(gguf, args.threads, capture=False)
+        engine.open_context(args.prompt_tokens + args.decode_tokens + 8)
         vocab = lc.llama.llama_vocab_n_tokens(engine.vocab)
         ids = [i % vocab for i in range(args.prompt_tokens)]
 
@@ -130,8 +131,7 @@ def llamacpp_bench(model_dir, args):
         for i in range(args.decode_tokens):
             token = engine.sample_greedy()
             steps.append(timed(lambda: engine.decode([token], args.prompt_tokens + i, all_logits=False)))
-        lc.llama.llama_free(engine.ctx)
-        lc.llama.llama_model_free(engine.model)
+        engine.close()
     steps.sort()
     return {"decode_ms_per_token": 1e3 * steps[len(steps) // 2], "prefill_ms_last_logits": 1e3 * last,
             "prefill_ms_all_logits": 1e3 * full, "version": lc.llama_cpp.__version__}

@@ -267,11 +267,12 @@ def convert(model_dir, work):
 
 
 class Engine:
-    """One llama.cpp model and context on the CPU. With `capture` (the dumps), the KV cache is
-    F32, flash attention off and the capture callback installed; without it (scripts/bench.py),
-    llama.cpp runs with its own defaults and no callback."""
+    """One llama.cpp model on the CPU; `open_context` gives it the context that runs it. With
+    `capture` (the dumps), the KV cache is F32, flash attention off and the capture callback
+    installed; without it (scripts/bench.py), llama.cpp runs with its own defaults and no
+    callback."""
 
-    def __init__(self, gguf, n_ctx, threads, capture=True):
+    def __init__(self, gguf, threads, capture=True):
         llama.llama_backend_init()
         mparams = llama.llama_model_default_params()
         mparams.n_gpu_layers = 0
@@ -280,14 +281,21 @@ class Engine:
             sys.exit(f"error: llama.cpp could not load {gguf}")
         self.vocab = llama.llama_model_get_vocab(self.model)
         self.n_layer = llama.llama_model_n_layer(self.model)
-        self.capture = Capture(self.n_layer)
+        self.threads = threads
+        self.capture = Capture(self.n_layer) if capture else None
+        self.ctx = None
+        self.greedy = llama.llama_sampler_init_greedy()
+
+    def open_context(self, n_ctx):
+        """A context of n_ctx positions (every batch fits in one ubatch), replacing any other."""
+        self.close_context()
         cparams = llama.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = n_ctx
         cparams.n_ubatch = n_ctx
-        cparams.n_threads = threads
-        cparams.n_threads_batch = threads
-        if capture:
+        cparams.n_threads = self.threads
+        cparams.n_threads_batch = self.threads
+        if self.capture:
             cparams.type_k = GGML_TYPE_F32
             cparams.type_v = GGML_TYPE_F32
             cparams.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -296,7 +304,16 @@ class Engine:
         self.ctx = llama.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             sys.exit("error: llama.cpp could not make a context")
-        self.greedy = llama.llama_sampler_init_greedy()
+
+    def close_context(self):
+        if self.ctx:
+            llama.llama_free(self.ctx)
+            self.ctx = None
+
+    def close(self):
+        self.close_context()
+        llama.llama_sampler_free(self.greedy)
+        llama.llama_model_free(self.model)
 
     def meta(self, key):
         buf = ctypes.create_string_buffer(256)
@@ -470,6 +487,9 @@ def main():
     p.add_argument("--keep-gguf", help="also keep the converted F32 GGUF at this path")
     args = p.parse_args()
 
+    for needed in ("config.json", "model.safetensors"):
+        if not (Path(args.model) / needed).is_file():
+            sys.exit(f"error: {args.model} is not an HF GPT-2 model directory: it has no {needed}")
     cases = read_cases(args)
     quiet_logs()
     with tempfile.TemporaryDirectory() as tmp:
@@ -477,7 +497,7 @@ def main():
         if args.keep_gguf:
             shutil.copy(gguf, args.keep_gguf)
         longest = 0
-        engine = Engine(gguf, 8, args.threads)  # a first context, only to read the model's sizes
+        engine = Engine(gguf, args.threads)
         n_ctx_train = llama.llama_model_n_ctx_train(engine.model)
         token_ids_of = {}
         for case in cases:
@@ -488,8 +508,7 @@ def main():
                 sys.exit(f"error: case {case['name']!r} does not fit the context of {n_ctx_train}")
             token_ids_of[case["name"]] = ids
             longest = max(longest, len(ids) + case["max_new_tokens"] + 1)
-        llama.llama_free(engine.ctx)
-        engine = Engine(gguf, max(longest, 32), args.threads)
+        engine.open_context(longest)
         info = engine.model_info()
         n_head = info["n_head"]
         out = Path(args.out)
@@ -512,6 +531,7 @@ def main():
             })
             print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {files} "
                   f"files, greedy continuation {generated}", file=sys.stderr)
+        engine.close()
     write_manifest(out, manifest)
 
 
