@@ -151,6 +151,21 @@ pub struct ValidateArgs {
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// Also write JUnit XML to FILE: one test case per (pair, checkpoint, layer, tensor), so CI
+    /// systems list failing checkpoints like failing tests.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
+    /// Also write a self-contained HTML report to DIR/index.html: error growth through the
+    /// layers per checkpoint, |diff| heatmaps of failing tensors, diagnoses, sources.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+
+    /// Also draw the |diff| heatmap of every tensor of this name in the HTML report (failing
+    /// tensors always get one); repeatable.
+    #[arg(long, value_name = "TENSOR", requires = "report")]
+    pub heatmap: Vec<String>,
+
     /// Print only failing rows and the summary.
     #[arg(long, short = 'q', conflicts_with = "verbose")]
     pub quiet: bool,

@@ -394,6 +394,82 @@ pub fn first_bitwise_difference(
     Ok(position.map(|flat| unravel(flat, &shape)))
 }
 
+/// |a − b| of one pair over a tensor, max-pooled to small grids ("panels"): one per attention
+/// head for [H, T, T'] tensors (the heads with the largest differences), one for an activation
+/// [T, C], one for a vector folded into rows.
+#[derive(Clone, Debug)]
+pub struct Heatmap {
+    pub panels: Vec<Panel>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Panel {
+    /// "head 3", or "" for a tensor of one panel.
+    pub label: String,
+    /// The panel's extent in tensor elements (rows × columns) and in cells.
+    pub extent: (usize, usize),
+    pub cells: (usize, usize),
+    /// Row-major, the max |diff| of each cell's elements; NaN where every element is masked,
+    /// +∞ where one is not finite.
+    pub values: Vec<f64>,
+}
+
+/// |a − b| over a tensor max-pooled into at most `max_cells` (rows, columns) per panel, for the
+/// HTML report: [H, R, C] tensors give a panel per leading index (the `max_panels` with the
+/// largest differences, labelled "head h"), [R, C] one panel, a vector [N] one panel of rows
+/// of 256. A cell holds the largest |diff| of its elements; masked elements (a future key on
+/// both sides) count for nothing, and a cell of masked elements only is NaN.
+pub fn heatmap<A: Element, B: Element>(
+    a: ArrayViewD<'_, A>,
+    b: ArrayViewD<'_, B>,
+    mask: Mask,
+    max_panels: usize,
+    max_cells: (usize, usize),
+) -> Heatmap {
+    let shape = a.shape().to_vec();
+    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
+    let (a, b) = (a.as_slice().expect("standard layout"), b.as_slice().expect("standard layout"));
+    let (panels, rows, cols) = match shape[..] {
+        [n] => (1, n.div_ceil(256), n.min(256)),
+        [r, c] => (1, r, c),
+        [h, r, c] => (h, r, c),
+        _ => (1, 1, a.len()),
+    };
+    let causal = |r: usize, c: usize| mask == Mask::Causal && shape.len() >= 2 && c > cols - rows + r;
+    let cells = (rows.min(max_cells.0).max(1), cols.min(max_cells.1).max(1));
+    let mut out: Vec<(f64, Panel)> = (0..panels)
+        .map(|p| {
+            let mut values = vec![f64::NAN; cells.0 * cells.1];
+            let mut worst = 0.0f64;
+            for r in 0..rows {
+                for c in 0..cols {
+                    let flat = (p * rows + r) * cols + c;
+                    if flat >= a.len() || causal(r, c) {
+                        continue;
+                    }
+                    let (x, y): (f64, f64) = (a[flat].into(), b[flat].into());
+                    let d = if x == y { 0.0 } else { (x - y).abs() };
+                    let d = if d.is_finite() { d } else { f64::INFINITY };
+                    let cell = &mut values[(r * cells.0 / rows) * cells.1 + c * cells.1 / cols];
+                    *cell = if cell.is_nan() { d } else { cell.max(d) };
+                    worst = worst.max(d);
+                }
+            }
+            let label = if panels > 1 { format!("head {p}") } else { String::new() };
+            (worst, Panel { label, extent: (rows, cols), cells, values })
+        })
+        .collect();
+    if out.len() > max_panels {
+        // The panels with the largest differences, kept in their own order.
+        let mut order: Vec<usize> = (0..out.len()).collect();
+        order.sort_by(|&i, &j| out[j].0.total_cmp(&out[i].0));
+        let mut keep = order[..max_panels].to_vec();
+        keep.sort_unstable();
+        out = keep.into_iter().map(|i| out[i].clone()).collect();
+    }
+    Heatmap { panels: out.into_iter().map(|(_, panel)| panel).collect() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,5 +602,33 @@ mod tests {
         assert_eq!(first_bitwise_difference(a.view(), b.view()).unwrap(), None);
         b[[1, 0]] = 3.0000002;
         assert_eq!(first_bitwise_difference(a.view(), b.view()).unwrap(), Some(vec![1, 0]));
+    }
+
+    #[test]
+    fn a_heatmap_pools_the_largest_difference_and_leaves_masked_cells_empty() {
+        // [1 head, 4 queries, 4 keys], a causal mask: the upper triangle is never compared.
+        let a = ArrayD::<f32>::zeros(vec![1, 4, 4]);
+        let mut b = a.clone();
+        b[[0, 3, 0]] = 0.5;
+        b[[0, 0, 3]] = 9.0; // a future key: masked, counts for nothing
+        let h = heatmap(a.view(), b.view(), Mask::Causal, 4, (2, 2));
+        let p = &h.panels[0];
+        assert_eq!((p.extent, p.cells), ((4, 4), (2, 2)));
+        // Cell (1, 0) holds rows 2-3, keys 0-1: the 0.5; cell (0, 1), rows 0-1 and keys 2-3,
+        // is masked whole.
+        assert_eq!(p.values[2], 0.5);
+        assert!(p.values[1].is_nan());
+        assert_eq!(p.values[0], 0.0);
+    }
+
+    #[test]
+    fn a_heatmap_keeps_the_heads_that_differ_most() {
+        let a = ArrayD::<f32>::zeros(vec![3, 2, 2]);
+        let mut b = a.clone();
+        b[[0, 0, 0]] = 1.0;
+        b[[2, 1, 1]] = 2.0;
+        let h = heatmap(a.view(), b.view(), Mask::All, 2, (8, 8));
+        let labels: Vec<&str> = h.panels.iter().map(|p| p.label.as_str()).collect();
+        assert_eq!(labels, ["head 0", "head 2"]);
     }
 }

@@ -21,6 +21,7 @@ pub mod tokenizer;
 pub mod validate;
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -57,11 +58,17 @@ fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
         plant::select(variant);
     }
     let options = ValidateOptions::resolve(args)?;
-    let output_path = options.output.as_ref().map(|(path, _)| path.clone());
+    let written: Vec<PathBuf> = [&options.output, &options.junit, &options.html]
+        .into_iter()
+        .flatten()
+        .map(|(path, _)| path.clone())
+        .collect();
     let result = validate_and_report(options);
     // No empty or partial file may pose as a report.
-    if let (Err(_), Some(path)) = (&result, output_path) {
-        let _ = std::fs::remove_file(path);
+    if result.is_err() {
+        for path in written {
+            let _ = std::fs::remove_file(path);
+        }
     }
     result
 }
@@ -73,6 +80,10 @@ fn validate_and_report(options: ValidateOptions) -> Result<ExitCode> {
         options.overrides.clone(),
         validate::progress_bar(),
     )?;
+    let validator = match &options.html {
+        Some(_) => validator.with_heatmaps(options.heatmaps.clone()),
+        None => validator,
+    };
     let sites = validate::plan(&options.checkpoints, &validator.layers(options.layers)?, &options.phases);
     anyhow::ensure!(
         !sites.is_empty(),
@@ -98,6 +109,18 @@ fn validate_and_report(options: ValidateOptions) -> Result<ExitCode> {
         ReportFormat::Table => report::Table { color: colors_on(), detail: options.detail }.render(&report),
         ReportFormat::Json => report::Json.render(&report),
     };
+    if let Some((path, mut file)) = options.junit {
+        file.write_all(report::Junit.render(&report).as_bytes())
+            .with_context(|| format!("writing the JUnit XML to {}", path.display()))?;
+    }
+    if let Some((path, mut file)) = options.html {
+        let html = report::Html {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            cases: validator.case_prompts(),
+        };
+        file.write_all(html.render(&report).as_bytes())
+            .with_context(|| format!("writing the HTML report to {}", path.display()))?;
+    }
     match options.output {
         Some((path, mut file)) => file
             .write_all(text.as_bytes())

@@ -30,6 +30,12 @@ pub struct ValidateOptions {
     pub detail: Detail,
     /// The report file, created before any work (so an unwritable path fails in a second).
     pub output: Option<(PathBuf, std::fs::File)>,
+    /// --junit: the JUnit XML file, created before any work.
+    pub junit: Option<(PathBuf, std::fs::File)>,
+    /// --report: DIR/index.html, created (with DIR) before any work.
+    pub html: Option<(PathBuf, std::fs::File)>,
+    /// --heatmap: tensor names that get a heatmap in the HTML report even when they pass.
+    pub heatmaps: Vec<String>,
 }
 
 pub fn model_dir(arg: Option<PathBuf>) -> Result<PathBuf> {
@@ -67,20 +73,40 @@ impl ValidateOptions {
             }
         }
         let scales = args.tolerance_scale.iter().map(|s| parse_scale(s)).collect::<Result<Vec<_>>>()?;
+        for name in &args.heatmap {
+            let floats = checkpoint::specs()
+                .iter()
+                .flat_map(|s| s.tensors)
+                .filter(|t| matches!(t.kind, checkpoint::Kind::Float { .. }));
+            let names: Vec<&str> = floats.map(|t| t.name).collect();
+            ensure!(
+                names.contains(&name.as_str()),
+                "--heatmap {name:?} is no float tensor of a checkpoint; they are {}",
+                names.join(", ")
+            );
+        }
         let checkpoints = checkpoint::parse_selection(&args.checkpoint).context("in --checkpoint")?;
         let detail = match (args.quiet, args.verbose) {
             (true, _) => Detail::Quiet,
             (_, true) => Detail::Verbose,
             _ => Detail::Normal,
         };
-        let output = match args.output {
-            Some(path) => {
-                let file = std::fs::File::create(&path)
-                    .with_context(|| format!("cannot write the report to {}", path.display()))?;
-                Some((path, file))
+        let create = |path: PathBuf, what: &str| -> Result<(PathBuf, std::fs::File)> {
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("cannot write the {what} to {}", path.display()))?;
+            Ok((path, file))
+        };
+        let output = args.output.map(|p| create(p, "report")).transpose()?;
+        let html = match args.report {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot make the report directory {}", dir.display()))?;
+                Some(create(dir.join("index.html"), "HTML report")?)
             }
             None => None,
         };
+        // After the report directory: the JUnit file may go inside it.
+        let junit = args.junit.map(|p| create(p, "JUnit XML")).transpose()?;
         let mut modes: Vec<Mode> = args
             .mode
             .iter()
@@ -114,6 +140,9 @@ impl ValidateOptions {
             format: args.format,
             detail,
             output,
+            junit,
+            html,
+            heatmaps: args.heatmap,
         })
     }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, Mode, Phase};
-use crate::compare::{Stats, Tolerance};
+use crate::compare::{Heatmap, Stats, Tolerance};
 use crate::reference::{Omitted, Precision};
 
 /// The name our engine has in every pair.
@@ -145,6 +145,10 @@ pub struct Row {
     pub blame: Option<Blame>,
     /// On the failing row of ours against the reference that feeds isolated mode.
     pub diagnosis: Option<Diagnosis>,
+    /// |diff| of the pair, pooled to a small grid, for the HTML report (only when one is
+    /// written: failing tensors and those asked for with --heatmap).
+    #[serde(skip)]
+    pub heatmap: Option<Heatmap>,
 }
 
 fn as_index<S: serde::Serializer>(c: &Checkpoint, s: S) -> Result<S::Ok, S::Error> {
@@ -270,6 +274,9 @@ pub struct Search {
     pub first_failure: Option<Location>,
 }
 
+/// (worst max |diff|, worst RMS) against the truth, per (phase, checkpoint), per source name.
+pub type ErrorsAgainstTruth<'a> = BTreeMap<(Phase, Checkpoint), BTreeMap<&'a str, (f64, f64)>>;
+
 #[derive(Serialize)]
 pub struct Report {
     pub model: String,
@@ -308,8 +315,8 @@ impl Report {
     /// Every source's error against the float64 truth, per (phase, checkpoint): the worst max
     /// |diff| and the worst RMS over the chained rows of that checkpoint (its tensors, layers
     /// and cases), keyed by source name. Empty without a truth.
-    pub fn errors_against_truth(&self) -> BTreeMap<(Phase, Checkpoint), BTreeMap<&str, (f64, f64)>> {
-        let mut errors: BTreeMap<(Phase, Checkpoint), BTreeMap<&str, (f64, f64)>> = BTreeMap::new();
+    pub fn errors_against_truth(&self) -> ErrorsAgainstTruth<'_> {
+        let mut errors = ErrorsAgainstTruth::new();
         let Some(truth) = self.sources.iter().find(|s| s.role == "truth") else { return errors };
         for row in self.rows.iter().filter(|r| r.mode == Mode::Chained && r.pair.contains(&truth.name)) {
             let (Some(stats), false) = (&row.stats, row.pair.is_self()) else { continue };
@@ -409,6 +416,7 @@ mod tests {
 
     fn row(pair: (&str, &str), passed: bool) -> Row {
         Row {
+            heatmap: None,
             case: "c".into(),
             phase: Phase::Prefill,
             mode: Mode::Chained,

@@ -1,13 +1,18 @@
-//! Renderers of a validation result, behind one trait: a table for people, JSON for scripts
-//! (HTML and JUnit come later the same way). All read the same `result::Report`, so they
+//! Renderers of a validation result, behind one trait: a table for people, JSON for scripts,
+//! an HTML page of plots, JUnit XML for CI systems. All read the same `result::Report`, so they
 //! cannot disagree.
 
 mod checkpoints;
+mod html;
+mod junit;
 mod table;
+mod words;
 
 use crate::result::Report;
 
 pub use checkpoints::{checkpoints_json, checkpoints_table};
+pub use html::Html;
+pub use junit::Junit;
 pub use table::Table;
 
 /// How much the table shows.

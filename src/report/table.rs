@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use comfy_table::{Cell, Color, ContentArrangement, presets::UTF8_FULL_CONDENSED};
 
-use super::{Detail, Exporter, sci};
+use super::{Detail, Exporter, sci, words};
 use crate::checkpoint::{Checkpoint, Mode, Phase};
 use crate::compare::DECADE_LABELS;
-use crate::result::{Blame, Diagnosis, Place, Report, Row};
+use crate::result::{Blame, Place, Report, Row};
 
 pub struct Table {
     pub color: bool,
@@ -61,12 +61,13 @@ impl Exporter for Table {
                 let first_of_tensor = previous.is_none_or(|p| !same_tensor(p, row));
                 // The isolated row beside it needs words only when it fails.
                 for row in std::iter::once(row).chain(beside(row).filter(|b| !b.passed)) {
-                    if let Some(line) = explain(row, first_of_tensor) {
-                        out.push_str(&line);
-                        out.push('\n');
+                    if let Some(reason) = words::reason(row, first_of_tensor) {
+                        out.push_str(&format!("  {}: {reason}\n", row.location().site()));
                     }
                     if let Some(d) = &row.diagnosis {
-                        out.push_str(&diagnosis(d));
+                        for line in words::diagnosis(d) {
+                            out.push_str(&format!("    {line}\n"));
+                        }
                     }
                     if self.detail == Detail::Verbose && !row.passed {
                         out.push_str(&verbose(row));
@@ -304,24 +305,6 @@ fn blame_summary(report: &Report) -> String {
     out
 }
 
-/// The lines of a diagnosis: the hypotheses that fit, then the checkpoint's common failures.
-fn diagnosis(d: &Diagnosis) -> String {
-    let mut out = String::new();
-    for (i, f) in d.findings.iter().enumerate() {
-        let lead = if i == 0 { "likely cause" } else { "also fits" };
-        out.push_str(&format!("    {lead}: {}; {}\n", f.cause, f.evidence));
-    }
-    if let Some(note) = &d.note {
-        out.push_str(&format!("    {note}\n"));
-    } else if d.findings.is_empty() {
-        out.push_str("    no hypothesis the data can decide fits\n");
-    }
-    if !d.common_failures.is_empty() {
-        out.push_str(&format!("    common failures here: {}\n", d.common_failures.join("; ")));
-    }
-    out
-}
-
 /// The --verbose lines of a failing row: its statistics, first mismatches and |diff| by decade.
 fn verbose(row: &Row) -> String {
     let Some(s) = &row.stats else { return String::new() };
@@ -338,9 +321,9 @@ fn verbose(row: &Row) -> String {
             "    at {:?}: {} {}, {} {}\n",
             m.index,
             row.pair.0,
-            value(m.ours),
+            words::value(m.ours),
             row.pair.1,
-            value(m.reference)
+            words::value(m.reference)
         ));
     }
     let widest = s.diff_decades.iter().copied().max().unwrap_or(0).max(1);
@@ -352,67 +335,4 @@ fn verbose(row: &Row) -> String {
         }
     }
     out
-}
-
-/// A sentence under the table for rows that need more than numbers: exact checks, accuracy
-/// failures, masked entries (once per tensor), and the worst element of every failure.
-fn explain(row: &Row, first_of_tensor: bool) -> Option<String> {
-    use crate::checkpoint::Checkpoint;
-    let at = row.location().site();
-    if let Some(detail) = &row.detail {
-        // Passing bitwise invariants need no sentence; token results are worth reading, once
-        // per tensor while the sources agree.
-        let informative = !row.passed
-            || (first_of_tensor && matches!(row.checkpoint, Checkpoint::Argmax | Checkpoint::Generation));
-        return informative.then(|| format!("  {at}: {detail}"));
-    }
-    let s = row.stats.as_ref()?;
-    if !s.passed() {
-        let mut line = format!(
-            "  {at}: {} of {} elements ({:.3}%) out of tolerance; worst at {:?}: {} {}, {} {}",
-            s.mismatches,
-            s.compared,
-            s.mismatch_percent(),
-            s.worst_index,
-            row.pair.0,
-            value(s.worst_ours),
-            row.pair.1,
-            value(s.worst_ref)
-        );
-        if s.non_finite > 0 {
-            line.push_str(&format!("; {} NaN/Inf elements", s.non_finite));
-        }
-        if s.unmasked > 0 {
-            let plural = if s.unmasked == 1 { "key" } else { "keys" };
-            line.push_str(&format!("; {} future {plural} left unmasked by one side", s.unmasked));
-        }
-        return Some(line);
-    }
-    if let Some(a) = row.accuracy.as_ref().filter(|a| !a.passed) {
-        let ratio = |r: Option<f64>| r.map(|r| format!(" ({r:.1}×)")).unwrap_or_default();
-        return Some(format!(
-            "  {at}: less accurate than {peer} against {truth}, though within every fixed tolerance: \
-             max error {} vs {}{} (allowed {}× + {:.0e}), rms error {} vs {}{} (allowed {}× + {:.0e})",
-            sci(a.err_ours),
-            sci(a.err_peer),
-            ratio(a.ratio),
-            a.k,
-            a.floor,
-            sci(a.rms_ours),
-            sci(a.rms_peer),
-            ratio(a.rms_ratio),
-            a.k_rms,
-            a.floor,
-            peer = a.peer,
-            truth = a.truth,
-        ));
-    }
-    (s.masked > 0 && first_of_tensor)
-        .then(|| format!("  {at}: {} masked future entries excluded from the diff", s.masked))
-}
-
-/// A tensor element with 9 significant digits: every float32 value exactly, a float64 one to
-/// well below float32 resolution (JSON carries all its digits).
-fn value(x: f64) -> String {
-    format!("{x:.8e}")
 }

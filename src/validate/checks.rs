@@ -9,7 +9,9 @@ use rayon::prelude::*;
 
 use super::sources::Sources;
 use crate::checkpoint::{Checkpoint, Kind, Mode, Phase};
-use crate::compare::{self, Mask, Stats, Tolerance};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::compare::{self, Heatmap, Mask, Stats, Tolerance};
 use crate::diagnose::{self, Evidence};
 use crate::model::Config;
 use crate::model::weights::Weights;
@@ -28,6 +30,8 @@ pub struct CaseContext<'a> {
     pub rtol: Option<f64>,
     /// --tolerance-scale: (source, factor).
     pub scales: &'a [(String, f64)],
+    /// Which tensors get a |diff| heatmap, when an HTML report is written.
+    pub heatmaps: Option<&'a HeatmapRequest>,
     pub mode: Mode,
     /// Whether the references' rows among themselves are emitted: they do not depend on the
     /// mode, so a run of both modes emits them once.
@@ -58,6 +62,41 @@ fn view(tensor: &Tensor) -> View<'_> {
     match tensor {
         Tensor::F32(a) => View::F32(a.view()),
         Tensor::F64(a) => View::F64(a.view()),
+    }
+}
+
+/// The heatmaps an HTML report draws: every failing tensor's (its first failing pair), and every
+/// pair of the tensors named by --heatmap, up to a budget that keeps the page light.
+pub struct HeatmapRequest {
+    pub names: Vec<String>,
+    budget: AtomicUsize,
+}
+
+impl HeatmapRequest {
+    /// Heatmaps drawn at most in one report.
+    pub const BUDGET: usize = 16;
+
+    pub fn new(names: Vec<String>) -> HeatmapRequest {
+        HeatmapRequest { names, budget: AtomicUsize::new(Self::BUDGET) }
+    }
+
+    /// Takes one heatmap from the budget; false when it is spent.
+    fn take(&self) -> bool {
+        self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
+    }
+}
+
+/// Panels and cells of a heatmap: 4 heads, 48 rows of 96 cells at most.
+const HEATMAP_PANELS: usize = 4;
+const HEATMAP_CELLS: (usize, usize) = (48, 96);
+
+fn heatmap_views(a: &View<'_>, b: &View<'_>, mask: Mask) -> Heatmap {
+    let (p, c) = (HEATMAP_PANELS, HEATMAP_CELLS);
+    match (a, b) {
+        (View::F32(a), View::F32(b)) => compare::heatmap(a.view(), b.view(), mask, p, c),
+        (View::F32(a), View::F64(b)) => compare::heatmap(a.view(), b.view(), mask, p, c),
+        (View::F64(a), View::F32(b)) => compare::heatmap(a.view(), b.view(), mask, p, c),
+        (View::F64(a), View::F64(b)) => compare::heatmap(a.view(), b.view(), mask, p, c),
     }
 }
 
@@ -108,6 +147,7 @@ impl CaseContext<'_> {
         pair: Pair,
     ) -> Row {
         Row {
+            heatmap: None,
             case: self.name.to_string(),
             phase,
             mode: self.mode,
@@ -183,6 +223,17 @@ impl CaseContext<'_> {
             })
             .collect::<Result<Vec<Row>>>()?;
         self.judge_accuracy(cp, &mut rows);
+        if let Some(request) = self.heatmaps {
+            // rows[i] is pairs[i]'s: one heatmap per tensor, of its first failing pair (or its
+            // first pair when asked for by name).
+            let asked = request.names.iter().any(|n| n == name);
+            if let Some(i) = rows.iter().position(|r| asked || !r.passed)
+                && request.take()
+            {
+                let (a, _, b, _, _) = &pairs[i];
+                rows[i].heatmap = Some(heatmap_views(a, b, mask));
+            }
+        }
         if !self.ref_pairs {
             rows.retain(|r| r.pair.0 == OURS);
         }
@@ -269,7 +320,16 @@ impl CaseContext<'_> {
     /// Attaches a diagnosis to the first failing row of ours among `rows` (one tensor's), if
     /// `wanted`: hypotheses tested on the feeding reference's stage inputs.
     pub fn diagnose(&self, rows: &mut [Row], at: &Checked<'_>, ours: ArrayViewD<'_, f32>, wanted: bool) {
-        let Some(row) = rows.iter_mut().find(|r| !r.passed && r.pair.0 == OURS && !r.pair.is_self()) else {
+        // Ours within tolerance of the feeding reference but not of another float32 reference
+        // (a peer engine that is off itself): nothing in ours to diagnose against that one.
+        let feed = &self.sources.refs[self.sources.feed()].name;
+        let truth = self.sources.truth.map(|t| &self.sources.refs[t].name);
+        let ours_passes_feed = rows.iter().any(|r| r.pair.0 == OURS && &r.pair.1 == feed && r.passed);
+        let suspect = |r: &Row| {
+            let only_another_reference_disagrees = ours_passes_feed && Some(&r.pair.1) != truth;
+            !r.passed && r.pair.0 == OURS && !r.pair.is_self() && !only_another_reference_disagrees
+        };
+        let Some(row) = rows.iter_mut().find(|r| suspect(r)) else {
             return;
         };
         if wanted {

@@ -28,7 +28,7 @@ use crate::reference::Case;
 use crate::result::{Report, Row, Search};
 use crate::tokenizer::Gpt2Tokenizer;
 use case::CaseRun;
-use checks::CaseContext;
+use checks::{CaseContext, HeatmapRequest};
 use sources::Sources;
 
 /// Which transformer layers the per-layer checkpoints (1–7) are checked at.
@@ -87,6 +87,8 @@ pub struct Validator {
     sources: Sources,
     model_dir: PathBuf,
     overrides: Overrides,
+    /// Set when an HTML report is written: which tensors get heatmaps.
+    heatmaps: Option<HeatmapRequest>,
     pub progress: ProgressBar,
 }
 
@@ -116,7 +118,13 @@ impl Validator {
             }
         }
         let model_dir = model_dir.to_owned();
-        Ok(Validator { model, weights, tokenizer, sources, model_dir, overrides, progress })
+        Ok(Validator { model, weights, tokenizer, sources, model_dir, overrides, heatmaps: None, progress })
+    }
+
+    /// Draw |diff| heatmaps (for an HTML report): of failing tensors, and of those named.
+    pub fn with_heatmaps(mut self, names: Vec<String>) -> Validator {
+        self.heatmaps = Some(HeatmapRequest::new(names));
+        self
     }
 
     pub fn layers(&self, layers: Layers) -> Result<Vec<usize>> {
@@ -153,6 +161,7 @@ impl Validator {
                 atol: self.overrides.atol,
                 rtol: self.overrides.rtol,
                 scales: &self.overrides.scales,
+                heatmaps: self.heatmaps.as_ref(),
                 mode,
                 ref_pairs: i == 0,
                 weights: &self.weights,
@@ -183,6 +192,12 @@ impl Validator {
             }
         }
         Ok(rows)
+    }
+
+    /// Every case of the dumps: (name, prompt or None when made from token ids, prompt tokens).
+    pub fn case_prompts(&self) -> Vec<(String, Option<String>, usize)> {
+        let first = &self.sources.refs[0].reference.manifest;
+        first.cases.iter().map(|c| (c.name.clone(), c.prompt.clone(), c.token_ids.len())).collect()
     }
 
     pub fn report(&self, rows: Vec<Row>, search: Option<Search>) -> Report {
