@@ -182,22 +182,9 @@ fn same_tensor(a: &Row, b: &Row) -> bool {
 /// the counts (or the search's outcome).
 fn summary(report: &Report, detail: Detail) -> String {
     let mut out = String::new();
-    for odd in &report.odd_ones_out {
-        out.push_str(&format!(
-            "odd one out: {} disagrees with every other source while they agree, on {} tensor{}, first at {}\n",
-            odd.source,
-            odd.tensors,
-            if odd.tensors == 1 { "" } else { "s" },
-            odd.first
-        ));
-    }
-    for source in &report.sources {
-        for o in &source.omitted {
-            out.push_str(&format!(
-                "not checked: {} has no {} of checkpoint {} ({}): {}\n",
-                source.name, o.name, o.checkpoint, o.phase, o.reason
-            ));
-        }
+    for line in words::odd_ones_out(report).into_iter().chain(words::not_checked(report)) {
+        out.push_str(&line);
+        out.push('\n');
     }
     let worst = report.worst_ratios();
     let has = |role: &str| report.sources.iter().any(|s| s.role == role);
@@ -218,7 +205,10 @@ fn summary(report: &Report, detail: Detail) -> String {
     if detail != Detail::Quiet {
         out.push_str(&errors_against_truth(report));
     }
-    out.push_str(&blame_summary(report));
+    for line in words::blame_summary(report) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     let (passed, failed) = report.counts();
     match &report.search {
         None => {
@@ -275,34 +265,6 @@ fn errors_against_truth(report: &Report) -> String {
         "error against {} per checkpoint (the worst over its tensors, layers and cases):\n{table}\n",
         truth.name
     )
-}
-
-/// With isolated rows: how many failing tensors are wrong themselves and how many fail by drift
-/// from an earlier stage, with the first of each.
-fn blame_summary(report: &Report) -> String {
-    let mut out = String::new();
-    for (blame, what) in [
-        (Blame::Wrong, "wrong itself (fails on the reference's own input)"),
-        (Blame::Drift, "failing by drift from an earlier stage (passes on the reference's input)"),
-    ] {
-        // One count per tensor: its pairs and its two modes are one stage.
-        let mut places: Vec<(&str, Phase, Checkpoint, Option<usize>, &str)> = Vec::new();
-        let mut first = None;
-        for row in report.rows.iter().filter(|r| r.blame == Some(blame)) {
-            let p = (row.case.as_str(), row.phase, row.checkpoint, row.layer, row.tensor.as_str());
-            if !places.contains(&p) {
-                places.push(p);
-                first.get_or_insert(row);
-            }
-        }
-        if let Some(first) = first {
-            let mut at = first.location();
-            at.pair = None;
-            let n = places.len();
-            out.push_str(&format!("{n} tensor{} {what}, first at {at}\n", if n == 1 { "" } else { "s" }));
-        }
-    }
-    out
 }
 
 /// The --verbose lines of a failing row: its statistics, first mismatches and |diff| by decade.

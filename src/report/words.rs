@@ -2,8 +2,8 @@
 //! diagnosis in lines, a tensor element with all its float32 digits.
 
 use super::sci;
-use crate::checkpoint::Checkpoint;
-use crate::result::{Diagnosis, Row};
+use crate::checkpoint::{Checkpoint, Phase};
+use crate::result::{Blame, Diagnosis, Report, Row};
 
 /// A sentence for rows that need more than numbers: exact checks, accuracy failures, masked
 /// entries (once per tensor), and the worst element of every failure. Without the row's place:
@@ -83,4 +83,62 @@ pub fn diagnosis(d: &Diagnosis) -> Vec<String> {
 /// well below float32 resolution (JSON carries all its digits).
 pub fn value(x: f64) -> String {
     format!("{x:.8e}")
+}
+
+/// The sources that disagree with every other while those agree.
+pub fn odd_ones_out(report: &Report) -> Vec<String> {
+    report
+        .odd_ones_out
+        .iter()
+        .map(|odd| {
+            format!(
+                "odd one out: {} disagrees with every other source while they agree, on {} tensor{}, first at {}",
+                odd.source,
+                odd.tensors,
+                if odd.tensors == 1 { "" } else { "s" },
+                odd.first
+            )
+        })
+        .collect()
+}
+
+/// What a dump left out, and why.
+pub fn not_checked(report: &Report) -> Vec<String> {
+    let omitted = report.sources.iter().flat_map(|s| s.omitted.iter().map(move |o| (s, o)));
+    omitted
+        .map(|(s, o)| {
+            format!(
+                "not checked: {} has no {} of checkpoint {} ({}): {}",
+                s.name, o.name, o.checkpoint, o.phase, o.reason
+            )
+        })
+        .collect()
+}
+
+/// With isolated rows: how many failing tensors are wrong themselves and how many fail by drift
+/// from an earlier stage, with the first of each.
+pub fn blame_summary(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    for (blame, what) in [
+        (Blame::Wrong, "wrong itself (fails on the reference's own input)"),
+        (Blame::Drift, "failing by drift from an earlier stage (passes on the reference's input)"),
+    ] {
+        // One count per tensor: its pairs and its two modes are one stage.
+        let mut places: Vec<(&str, Phase, Checkpoint, Option<usize>, &str)> = Vec::new();
+        let mut first = None;
+        for row in report.rows.iter().filter(|r| r.blame == Some(blame)) {
+            let p = (row.case.as_str(), row.phase, row.checkpoint, row.layer, row.tensor.as_str());
+            if !places.contains(&p) {
+                places.push(p);
+                first.get_or_insert(row);
+            }
+        }
+        if let Some(first) = first {
+            let mut at = first.location();
+            at.pair = None;
+            let n = places.len();
+            out.push(format!("{n} tensor{} {what}, first at {at}", if n == 1 { "" } else { "s" }));
+        }
+    }
+    out
 }

@@ -59,7 +59,8 @@ impl Html {
         let mut out = String::from("<h2>What was compared</h2>\n<table>\n");
         let _ = writeln!(out, "<tr><th>model</th><td class=mono>{}</td></tr>", esc(&report.model));
         let _ = writeln!(out, "<tr><th>command</th><td class=mono>{}</td></tr>", esc(&self.command));
-        for (name, prompt, tokens) in &self.cases {
+        let run: Vec<&str> = report.rows.iter().map(|r| r.case.as_str()).collect();
+        for (name, prompt, tokens) in self.cases.iter().filter(|c| run.contains(&c.0.as_str())) {
             let prompt = prompt.as_deref().map_or("(token ids)".to_string(), |p| format!("{p:?}"));
             let _ = writeln!(
                 out,
@@ -93,20 +94,9 @@ impl Html {
         if let Some(first) = report.first_failure() {
             notes.push(format!("first failure: {}", first.location()));
         }
-        for odd in &report.odd_ones_out {
-            notes.push(format!(
-                "odd one out: {} disagrees with every other source while they agree, on {} tensors, first at {}",
-                odd.source, odd.tensors, odd.first
-            ));
-        }
-        for s in &report.sources {
-            for o in &s.omitted {
-                notes.push(format!(
-                    "not checked: {} has no {} of checkpoint {} ({}): {}",
-                    s.name, o.name, o.checkpoint, o.phase, o.reason
-                ));
-            }
-        }
+        notes.extend(words::odd_ones_out(report));
+        notes.extend(words::not_checked(report));
+        notes.extend(words::blame_summary(report));
         if let Some(search) = &report.search {
             notes.push(format!(
                 "{} search: {} forward runs over {} sites; a sequential walk needs {}",
