@@ -435,7 +435,8 @@ pub fn heatmap<A: Element, B: Element>(
         [h, r, c] => (h, r, c),
         _ => (1, 1, a.len()),
     };
-    let causal = |r: usize, c: usize| mask == Mask::Causal && shape.len() >= 2 && c > cols - rows + r;
+    // Query r sits at key position cols − rows + r: later keys are its future.
+    let causal = |r: usize, c: usize| mask == Mask::Causal && shape.len() >= 2 && c + rows > cols + r;
     let cells = (rows.min(max_cells.0).max(1), cols.min(max_cells.1).max(1));
     let mut out: Vec<(f64, Panel)> = (0..panels)
         .map(|p| {
