@@ -25,7 +25,8 @@ MODELS=(
 )
 
 inputs_hash() {  # the files a model and its reference are made from, plus the shape arguments
-    { cat scripts/make_random_gpt2.py scripts/dump_reference.py scripts/requirements.txt "$CASES"; echo "$1"; } \
+    { cat scripts/make_random_gpt2.py scripts/dump_reference.py scripts/dump_format.py scripts/requirements.txt \
+        "$CASES"; echo "$1"; } \
         | sha256sum | cut -c1-16
 }
 
@@ -60,7 +61,8 @@ done
 
 for name in "${PEER_MODELS[@]}"; do
     dir=${DIRS[$name]}
-    key=$({ cat scripts/dump_llamacpp.py scripts/requirements-llamacpp.txt "$CASES"; } | sha256sum | cut -c1-16)
+    key=$({ cat scripts/dump_llamacpp.py scripts/dump_format.py scripts/requirements-llamacpp.txt "$CASES"; } \
+        | sha256sum | cut -c1-16)
     peer="$dir/llamacpp-$key"
     if [ ! -f "$peer/manifest.json" ]; then
         echo "--- dumping llama.cpp's tensors for $name"
