@@ -227,7 +227,8 @@ impl CaseContext<'_> {
             // rows[i] is pairs[i]'s: one heatmap per tensor, of its first failing pair (or its
             // first pair when asked for by name).
             let asked = request.names.iter().any(|n| n == name);
-            if let Some(i) = rows.iter().position(|r| asked || !r.passed)
+            let kept = |r: &Row| self.ref_pairs || r.pair.0 == OURS;
+            if let Some(i) = rows.iter().position(|r| kept(r) && (asked || !r.passed))
                 && request.take()
             {
                 let (a, _, b, _, _) = &pairs[i];
