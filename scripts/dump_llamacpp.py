@@ -152,7 +152,6 @@ class Capture:
 
     def __init__(self, n_layer):
         self.active = False
-        self.n_layer = n_layer
         self.got = {}
         self.error = None
         names = {"inpL": (0, None, "embeddings"), "result_norm": (8, None, "ln_f"),

@@ -65,8 +65,8 @@ fn view(tensor: &Tensor) -> View<'_> {
     }
 }
 
-/// The heatmaps an HTML report draws: every failing tensor's (its first failing pair), and every
-/// pair of the tensors named by --heatmap, up to a budget that keeps the page light.
+/// The heatmaps an HTML report draws: every failing tensor's (its first failing pair), and the
+/// first pair of every tensor named by --heatmap, up to a budget that keeps the page light.
 pub struct HeatmapRequest {
     pub names: Vec<String>,
     budget: AtomicUsize,
