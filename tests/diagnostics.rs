@@ -162,6 +162,13 @@ fn golden_json() {
     let out = refs.validate_hello(&["--checkpoint", "5,10", "--format", "json", "--layer", "1"]);
     assert_eq!(out.code, 1);
     let mut doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    // Where a passing row's largest float32 rounding difference falls depends on the CPU's
+    // matrix kernels; a failing row's worst element is the planted one, and stays.
+    for row in doc["rows"].as_array_mut().unwrap() {
+        if row["passed"] == Value::Bool(true) && row["stats"].is_object() {
+            row["stats"]["worst_index"] = Value::String("[rounding]".into());
+        }
+    }
     redact(&mut doc);
     insta::assert_json_snapshot!(doc);
 }

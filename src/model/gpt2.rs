@@ -4,22 +4,25 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use ndarray::{Array1, Array2, Zip, s};
+use ndarray::{Array1, Array2, s};
 
 use super::block::Block;
 use super::config::Config;
 use super::kv_cache::KvCache;
 use super::layer_norm::LayerNorm;
-use super::linear::{matmul, matmul_by_rows};
+use super::linear::matmul;
+use super::packed::PackedMatrix;
 use super::scratch::{Scratch, view2};
-use super::weights::{Param, Weights};
+use super::weights::{Orientation, Param, Weights};
 use crate::checkpoint::Checkpoint;
 use crate::plant::{self, Variant};
 use crate::tape::{NoTape, Site, Tape, hook, stage};
 
 pub struct Gpt2 {
     pub config: Config,
-    wte: Param, // [V, C], also the lm_head (tied)
+    /// The token embedding [V, C], held as the tied lm_head's W = wteᵀ [C, V] for the kernels
+    /// (an embedding row is a column of it).
+    wte: PackedMatrix,
     wpe: Param, // [n_positions, C]
     h: Vec<Block>,
     ln_f: LayerNorm,
@@ -36,7 +39,7 @@ impl Gpt2 {
     pub fn load(weights: &Weights, config: Config) -> Result<Gpt2> {
         let c = config.n_embd;
         Ok(Gpt2 {
-            wte: weights.get_aligned("wte.weight", [config.vocab_size, c], false)?,
+            wte: weights.get_packed("wte.weight", [config.vocab_size, c], Orientation::Transposed)?,
             wpe: weights.get("wpe.weight", &[config.n_positions, c])?,
             h: (0..config.n_layer).map(|l| Block::load(weights, l, &config)).collect::<Result<_>>()?,
             ln_f: LayerNorm::load(weights, "ln_f", c, config.layer_norm_epsilon)?,
@@ -87,11 +90,13 @@ impl Gpt2 {
         let (t, past, c) = (tokens.len(), cache.len(), self.config.n_embd);
 
         // wte[ids] + wpe[positions]
-        let (wte, wpe) = (self.wte.view2(), self.wpe.view2());
+        let wpe = self.wpe.view2();
         let mut x = view2(&mut s.x, (t, c)); // [T, C]
-        for (i, (row, &id)) in x.rows_mut().into_iter().zip(tokens).enumerate() {
+        for (i, (mut row, &id)) in x.rows_mut().into_iter().zip(tokens).enumerate() {
             let position = if plant::active(Variant::DecodePositionsRestart) { i } else { past + i };
-            Zip::from(row).and(wte.row(id as usize)).and(wpe.row(position)).for_each(|x, &e, &p| *x = e + p);
+            for (channel, (x, &p)) in row.iter_mut().zip(wpe.row(position)).enumerate() {
+                *x = self.wte.get(channel, id as usize) + p;
+            }
         }
         stage(tape, Site::new(Checkpoint::Embeddings, None, "embeddings"), x.view_mut())?;
         if tape.is_complete() {
@@ -115,15 +120,16 @@ impl Gpt2 {
         }
         stage(tape, Site::new(Checkpoint::Logits, None, "ln_f"), h.view_mut())?;
         if tape.wants(Checkpoint::Logits, None) {
-            // Summed row by row as the last-position path below sums its one row, so that
-            // checkpoint 9's bitwise invariant holds by construction, not by luck.
-            let logits = matmul_by_rows(h.view(), wte.t()); // [T, V]
+            // Every row summed as the last-position product below sums its one row (the
+            // kernels' contract), so checkpoint 9's bitwise invariant holds by construction.
+            let mut logits = Array2::<f32>::zeros((t, self.config.vocab_size)); // [T, V]
+            matmul(h.view(), &self.wte, logits.view_mut());
             tape.record(Site::new(Checkpoint::Logits, None, "logits"), logits.view().into_dyn())?;
         }
         // Only the last position's logits are needed to pick the next token: [1, C]·[C, V].
         let v = self.config.vocab_size;
         let mut last = view2(&mut s.logits, (1, v)); // [1, V]
-        matmul(h.slice(s![t - 1..t, ..]), wte.t(), last.view_mut());
+        matmul(h.slice(s![t - 1..t, ..]), &self.wte, last.view_mut());
         hook(tape, Site::new(Checkpoint::SelectedLogits, None, "selected_logits"), last.row(0))?;
         Ok(true)
     }

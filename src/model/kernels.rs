@@ -1,62 +1,438 @@
-//! The one-row matrix product of the decode step, where the engine's time is reading weights:
-//! the matrix is held as [N, K] (every output a contiguous row: Conv1D weights are transposed
-//! at load, the tied lm_head is wte itself), streamed once in contiguous slabs shared out
-//! between the cores, with SIMD chosen at run time (AVX-512, AVX2 + FMA, or the portable loop
-//! LLVM vectorises for the baseline target). `reference_gemv_rows` beside it is the plain
-//! definition it is tested against, as llm.c keeps its reference kernels. Products of more
-//! rows go to a well-kept GEMM crate.
+//! The products y = x·W of the engine, W a `PackedMatrix` (panels of 16 columns, laid out at
+//! load). Every output is summed over k in order, one multiply-add at a time, starting from
+//! zero, by the same tile whatever the number of rows of x: a row of a prompt's product is bit
+//! for bit the decode step's product of that row. Two drivers share out the panels:
+//! - `gemv`, one row (the decode step), where the time is reading W from memory: each thread
+//!   of the team (`team.rs`) streams its own slab of panels, four at a time;
+//! - `gemm`, many rows (a prompt), where the time is multiply-adds: rayon's threads take runs
+//!   of panels; a pair of panels stays in cache while x goes past it twelve rows at a time,
+//!   24 accumulators in AVX-512 registers, x[t, k] broadcast.
+//!
+//! SIMD is chosen at run time: AVX-512, AVX2 (both with fused multiply-adds), or portable code
+//! (separate multiply and add) that LLVM vectorises for the baseline target. One machine makes
+//! the same choice for every product. `reference_matmul` beside it is the plain definition the
+//! kernels are tested against, as llm.c keeps its reference kernels.
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
-use rayon::prelude::*;
-use std::cell::RefCell;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// y[N] = w[N, K] · x[K] (w row-major): every output a dot product of a row with x, the layout
-/// of the tied lm_head (wte [V, C] used as wteᵀ). The rows are cut into one slab per thread of
-/// the team (`team.rs`), which each thread streams from its front; a thread done with its own
-/// takes runs of rows from the back of the others', so that one the machine slowed down (two
-/// cores, shared) is not waited for. (Taking runs from one shared queue instead measured ~12%
-/// slower: each thread's reads then jump instead of streaming.) Every output is summed by the
-/// same kernel whichever thread takes it: the result does not depend on the split.
-pub fn gemv_rows(x: &[f32], w: &[f32], y: &mut [f32]) {
-    let (k, n) = (x.len(), y.len());
-    assert_eq!(w.len(), k * n, "w is [N, K]");
-    let kernel = rows_kernel();
+use ndarray::{ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
+
+use super::packed::{PANEL, PackedMatrix};
+
+/// y[N] = x[K]·W: the decode step's product. The panels are cut into one slab per thread of
+/// the team, which each thread streams from its front; a thread done with its own takes runs
+/// of panels from the back of the others', so that one the machine slowed down (two cores,
+/// shared) is not waited for. (Taking runs from one shared queue instead measured ~12% slower:
+/// each thread's reads then jump instead of streaming.) Allocates nothing.
+pub fn gemv(x: &[f32], w: &PackedMatrix, y: &mut [f32]) {
+    assert_eq!(x.len(), w.k(), "x has K elements");
+    assert_eq!(y.len(), w.n(), "y has N elements");
+    let kernel = Kernels::detect().one_row;
+    let x = Rows { at: x.as_ptr(), stride: w.k(), rows: 1 };
+    let y = Out { at: y.as_mut_ptr(), stride: w.n() };
     let team = super::team::team();
     let parts = team.size();
-    let rows = n.div_ceil(parts).max(1);
-    let run = (rows / 16).max(8); // rows taken at a time
-    let out = OutPtr(y.as_mut_ptr());
-    let compute = |(first, last): (usize, usize)| {
-        // Safety: every run of rows is taken from its slab once, by one thread; y outlives
-        // `run`.
-        let y = unsafe { std::slice::from_raw_parts_mut(out.at(first), last - first) };
-        kernel(x, &w[first * k..last * k], y);
-    };
+    let panels = w.panels();
+    let per_part = panels.div_ceil(parts).max(1);
+    let run = (per_part / 8).max(4); // panels taken at a time
     thread_local! {
         // Kept from one product to the next: the decode step allocates nothing here.
-        static SLABS: RefCell<Vec<Slab>> = const { RefCell::new(Vec::new()) };
+        static SLABS: std::cell::RefCell<Vec<Slab>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     SLABS.with_borrow_mut(|slabs| {
         slabs.resize_with(parts, || Slab::new(0, 0));
         for (p, slab) in slabs.iter().enumerate() {
-            slab.reset((p * rows).min(n), ((p + 1) * rows).min(n));
+            slab.reset((p * per_part).min(panels), ((p + 1) * per_part).min(panels));
         }
+        // Safety (every call of `kernel`): x and y hold 1 row of K and N floats; every run of
+        // panels is taken from its slab once, by one thread, so the threads write disjoint
+        // columns of y.
         team.run(&|part| {
-            while let Some(rows) = slabs[part].take_front(run) {
-                compute(rows);
+            while let Some(run) = slabs[part].take_front(run) {
+                unsafe { kernel(x, w, run, y) };
             }
             for other in (1..parts).map(|i| (part + i) % parts) {
-                while let Some(rows) = slabs[other].take_back(run / 4 + 1) {
-                    compute(rows);
+                while let Some(run) = slabs[other].take_back(run / 4 + 1) {
+                    unsafe { kernel(x, w, run, y) };
                 }
             }
         });
     });
 }
 
-/// The rows front..back of a slab not yet taken, in one word so that the owner taking from
-/// the front and a helper taking from the back never both take a row.
+/// y[M, N] = x[M, K]·W for many rows (a prompt, the full logits): rayon's threads take runs of
+/// panels, each computing every row of x against them. y may be a view with any row stride,
+/// its rows contiguous.
+pub fn gemm(x: ArrayView2<'_, f32>, w: &PackedMatrix, mut y: ArrayViewMut2<'_, f32>) {
+    let (m, k) = x.dim();
+    assert_eq!(k, w.k(), "inner dimensions");
+    assert_eq!(y.dim(), (m, w.n()), "the output's shape");
+    if m == 0 {
+        return;
+    }
+    let x = x.as_standard_layout();
+    assert!(y.ncols() < 2 || y.strides()[1] == 1, "the output's rows are contiguous");
+    let kernel = Kernels::detect().many_rows;
+    let rows = Rows { at: x.as_ptr(), stride: k, rows: m };
+    let out = Out { at: y.as_mut_ptr(), stride: y.strides()[0].max(0) as usize };
+    // Runs of panels long enough that the prefetching of the next panels (`rows`) mostly
+    // stays within a thread's run, a few per thread so that a slowed thread is helped.
+    let panels = w.panels();
+    let run_len = (panels / (4 * rayon::current_num_threads())).max(4);
+    (0..panels.div_ceil(run_len)).into_par_iter().for_each(|task| {
+        let run = task * run_len..((task + 1) * run_len).min(panels);
+        // Safety: x and y are the views checked above; the tasks write disjoint columns of y.
+        unsafe { kernel(rows, w, run, out) };
+    });
+}
+
+/// The plain definition: y[t, n] = Σ_k x[t, k]·W[k, n], summed in float64 (for the tests).
+#[cfg(test)]
+pub fn reference_matmul(x: ArrayView2<'_, f32>, w: &PackedMatrix) -> ndarray::Array2<f32> {
+    let dense = w.to_dense().mapv(f64::from);
+    x.mapv(f64::from).dot(&dense).mapv(|v| v as f32)
+}
+
+/// The rows of x a kernel reads: `rows` rows of K floats, `stride` floats apart.
+#[derive(Clone, Copy)]
+struct Rows {
+    at: *const f32,
+    stride: usize,
+    rows: usize,
+}
+
+/// Where a kernel writes y: row t at `at + t·stride`, N floats.
+#[derive(Clone, Copy)]
+struct Out {
+    at: *mut f32,
+    stride: usize,
+}
+
+// Safety: shared with the threads of one product only, which read x and write disjoint columns
+// of y while the caller's borrows of both are held.
+unsafe impl Send for Rows {}
+unsafe impl Sync for Rows {}
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// y[.., panels] = x·W[.., panels] for every row of x.
+type Kernel = unsafe fn(Rows, &PackedMatrix, Range<usize>, Out);
+
+/// This machine's kernels for one row and for many.
+struct Kernels {
+    one_row: Kernel,
+    many_rows: Kernel,
+}
+
+impl Kernels {
+    fn detect() -> Kernels {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("fma") {
+                return Kernels { one_row: x86::one_row_avx512, many_rows: x86::many_rows_avx512 };
+            }
+            if has!("avx2") && has!("fma") {
+                return Kernels { one_row: x86::one_row_avx2, many_rows: x86::many_rows_avx2 };
+            }
+        }
+        Kernels { one_row: one_row_portable, many_rows: many_rows_portable }
+    }
+}
+
+/// 16 float32 lanes, one column of a panel each: the operations of a tile.
+trait Lanes: Copy {
+    unsafe fn zero() -> Self;
+    /// A line of a panel: 16 floats on a 64-byte boundary.
+    unsafe fn load(line: *const f32) -> Self;
+    unsafe fn splat(value: f32) -> Self;
+    /// self + a·b
+    unsafe fn madd(self, a: Self, b: Self) -> Self;
+    unsafe fn add(self, other: Self) -> Self;
+    unsafe fn store(self, to: *mut f32);
+    /// Starts fetching the cache line at `line` (a hint: nothing is read).
+    unsafe fn prefetch(_line: *const f32) {}
+}
+
+/// The runs of `NP` panels in `panels`, each against every row of x, `MR` rows at a time.
+///
+/// Safety: x holds `x.rows` rows of W's K floats; y has room for those rows of W's N floats.
+#[inline(always)]
+unsafe fn panels<V: Lanes, const NP: usize, const MR: usize>(
+    x: Rows,
+    w: &PackedMatrix,
+    panels: Range<usize>,
+    y: Out,
+) {
+    let mut p = panels.start;
+    while p + NP <= panels.end {
+        unsafe { rows::<V, NP, MR>(x, w, p, y) };
+        p += NP;
+    }
+    for p in p..panels.end {
+        unsafe { rows::<V, 1, MR>(x, w, p, y) };
+    }
+}
+
+/// Panels p..p + NP against every row of x: tiles of MR rows, the rest in tiles of 8, 4, 2, 1.
+/// While x goes past these panels (in cache after the first tile), the tiles share out the
+/// prefetching of the next NP panels from memory, which would otherwise hold up the first tile
+/// of the next run.
+#[inline(always)]
+unsafe fn rows<V: Lanes, const NP: usize, const MR: usize>(x: Rows, w: &PackedMatrix, p: usize, y: Out) {
+    let tiles = x.rows.div_ceil(MR);
+    let next = w.lines_of((p + NP).min(w.panels())..(p + 2 * NP).min(w.panels()));
+    let share = next.len().div_ceil(tiles);
+    let ahead = |tile: usize| {
+        let lines = if tiles > 1 { next.chunks(share.max(1)).nth(tile).unwrap_or(&[]) } else { &[] };
+        Ahead { at: lines.as_ptr().cast::<f32>(), lines: lines.len() }
+    };
+    let mut t = 0;
+    while t + MR <= x.rows {
+        unsafe { tile::<V, MR, NP>(x, w, p, t, y, ahead(t / MR)) };
+        t += MR;
+    }
+    macro_rules! rest {
+        ($($rows:literal),*) => {$(
+            if $rows < MR && x.rows - t >= $rows {
+                unsafe { tile::<V, $rows, NP>(x, w, p, t, y, ahead(tiles - 1)) };
+                t += $rows;
+            }
+        )*};
+    }
+    rest!(8, 4, 2, 1);
+    debug_assert_eq!(t, x.rows);
+}
+
+/// Lines of the next panels to fetch into cache during a tile, spread over its steps of k.
+#[derive(Clone, Copy)]
+struct Ahead {
+    at: *const f32,
+    lines: usize,
+}
+
+/// Steps of k summed in an accumulator of their own before it is added to the output's sum: a
+/// float32 sum of K terms in one accumulator has rounding errors growing with K (measured: 1.3×
+/// PyTorch's error against the float64 truth on GPT-2 shapes); in blocks they grow with
+/// BLOCK + K / BLOCK, for one extra add per output and block.
+const BLOCK: usize = 64;
+
+/// y[t..t + MR, panels p..p + NP] = x[t..t + MR]·W[.., those panels]: MR·NP accumulators, each
+/// 16 outputs, summing over k in order in blocks of `BLOCK`. The same arithmetic for every
+/// output whatever MR and NP, hence bit for bit the same result.
+#[inline(always)]
+unsafe fn tile<V: Lanes, const MR: usize, const NP: usize>(
+    x: Rows,
+    w: &PackedMatrix,
+    p: usize,
+    t: usize,
+    y: Out,
+    ahead: Ahead,
+) {
+    let k = w.k();
+    let panel: [*const f32; NP] =
+        std::array::from_fn(|j| w.lines_of(p + j..p + j + 1).as_ptr().cast::<f32>());
+    // Safety: rows t..t + MR of x exist (the callers' loops), each K floats.
+    let xs: [*const f32; MR] = std::array::from_fn(|r| unsafe { x.at.add((t + r) * x.stride) });
+    // Sums of the finished blocks of k, and of the block being summed.
+    let mut sum = [[unsafe { V::zero() }; NP]; MR];
+    // One prefetch every `every` steps of k, spread over the whole tile.
+    let every = (k / ahead.lines.max(1)).max(1);
+    let (mut countdown, mut fetched) = (0, 0);
+    for block in (0..k).step_by(BLOCK) {
+        let mut acc = [[unsafe { V::zero() }; NP]; MR];
+        for i in block..(block + BLOCK).min(k) {
+            // Safety: line i of each panel is within its K lines; x[t + r, i] within row t + r.
+            let lines: [V; NP] = std::array::from_fn(|j| unsafe { V::load(panel[j].add(i * PANEL)) });
+            if countdown == 0 {
+                if fetched < ahead.lines {
+                    // Safety: `fetched` counts lines of `ahead`.
+                    unsafe { V::prefetch(ahead.at.add(fetched * PANEL)) };
+                    fetched += 1;
+                }
+                countdown = every;
+            }
+            countdown -= 1;
+            for r in 0..MR {
+                let xv = unsafe { V::splat(*xs[r].add(i)) };
+                for j in 0..NP {
+                    acc[r][j] = unsafe { acc[r][j].madd(xv, lines[j]) };
+                }
+            }
+        }
+        for (sum, acc) in sum.iter_mut().zip(&acc) {
+            for (sum, acc) in sum.iter_mut().zip(acc) {
+                *sum = unsafe { sum.add(*acc) };
+            }
+        }
+    }
+    let acc = sum;
+    for (r, acc) in acc.iter().enumerate() {
+        for (j, acc) in acc.iter().enumerate() {
+            let column = (p + j) * PANEL;
+            // Safety: row t + r of y has N floats; the last panel's padding columns are not
+            // stored.
+            unsafe {
+                let to = y.at.add((t + r) * y.stride + column);
+                let valid = w.n() - column;
+                if valid >= PANEL {
+                    acc.store(to);
+                } else {
+                    let mut line = [0.0f32; PANEL];
+                    acc.store(line.as_mut_ptr());
+                    std::ptr::copy_nonoverlapping(line.as_ptr(), to, valid);
+                }
+            }
+        }
+    }
+}
+
+/// The baseline target's lanes: multiply and add separate (a fused multiply-add without the
+/// hardware is a slow library call); LLVM vectorises the loops for what the target has.
+#[derive(Clone, Copy)]
+struct Portable([f32; PANEL]);
+
+impl Lanes for Portable {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Portable([0.0; PANEL])
+    }
+    #[inline(always)]
+    unsafe fn load(line: *const f32) -> Self {
+        Portable(unsafe { *line.cast::<[f32; PANEL]>() })
+    }
+    #[inline(always)]
+    unsafe fn splat(value: f32) -> Self {
+        Portable([value; PANEL])
+    }
+    #[inline(always)]
+    unsafe fn madd(self, a: Self, b: Self) -> Self {
+        Portable(std::array::from_fn(|i| self.0[i] + a.0[i] * b.0[i]))
+    }
+    #[inline(always)]
+    unsafe fn add(self, other: Self) -> Self {
+        Portable(std::array::from_fn(|i| self.0[i] + other.0[i]))
+    }
+    #[inline(always)]
+    unsafe fn store(self, to: *mut f32) {
+        unsafe { to.cast::<[f32; PANEL]>().write_unaligned(self.0) }
+    }
+}
+
+unsafe fn one_row_portable(x: Rows, w: &PackedMatrix, run: Range<usize>, y: Out) {
+    unsafe { panels::<Portable, 2, 1>(x, w, run, y) }
+}
+
+unsafe fn many_rows_portable(x: Rows, w: &PackedMatrix, run: Range<usize>, y: Out) {
+    unsafe { panels::<Portable, 1, 4>(x, w, run, y) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The x86-64 lanes and the kernels compiled for them. The tile shapes fill the register
+    //! file: AVX-512 has 32 registers of 16 floats (12 rows × 2 panels = 24 accumulators, two
+    //! lines, one broadcast), AVX2 16 of 8 (6 rows × 1 panel × 2 halves = 12 accumulators).
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use super::{Lanes, Out, PackedMatrix, Rows, panels};
+
+    #[derive(Clone, Copy)]
+    pub struct Avx512(__m512);
+
+    impl Lanes for Avx512 {
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            Avx512(unsafe { _mm512_setzero_ps() })
+        }
+        #[inline(always)]
+        unsafe fn load(line: *const f32) -> Self {
+            Avx512(unsafe { _mm512_load_ps(line) })
+        }
+        #[inline(always)]
+        unsafe fn splat(value: f32) -> Self {
+            Avx512(unsafe { _mm512_set1_ps(value) })
+        }
+        #[inline(always)]
+        unsafe fn madd(self, a: Self, b: Self) -> Self {
+            Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
+        }
+        #[inline(always)]
+        unsafe fn add(self, other: Self) -> Self {
+            Avx512(unsafe { _mm512_add_ps(self.0, other.0) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, to: *mut f32) {
+            unsafe { _mm512_storeu_ps(to, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn prefetch(line: *const f32) {
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.cast()) }
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub struct Avx2(__m256, __m256);
+
+    impl Lanes for Avx2 {
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { Avx2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
+        }
+        #[inline(always)]
+        unsafe fn load(line: *const f32) -> Self {
+            unsafe { Avx2(_mm256_load_ps(line), _mm256_load_ps(line.add(8))) }
+        }
+        #[inline(always)]
+        unsafe fn splat(value: f32) -> Self {
+            unsafe { Avx2(_mm256_set1_ps(value), _mm256_set1_ps(value)) }
+        }
+        #[inline(always)]
+        unsafe fn madd(self, a: Self, b: Self) -> Self {
+            unsafe { Avx2(_mm256_fmadd_ps(a.0, b.0, self.0), _mm256_fmadd_ps(a.1, b.1, self.1)) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, other: Self) -> Self {
+            unsafe { Avx2(_mm256_add_ps(self.0, other.0), _mm256_add_ps(self.1, other.1)) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, to: *mut f32) {
+            unsafe {
+                _mm256_storeu_ps(to, self.0);
+                _mm256_storeu_ps(to.add(8), self.1);
+            }
+        }
+        #[inline(always)]
+        unsafe fn prefetch(line: *const f32) {
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.cast()) }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn one_row_avx512(x: Rows, w: &PackedMatrix, run: Range<usize>, y: Out) {
+        unsafe { panels::<Avx512, 4, 1>(x, w, run, y) }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn many_rows_avx512(x: Rows, w: &PackedMatrix, run: Range<usize>, y: Out) {
+        unsafe { panels::<Avx512, 2, 12>(x, w, run, y) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn one_row_avx2(x: Rows, w: &PackedMatrix, run: Range<usize>, y: Out) {
+        unsafe { panels::<Avx2, 2, 1>(x, w, run, y) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn many_rows_avx2(x: Rows, w: &PackedMatrix, run: Range<usize>, y: Out) {
+        unsafe { panels::<Avx2, 1, 6>(x, w, run, y) }
+    }
+}
+
+/// The panels front..back of a slab not yet taken, in one word so that the owner taking from
+/// the front and a helper taking from the back never both take a panel.
 struct Slab(AtomicU64);
 
 impl Slab {
@@ -72,22 +448,22 @@ impl Slab {
         (front as u64) << 32 | back as u64
     }
 
-    fn take_front(&self, count: usize) -> Option<(usize, usize)> {
+    fn take_front(&self, count: usize) -> Option<Range<usize>> {
         self.take(|front, back| {
             let end = (front + count).min(back);
-            ((front, end), Slab::pack(end, back))
+            (front..end, Slab::pack(end, back))
         })
     }
 
-    fn take_back(&self, count: usize) -> Option<(usize, usize)> {
+    fn take_back(&self, count: usize) -> Option<Range<usize>> {
         self.take(|front, back| {
             let start = back.saturating_sub(count).max(front);
-            ((start, back), Slab::pack(front, start))
+            (start..back, Slab::pack(front, start))
         })
     }
 
-    /// Takes the rows `split` chooses, unless none are left.
-    fn take(&self, split: impl Fn(usize, usize) -> ((usize, usize), u64)) -> Option<(usize, usize)> {
+    /// Takes the panels `split` chooses, unless none are left.
+    fn take(&self, split: impl Fn(usize, usize) -> (Range<usize>, u64)) -> Option<Range<usize>> {
         let mut now = self.0.load(Ordering::Acquire);
         loop {
             let (front, back) = ((now >> 32) as usize, now as u32 as usize);
@@ -103,325 +479,76 @@ impl Slab {
     }
 }
 
-/// y's address, shared with the team's threads (each writes its own rows).
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-// Safety: only used to write disjoint ranges of a slice that outlives the job.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn at(self, i: usize) -> *mut f32 {
-        // Safety: i is within the slice the pointer came from (checked by the callers' bounds).
-        unsafe { self.0.add(i) }
-    }
-}
-
-/// y[T, N] = x[T, K] · w[N, K]ᵀ with the one-row kernel for every row of x: each output is
-/// summed exactly as `gemv_rows` sums it, so row t of y is bit for bit what `gemv_rows` gives
-/// for x[t] (checkpoint 9's invariant: the generation path's last-position logits equal the
-/// full logits' last row). w is read in blocks that stay in cache across the rows of x; the
-/// rows of x are shared out between the threads.
-pub fn gemm_rows(x: ArrayView2<'_, f32>, w: &[f32], y: &mut Array2<f32>) {
-    let (k, n) = (x.ncols(), y.ncols());
-    assert_eq!(w.len(), k * n, "w is [N, K]");
-    assert_eq!(y.nrows(), x.nrows(), "one output row per input row");
-    let kernel = block_kernel();
-    const BLOCK: usize = 64; // rows of w: 64·K floats, a few hundred KB, stay in L2
-    let x = x.as_standard_layout();
-    let per_thread = x.nrows().div_ceil(rayon::current_num_threads()).max(1);
-    let y = y.as_slice_mut().expect("a fresh output is contiguous");
-    let x = x.as_slice().expect("standard layout");
-    y.par_chunks_mut(per_thread * n).zip(x.par_chunks(per_thread * k)).for_each(|(y, x)| {
-        for first in (0..n).step_by(BLOCK) {
-            let last = (first + BLOCK).min(n);
-            kernel(x, k, &w[first * k..last * k], y, n, first);
-        }
-    });
-}
-
-/// y = x [M, K] · w [K, N] ([M, N]), for more than one row (a prompt): the `gemm` crate's
-/// blocked kernels (AVX2 + FMA; its AVX-512 ones need the crate's nightly feature), on rayon's
-/// threads, reading either layout of w (Conv1D weights are held transposed, the lm_head wteᵀ)
-/// and writing y in place, whatever its strides.
-pub fn gemm(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>, mut y: ArrayViewMut2<'_, f32>) {
-    let ((m, k), n) = (x.dim(), w.ncols());
-    assert_eq!(w.nrows(), k, "inner dimensions");
-    assert_eq!(y.dim(), (m, n), "the output's shape");
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // Safety: every pointer comes with the shape and strides of the ndarray view it belongs
-    // to, so gemm reads and writes only their elements; y is not aliased.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            y.as_mut_ptr(),
-            y.strides()[1],
-            y.strides()[0],
-            false,
-            x.as_ptr(),
-            x.strides()[1],
-            x.strides()[0],
-            w.as_ptr(),
-            w.strides()[1],
-            w.strides()[0],
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-}
-
-/// The plain definition: y[n] = Σ_k w[n, k]·x[k], summed in float64 (for the tests).
-#[cfg(test)]
-pub fn reference_gemv_rows(x: &[f32], w: &[f32], y: &mut [f32]) {
-    let k = x.len();
-    for (n, out) in y.iter_mut().enumerate() {
-        *out = x.iter().zip(&w[n * k..(n + 1) * k]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32;
-    }
-}
-
-/// out[r] = Σ_k x[k]·w[r, k] for a run of rows.
-type Rows = fn(&[f32], &[f32], &mut [f32]);
-/// `block_body`: many rows of x against a block of rows of w.
-type Block = fn(&[f32], usize, &[f32], &mut [f32], usize, usize);
-
-fn block_kernel() -> Block {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-            return |x, k, w, y, n, first| unsafe { block_avx512(x, k, w, y, n, first) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return |x, k, w, y, n, first| unsafe { block_avx2(x, k, w, y, n, first) };
-        }
-    }
-    block_body::<SEPARATE>
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn block_avx512(x: &[f32], k: usize, w: &[f32], y: &mut [f32], n: usize, first: usize) {
-    block_body::<FUSED>(x, k, w, y, n, first)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn block_avx2(x: &[f32], k: usize, w: &[f32], y: &mut [f32], n: usize, first: usize) {
-    block_body::<FUSED>(x, k, w, y, n, first)
-}
-
-fn rows_kernel() -> Rows {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-            return |x, w, out| unsafe { rows_avx512(x, w, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return |x, w, out| unsafe { rows_avx2(x, w, out) };
-        }
-    }
-    rows_portable
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn rows_avx512(x: &[f32], w: &[f32], out: &mut [f32]) {
-    rows_body::<FUSED>(x, w, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn rows_avx2(x: &[f32], w: &[f32], out: &mut [f32]) {
-    rows_body::<FUSED>(x, w, out)
-}
-
-fn rows_portable(x: &[f32], w: &[f32], out: &mut [f32]) {
-    rows_body::<SEPARATE>(x, w, out)
-}
-
-/// Partial sums per output: the compiler may not reorder a float sum, so the lanes are written
-/// out, and added pairwise at the end.
-const LANES: usize = 16;
-
-/// Multiply-adds fused (one rounding: the FMA units of AVX2 and AVX-512 CPUs, twice the
-/// throughput of a multiply and an add) or separate (the portable kernel, where a fused
-/// multiply-add without the hardware is a slow library call). Every kernel of one machine
-/// makes the same choice, so the one-row and the many-row products stay bit for bit equal.
-const FUSED: bool = true;
-const SEPARATE: bool = false;
-
-/// acc + a·b, fused or not.
-#[inline(always)]
-fn madd<const FUSE: bool>(acc: f32, a: f32, b: f32) -> f32 {
-    if FUSE { a.mul_add(b, acc) } else { acc + a * b }
-}
-
-#[inline(always)]
-fn rows_body<const FUSE: bool>(x: &[f32], w: &[f32], out: &mut [f32]) {
-    let k = x.len();
-    for (out, row) in out.iter_mut().zip(w.chunks_exact(k)) {
-        *out = dot::<FUSE>(x, row);
-    }
-}
-
-/// Σ x[i]·row[i]: lane i sums elements i, i + LANES, ... in order; then the lanes pairwise; then
-/// the tail. `dot_4x2` does exactly these operations for four x and two rows at once.
-#[inline(always)]
-fn dot<const FUSE: bool>(x: &[f32], row: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let (xs, ws) = (x.chunks_exact(LANES), row.chunks_exact(LANES));
-    let (x_tail, w_tail) = (xs.remainder(), ws.remainder());
-    for (xc, wc) in xs.zip(ws) {
-        for i in 0..LANES {
-            acc[i] = madd::<FUSE>(acc[i], xc[i], wc[i]);
-        }
-    }
-    finish(acc, x_tail, w_tail)
-}
-
-/// `dot` of four x with two rows, sharing every load: bit for bit eight `dot`s, for the
-/// product of many rows, where loads are what limits. The accumulators are named one by one:
-/// written as nested arrays, LLVM vectorises them two lanes wide.
-#[inline(always)]
-fn dot_4x2<const FUSE: bool>(x: [&[f32]; 4], rows: [&[f32]; 2]) -> [[f32; 4]; 2] {
-    let zero = [0.0f32; LANES];
-    let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero); // x[0..4] · rows[0]
-    let (mut b0, mut b1, mut b2, mut b3) = (zero, zero, zero, zero); // x[0..4] · rows[1]
-    let full = rows[0].len() / LANES * LANES;
-    let (x0, x1, x2, x3) = (&x[0][..full], &x[1][..full], &x[2][..full], &x[3][..full]);
-    let (r0, r1) = (&rows[0][..full], &rows[1][..full]);
-    for at in (0..full).step_by(LANES) {
-        let (c0, c1, c2, c3) =
-            (&x0[at..at + LANES], &x1[at..at + LANES], &x2[at..at + LANES], &x3[at..at + LANES]);
-        let (w0, w1) = (&r0[at..at + LANES], &r1[at..at + LANES]);
-        for i in 0..LANES {
-            a0[i] = madd::<FUSE>(a0[i], c0[i], w0[i]);
-            a1[i] = madd::<FUSE>(a1[i], c1[i], w0[i]);
-            a2[i] = madd::<FUSE>(a2[i], c2[i], w0[i]);
-            a3[i] = madd::<FUSE>(a3[i], c3[i], w0[i]);
-            b0[i] = madd::<FUSE>(b0[i], c0[i], w1[i]);
-            b1[i] = madd::<FUSE>(b1[i], c1[i], w1[i]);
-            b2[i] = madd::<FUSE>(b2[i], c2[i], w1[i]);
-            b3[i] = madd::<FUSE>(b3[i], c3[i], w1[i]);
-        }
-    }
-    let (t0, t1) = (&rows[0][full..], &rows[1][full..]);
-    let tail = |j: usize| &x[j][full..];
-    [
-        [finish(a0, tail(0), t0), finish(a1, tail(1), t0), finish(a2, tail(2), t0), finish(a3, tail(3), t0)],
-        [finish(b0, tail(0), t1), finish(b1, tail(1), t1), finish(b2, tail(2), t1), finish(b3, tail(3), t1)],
-    ]
-}
-
-#[inline(always)]
-fn finish(mut acc: [f32; LANES], x_tail: &[f32], w_tail: &[f32]) -> f32 {
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            acc[i] += acc[i + width];
-        }
-    }
-    acc[0] + x_tail.iter().zip(w_tail).map(|(a, b)| a * b).sum::<f32>()
-}
-
-/// y[t, first + m] = dot(x[t], w[m]) for the rows t of x (each `k` long) and m of a block of w.
-/// Tiles of four rows of x stay in L1 while the block's rows stream past from L2 two at a time
-/// (the other way round, every row of w would fetch all of x from L2 and wait on it).
-#[inline(always)]
-fn block_body<const FUSE: bool>(x: &[f32], k: usize, w: &[f32], y: &mut [f32], n: usize, first: usize) {
-    let (t_rows, m_rows) = (x.len() / k, w.len() / k);
-    let x_row = |t: usize| &x[t * k..(t + 1) * k];
-    let w_row = |m: usize| &w[m * k..(m + 1) * k];
-    let mut t = 0;
-    while t + 4 <= t_rows {
-        let xs = std::array::from_fn(|j| x_row(t + j));
-        let mut m = 0;
-        while m + 2 <= m_rows {
-            let tile = dot_4x2::<FUSE>(xs, [w_row(m), w_row(m + 1)]);
-            for (i, column) in tile.into_iter().enumerate() {
-                for (j, v) in column.into_iter().enumerate() {
-                    y[(t + j) * n + first + m + i] = v;
-                }
-            }
-            m += 2;
-        }
-        for m in m..m_rows {
-            for (j, &x) in xs.iter().enumerate() {
-                y[(t + j) * n + first + m] = dot::<FUSE>(x, w_row(m));
-            }
-        }
-        t += 4;
-    }
-    for t in t..t_rows {
-        for m in 0..m_rows {
-            y[t * n + first + m] = dot::<FUSE>(x_row(t), w_row(m));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::Array2;
     use rand::{Rng, SeedableRng};
 
     fn random(n: usize, rng: &mut impl Rng) -> Vec<f32> {
         (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
-    /// Odd sizes exercise every tail: row counts not a multiple of the slabs, row lengths not
-    /// of the lane count.
+    fn matrix(k: usize, n: usize, rng: &mut impl Rng) -> PackedMatrix {
+        let values = random(k * n, rng);
+        PackedMatrix::from_fn(k, n, |i, j| values[i * n + j])
+    }
+
+    /// Odd sizes exercise every tail: rows not a multiple of any tile, columns not of a panel,
+    /// panels not of a run.
     #[test]
-    fn every_row_of_gemm_rows_is_bit_for_bit_gemv_rows() {
+    fn every_row_of_gemm_is_bit_for_bit_gemv() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let (t, k, n) = (5, 100, 333);
-        let x = ndarray::Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
-        let w = random(n * k, &mut rng);
-        let mut all = ndarray::Array2::zeros((t, n));
-        gemm_rows(x.view(), &w, &mut all);
-        for (row, x_row) in all.rows().into_iter().zip(x.rows()) {
-            let mut one = vec![0.0; n];
-            gemv_rows(x_row.as_slice().unwrap(), &w, &mut one);
-            assert_eq!(row.to_vec(), one);
-        }
-    }
-
-    #[test]
-    fn gemm_equals_ndarray_in_either_layout() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
-        for (m, k, n) in [(2, 3, 5), (7, 64, 129), (128, 768, 300)] {
-            let x = ndarray::Array2::from_shape_vec((m, k), random(m * k, &mut rng)).unwrap();
-            let w = ndarray::Array2::from_shape_vec((k, n), random(k * n, &mut rng)).unwrap();
-            let w_t = w.t().as_standard_layout().into_owned(); // [N, K], viewed back as [K, N]
-            let plain = x.dot(&w);
-            for w in [w.view(), w_t.t()] {
-                let mut ours = ndarray::Array2::zeros((m, n));
-                gemm(x.view(), w, ours.view_mut());
-                let worst = (&ours - &plain).iter().fold(0.0f32, |m, d| m.max(d.abs()));
-                assert!(worst <= 1e-6 * k as f32, "({m}, {k}, {n}): {worst}");
+        for (t, k, n) in [(29, 100, 333), (2, 7, 16), (13, 64, 1)] {
+            let x = Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
+            let w = matrix(k, n, &mut rng);
+            let mut all = Array2::zeros((t, n));
+            gemm(x.view(), &w, all.view_mut());
+            for (row, x_row) in all.rows().into_iter().zip(x.rows()) {
+                let mut one = vec![0.0; n];
+                gemv(x_row.as_slice().unwrap(), &w, &mut one);
+                assert_eq!(row.to_vec(), one, "({t}, {k}, {n})");
             }
         }
     }
 
     #[test]
-    fn the_fast_kernel_equals_the_reference_to_float32_rounding() {
+    fn the_kernels_equal_the_reference_to_float32_rounding() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        for (k, n) in [(1, 1), (3, 5), (64, 257), (131, 1030), (768, 2304)] {
-            let (x, w) = (random(k, &mut rng), random(k * n, &mut rng));
-            let (mut fast, mut plain) = (vec![0.0; n], vec![0.0; n]);
-            gemv_rows(&x, &w, &mut fast);
-            reference_gemv_rows(&x, &w, &mut plain);
-            let bound = 1e-6 * k as f32; // |x|, |w| < 1: float32 rounding of a k-term sum
-            for j in 0..n {
-                assert!((fast[j] - plain[j]).abs() <= bound, "({k}, {n}) [{j}]: {} vs {}", fast[j], plain[j]);
+        for (t, k, n) in
+            [(1, 1, 1), (1, 3, 5), (1, 768, 2304), (3, 64, 257), (30, 131, 1030), (128, 768, 300)]
+        {
+            let x = Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
+            let w = matrix(k, n, &mut rng);
+            let plain = reference_matmul(x.view(), &w);
+            let mut fast = Array2::zeros((t, n));
+            if t == 1 {
+                gemv(x.as_slice().unwrap(), &w, fast.as_slice_mut().unwrap());
+            } else {
+                gemm(x.view(), &w, fast.view_mut());
             }
+            let bound = 1e-6 * k as f32; // |x|, |w| < 1: float32 rounding of a k-term sum
+            let worst = (&fast - &plain).iter().fold(0.0f32, |m, d| m.max(d.abs()));
+            assert!(worst <= bound, "({t}, {k}, {n}): {worst}");
         }
+    }
+
+    #[test]
+    fn gemm_writes_into_a_view_with_a_row_stride_and_nothing_else() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let (t, k, n) = (5, 40, 20);
+        let x = Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
+        let w = matrix(k, n, &mut rng);
+        let mut wide = Array2::from_elem((t, n + 7), 9.0f32);
+        gemm(x.view(), &w, wide.slice_mut(ndarray::s![.., 3..3 + n]));
+        let mut plain = Array2::zeros((t, n));
+        gemm(x.view(), &w, plain.view_mut());
+        assert_eq!(wide.slice(ndarray::s![.., 3..3 + n]), plain);
+        assert!(
+            wide.slice(ndarray::s![.., ..3])
+                .iter()
+                .chain(wide.slice(ndarray::s![.., 3 + n..]))
+                .all(|&v| v == 9.0)
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod kv_cache;
 mod layer_norm;
 mod linear;
 mod mlp;
+mod packed;
 mod scratch;
 mod team;
 pub mod weights;

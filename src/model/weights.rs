@@ -11,6 +11,8 @@ use memmap2::Mmap;
 use ndarray::{ArrayView1, ArrayView2};
 use safetensors::{Dtype, SafeTensors};
 
+use super::packed::PackedMatrix;
+
 /// One weight tensor: where its float32 values are, and its shape.
 pub struct Param {
     shape: Vec<usize>,
@@ -22,37 +24,16 @@ enum Storage {
     Mapped { map: Arc<Mmap>, bytes: Range<usize> },
     /// A copy, only for data that cannot be read in place (misaligned in the file).
     Owned(Vec<f32>),
-    /// A copy laid out for the kernels (`Weights::get_aligned`).
-    Aligned(Aligned),
 }
 
-/// float32 values in 64-byte blocks: a cache line each.
+/// How a matrix in the file relates to the W [K, N] of the product y = x·W it serves.
 #[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f32; 16]);
-
-// Safety: 16 float32 fill the 64 bytes exactly: no padding, and every bit pattern is valid.
-unsafe impl bytemuck::Zeroable for Line {}
-unsafe impl bytemuck::Pod for Line {}
-
-/// `len` float32 values starting on a cache line.
-struct Aligned {
-    lines: Vec<Line>,
-    len: usize,
-}
-
-impl Aligned {
-    fn zeros(len: usize) -> Aligned {
-        Aligned { lines: vec![Line([0.0; 16]); len.div_ceil(16)], len }
-    }
-
-    fn as_slice(&self) -> &[f32] {
-        &bytemuck::cast_slice(&self.lines)[..self.len]
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
-    }
+pub enum Orientation {
+    /// Stored as W [K, N] itself: HF's Conv1D.
+    AsIs,
+    /// Stored as Wᵀ [N, K]: the token embedding [V, C], which the tied lm_head multiplies by
+    /// as wteᵀ.
+    Transposed,
 }
 
 impl Param {
@@ -61,7 +42,6 @@ impl Param {
             // Alignment and length were checked when the Param was made.
             Storage::Mapped { map, bytes } => bytemuck::cast_slice(&map[bytes.clone()]),
             Storage::Owned(v) => v,
-            Storage::Aligned(a) => a.as_slice(),
         }
     }
 
@@ -124,33 +104,24 @@ impl Weights {
         Ok(Param { shape: shape.to_vec(), storage })
     }
 
-    /// The matrix `name` of `shape` [rows, cols] in memory of its own, 64-byte aligned (so the
-    /// one-row kernel's vector loads never straddle cache lines), transposed to [cols, rows]
-    /// when `transpose` (the layout that kernel streams: every output a contiguous row). The
-    /// file's pages it was read from are released from this process, so resident memory holds
-    /// one copy of the weights, not two.
-    pub fn get_aligned(&self, name: &str, shape: [usize; 2], transpose: bool) -> Result<Param> {
+    /// The matrix `name` of `shape` [rows, cols], laid out for the kernels (`PackedMatrix`) as
+    /// the W [K, N] of a product y = x·W, read as `orientation` says. The file's pages it was
+    /// read from are released from this process, so resident memory holds one copy of the
+    /// weights, not two.
+    pub fn get_packed(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+        orientation: Orientation,
+    ) -> Result<PackedMatrix> {
         let bytes = self.locate(name, &shape)?;
         let (rows, cols) = (shape[0], shape[1]);
         let raw = &self.map[bytes.clone()];
         let value = |i: usize| f32::from_le_bytes(raw[4 * i..4 * i + 4].try_into().expect("4 bytes"));
-        let mut out = Aligned::zeros(rows * cols);
-        let values = out.as_mut_slice();
-        if transpose {
-            // In tiles, so both the reads and the writes stay within a few pages at a time.
-            const TILE: usize = 64;
-            for r0 in (0..rows).step_by(TILE) {
-                for c0 in (0..cols).step_by(TILE) {
-                    for r in r0..(r0 + TILE).min(rows) {
-                        for c in c0..(c0 + TILE).min(cols) {
-                            values[c * rows + r] = value(r * cols + c);
-                        }
-                    }
-                }
-            }
-        } else {
-            values.iter_mut().enumerate().for_each(|(i, v)| *v = value(i));
-        }
+        let packed = match orientation {
+            Orientation::AsIs => PackedMatrix::from_fn(rows, cols, |k, n| value(k * cols + n)),
+            Orientation::Transposed => PackedMatrix::from_fn(cols, rows, |k, n| value(n * cols + k)),
+        };
         // Safety: the mapping is private and read-only; dropping its pages only makes a later
         // read fetch them from the file again (the diagnosis of `llorch validate` may).
         #[cfg(unix)]
@@ -158,8 +129,7 @@ impl Weights {
             self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, bytes.start, bytes.len())
         }
         .with_context(|| format!("releasing {name}'s pages of {}", self.path.display()))?;
-        let shape = if transpose { vec![cols, rows] } else { vec![rows, cols] };
-        Ok(Param { shape, storage: Storage::Aligned(out) })
+        Ok(packed)
     }
 
     /// Where tensor `name` lies in the file, checked to be float32 of `shape`.
@@ -216,11 +186,10 @@ mod tests {
             let w = Weights::open(&path).unwrap();
             let p = w.get("wte.weight", &[2, 3]).unwrap();
             assert_eq!(p.view2()[[1, 2]], 6.0);
-            let t = w.get_aligned("wte.weight", [2, 3], true).unwrap();
-            assert_eq!(t.view2(), p.view2().t());
-            let a = w.get_aligned("wte.weight", [2, 3], false).unwrap();
-            assert_eq!(a.view2(), p.view2());
-            assert_eq!(a.view2().as_ptr() as usize % 64, 0);
+            let t = w.get_packed("wte.weight", [2, 3], Orientation::Transposed).unwrap();
+            assert_eq!(t.to_dense(), p.view2().t());
+            let a = w.get_packed("wte.weight", [2, 3], Orientation::AsIs).unwrap();
+            assert_eq!(a.to_dense(), p.view2());
             assert!(w.get("wte.weight", &[3, 2]).is_err(), "wrong shape must be refused");
             assert!(w.get("wpe.weight", &[1]).is_err(), "missing tensor must be refused");
         }
