@@ -9,9 +9,9 @@ pub mod kv_cache;
 mod layer_norm;
 mod linear;
 mod mlp;
-mod packed;
+pub mod packed;
 mod scratch;
-mod team;
+pub(crate) mod team;
 pub mod weights;
 
 pub use attention::softmax_in_place;

@@ -39,12 +39,17 @@ struct Lines(memmap2::MmapMut);
 
 impl Lines {
     fn zeroed(count: usize) -> Lines {
-        let bytes = (count * size_of::<Line>()).max(1);
-        let map = memmap2::MmapMut::map_anon(bytes).expect("memory for a weight matrix");
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage); // a hint: without it, 4 KiB pages
-        Lines(map)
+        Lines(huge_pages(count * size_of::<Line>()))
     }
+}
+
+/// `bytes` of zeroed memory, in huge pages where the system grants them. Also the memory of the
+/// benchmark's bandwidth probe, so that its floor is measured under the weights' conditions.
+pub fn huge_pages(bytes: usize) -> memmap2::MmapMut {
+    let map = memmap2::MmapMut::map_anon(bytes.max(1)).expect("anonymous memory");
+    #[cfg(target_os = "linux")]
+    let _ = map.advise(memmap2::Advice::HugePage); // a hint: without it, 4 KiB pages
+    map
 }
 
 impl std::ops::Deref for Lines {
