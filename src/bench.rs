@@ -147,7 +147,8 @@ impl BandwidthProbe {
         let sums: Vec<AtomicU64> = (0..team.size()).map(|_| AtomicU64::new(0)).collect();
         let start = Instant::now();
         team.run(&|part| {
-            let sum = data.chunks(share).nth(part).unwrap_or(&[]).iter().fold(0u64, |a, &b| a.wrapping_add(b));
+            let sum =
+                data.chunks(share).nth(part).unwrap_or(&[]).iter().fold(0u64, |a, &b| a.wrapping_add(b));
             sums[part].store(sum, Ordering::Relaxed);
         });
         let elapsed = start.elapsed();

@@ -27,9 +27,12 @@ use super::packed::{PANEL, PackedMatrix};
 /// shared) is not waited for. (Taking runs from one shared queue instead measured ~12% slower:
 /// each thread's reads then jump instead of streaming.) Allocates nothing.
 pub fn gemv(x: &[f32], w: &PackedMatrix, y: &mut [f32]) {
+    gemv_with(Kernels::detect().one_row, x, w, y)
+}
+
+fn gemv_with(kernel: Kernel, x: &[f32], w: &PackedMatrix, y: &mut [f32]) {
     assert_eq!(x.len(), w.k(), "x has K elements");
     assert_eq!(y.len(), w.n(), "y has N elements");
-    let kernel = Kernels::detect().one_row;
     let x = Rows { at: x.as_ptr(), stride: w.k(), rows: 1 };
     let y = Out { at: y.as_mut_ptr(), stride: w.n() };
     let team = super::team::team();
@@ -65,7 +68,11 @@ pub fn gemv(x: &[f32], w: &PackedMatrix, y: &mut [f32]) {
 /// y[M, N] = x[M, K]·W for many rows (a prompt, the full logits): rayon's threads take runs of
 /// panels, each computing every row of x against them. y may be a view with any row stride,
 /// its rows contiguous.
-pub fn gemm(x: ArrayView2<'_, f32>, w: &PackedMatrix, mut y: ArrayViewMut2<'_, f32>) {
+pub fn gemm(x: ArrayView2<'_, f32>, w: &PackedMatrix, y: ArrayViewMut2<'_, f32>) {
+    gemm_with(Kernels::detect().many_rows, x, w, y)
+}
+
+fn gemm_with(kernel: Kernel, x: ArrayView2<'_, f32>, w: &PackedMatrix, mut y: ArrayViewMut2<'_, f32>) {
     let (m, k) = x.dim();
     assert_eq!(k, w.k(), "inner dimensions");
     assert_eq!(y.dim(), (m, w.n()), "the output's shape");
@@ -74,7 +81,6 @@ pub fn gemm(x: ArrayView2<'_, f32>, w: &PackedMatrix, mut y: ArrayViewMut2<'_, f
     }
     let x = x.as_standard_layout();
     assert!(y.ncols() < 2 || y.strides()[1] == 1, "the output's rows are contiguous");
-    let kernel = Kernels::detect().many_rows;
     let rows = Rows { at: x.as_ptr(), stride: k, rows: m };
     let out = Out { at: y.as_mut_ptr(), stride: y.strides()[0].max(0) as usize };
     // Runs of panels long enough that the prefetching of the next panels (`rows`) mostly
@@ -138,7 +144,30 @@ impl Kernels {
                 return Kernels { one_row: x86::one_row_avx2, many_rows: x86::many_rows_avx2 };
             }
         }
-        Kernels { one_row: one_row_portable, many_rows: many_rows_portable }
+        Kernels::PORTABLE
+    }
+
+    const PORTABLE: Kernels = Kernels { one_row: one_row_portable, many_rows: many_rows_portable };
+
+    /// Every set of kernels this CPU can run, by name: the tests check them all, not only the
+    /// one `detect` picks.
+    #[cfg(test)]
+    fn available() -> Vec<(&'static str, Kernels)> {
+        let mut all = vec![("portable", Kernels::PORTABLE)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                all.push(("avx2", Kernels { one_row: x86::one_row_avx2, many_rows: x86::many_rows_avx2 }));
+            }
+            if has!("avx512f") && has!("fma") {
+                all.push((
+                    "avx512",
+                    Kernels { one_row: x86::one_row_avx512, many_rows: x86::many_rows_avx512 },
+                ));
+            }
+        }
+        all
     }
 }
 
@@ -499,15 +528,17 @@ mod tests {
     #[test]
     fn every_row_of_gemm_is_bit_for_bit_gemv() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for (t, k, n) in [(29, 100, 333), (2, 7, 16), (13, 64, 1)] {
-            let x = Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
-            let w = matrix(k, n, &mut rng);
-            let mut all = Array2::zeros((t, n));
-            gemm(x.view(), &w, all.view_mut());
-            for (row, x_row) in all.rows().into_iter().zip(x.rows()) {
-                let mut one = vec![0.0; n];
-                gemv(x_row.as_slice().unwrap(), &w, &mut one);
-                assert_eq!(row.to_vec(), one, "({t}, {k}, {n})");
+        for (name, kernels) in Kernels::available() {
+            for (t, k, n) in [(29, 200, 333), (2, 7, 16), (13, 64, 1)] {
+                let x = Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
+                let w = matrix(k, n, &mut rng);
+                let mut all = Array2::zeros((t, n));
+                gemm_with(kernels.many_rows, x.view(), &w, all.view_mut());
+                for (row, x_row) in all.rows().into_iter().zip(x.rows()) {
+                    let mut one = vec![0.0; n];
+                    gemv_with(kernels.one_row, x_row.as_slice().unwrap(), &w, &mut one);
+                    assert_eq!(row.to_vec(), one, "{name} ({t}, {k}, {n})");
+                }
             }
         }
     }

@@ -190,5 +190,15 @@ mod tests {
             }
         }
         assert!(off < values.len() / 10_000, "{off} of {} values one step off", values.len());
+        // The builds for other CPUs (where this one can run them) compute the same values.
+        let mut portable = values.clone();
+        portable.iter_mut().for_each(|v| *v = gelu_new(*v));
+        assert!(portable == fast, "the portable build differs");
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let mut avx2 = values.clone();
+            unsafe { super::gelu_all_avx2(&mut avx2) };
+            assert!(avx2 == fast, "the AVX2 build differs");
+        }
     }
 }
