@@ -48,7 +48,8 @@ def ensure_model(shape, cache):
 
 
 def threads_env(args):
-    """llorch's two thread pools: rayon's (the one-row products) and matrixmultiply's (GEMM)."""
+    """llorch's thread pools: rayon's (its size also sets the decode step's team) and
+    matrixmultiply's (ndarray's products inside attention)."""
     return dict(os.environ, RAYON_NUM_THREADS=str(args.threads), MATMUL_NUM_THREADS=str(args.threads))
 
 

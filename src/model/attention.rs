@@ -107,7 +107,7 @@ impl Attention {
 }
 
 /// att = q [T, hd] · k [S, hd]ᵀ ([T, S]). One query (the decode step) as plain dot products:
-/// the blocked GEMM's packing would cost more than the product itself.
+/// ndarray's blocked product (matrixmultiply) would spend more on packing than on the product.
 fn query_key(q: ArrayView2<'_, f32>, k: ArrayView2<'_, f32>, mut att: ArrayViewMut2<'_, f32>) {
     if q.nrows() == 1 {
         let query = q.row(0);
