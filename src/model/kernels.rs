@@ -1,12 +1,15 @@
 //! The products y = x·W of the engine, W a `PackedMatrix` (panels of 16 columns, laid out at
-//! load). Every output is summed over k in order, one multiply-add at a time, starting from
-//! zero, by the same tile whatever the number of rows of x: a row of a prompt's product is bit
-//! for bit the decode step's product of that row. Two drivers share out the panels:
-//! - `gemv`, one row (the decode step), where the time is reading W from memory: each thread
-//!   of the team (`team.rs`) streams its own slab of panels, four at a time;
-//! - `gemm`, many rows (a prompt), where the time is multiply-adds: rayon's threads take runs
-//!   of panels; a pair of panels stays in cache while x goes past it twelve rows at a time,
-//!   24 accumulators in AVX-512 registers, x[t, k] broadcast.
+//! load). Every output is summed over k in order, one multiply-add at a time, in blocks of
+//! `BLOCK` steps, by the same tile whatever the number of rows of x: a row of a prompt's product
+//! is bit for bit the decode step's product of that row. Two entries:
+//! - `gemv`, one row (the decode step), where the time is reading W from memory: four panels
+//!   at a time;
+//! - `gemm`, many rows (a prompt), where the time is multiply-adds: a pair of panels stays in
+//!   cache while x goes past it twelve rows at a time, 24 accumulators in AVX-512 registers,
+//!   x[t, k] broadcast, the next pair prefetched meanwhile.
+//!
+//! Both share the panels out between the threads of the team (`team.rs`), each streaming its
+//! own slab.
 //!
 //! SIMD is chosen at run time: AVX-512, AVX2 (both with fused multiply-adds), or portable code
 //! (separate multiply and add) that LLVM vectorises for the baseline target. One machine makes
@@ -17,15 +20,10 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{ArrayView2, ArrayViewMut2};
-use rayon::prelude::*;
 
 use super::packed::{PANEL, PackedMatrix};
 
-/// y[N] = x[K]·W: the decode step's product. The panels are cut into one slab per thread of
-/// the team, which each thread streams from its front; a thread done with its own takes runs
-/// of panels from the back of the others', so that one the machine slowed down (two cores,
-/// shared) is not waited for. (Taking runs from one shared queue instead measured ~12% slower:
-/// each thread's reads then jump instead of streaming.) Allocates nothing.
+/// y[N] = x[K]·W: the decode step's product. Allocates nothing.
 pub fn gemv(x: &[f32], w: &PackedMatrix, y: &mut [f32]) {
     gemv_with(Kernels::detect().one_row, x, w, y)
 }
@@ -34,40 +32,12 @@ fn gemv_with(kernel: Kernel, x: &[f32], w: &PackedMatrix, y: &mut [f32]) {
     assert_eq!(x.len(), w.k(), "x has K elements");
     assert_eq!(y.len(), w.n(), "y has N elements");
     let x = Rows { at: x.as_ptr(), stride: w.k(), rows: 1 };
-    let y = Out { at: y.as_mut_ptr(), stride: w.n() };
-    let team = super::team::team();
-    let parts = team.size();
-    let panels = w.panels();
-    let per_part = panels.div_ceil(parts).max(1);
-    let run = (per_part / 8).max(4); // panels taken at a time
-    thread_local! {
-        // Kept from one product to the next: the decode step allocates nothing here.
-        static SLABS: std::cell::RefCell<Vec<Slab>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SLABS.with_borrow_mut(|slabs| {
-        slabs.resize_with(parts, || Slab::new(0, 0));
-        for (p, slab) in slabs.iter().enumerate() {
-            slab.reset((p * per_part).min(panels), ((p + 1) * per_part).min(panels));
-        }
-        // Safety (every call of `kernel`): x and y hold 1 row of K and N floats; every run of
-        // panels is taken from its slab once, by one thread, so the threads write disjoint
-        // columns of y.
-        team.run(&|part| {
-            while let Some(run) = slabs[part].take_front(run) {
-                unsafe { kernel(x, w, run, y) };
-            }
-            for other in (1..parts).map(|i| (part + i) % parts) {
-                while let Some(run) = slabs[other].take_back(run / 4 + 1) {
-                    unsafe { kernel(x, w, run, y) };
-                }
-            }
-        });
-    });
+    // Safety: x and y hold one row of K and N floats.
+    unsafe { share_out(kernel, x, w, Out { at: y.as_mut_ptr(), stride: w.n() }) }
 }
 
-/// y[M, N] = x[M, K]·W for many rows (a prompt, the full logits): rayon's threads take runs of
-/// panels, each computing every row of x against them. y may be a view with any row stride,
-/// its rows contiguous.
+/// y[M, N] = x[M, K]·W for many rows (a prompt, the full logits). y may be a view with any row
+/// stride, its rows contiguous.
 pub fn gemm(x: ArrayView2<'_, f32>, w: &PackedMatrix, y: ArrayViewMut2<'_, f32>) {
     gemm_with(Kernels::detect().many_rows, x, w, y)
 }
@@ -83,14 +53,46 @@ fn gemm_with(kernel: Kernel, x: ArrayView2<'_, f32>, w: &PackedMatrix, mut y: Ar
     assert!(y.ncols() < 2 || y.strides()[1] == 1, "the output's rows are contiguous");
     let rows = Rows { at: x.as_ptr(), stride: k, rows: m };
     let out = Out { at: y.as_mut_ptr(), stride: y.strides()[0].max(0) as usize };
-    // Runs of panels long enough that the prefetching of the next panels (`rows`) mostly
-    // stays within a thread's run, a few per thread so that a slowed thread is helped.
+    // Safety: x and y are the views checked above.
+    unsafe { share_out(kernel, rows, w, out) }
+}
+
+/// Runs `kernel` over all of W's panels on the team's threads (`team.rs`). The panels are cut
+/// into one slab per thread, which each thread streams from its front, so that the next panels
+/// it prefetches are the ones it takes next; a thread done with its own takes runs of panels
+/// from the back of the others', so that one the machine slowed down (two cores, shared) is not
+/// waited for. (Taking runs from one shared queue instead measured ~12% slower for the decode
+/// step: each thread's reads then jump instead of streaming.) Allocates nothing.
+///
+/// Safety: x holds `x.rows` rows of W's K floats; y has room for those rows of W's N floats.
+unsafe fn share_out(kernel: Kernel, x: Rows, w: &PackedMatrix, y: Out) {
+    let team = super::team::team();
+    let parts = team.size();
     let panels = w.panels();
-    let run_len = (panels / (4 * rayon::current_num_threads())).max(4);
-    (0..panels.div_ceil(run_len)).into_par_iter().for_each(|task| {
-        let run = task * run_len..((task + 1) * run_len).min(panels);
-        // Safety: x and y are the views checked above; the tasks write disjoint columns of y.
-        unsafe { kernel(rows, w, run, out) };
+    let per_part = panels.div_ceil(parts).max(1);
+    let run = (per_part / 8).max(4); // panels taken at a time
+    thread_local! {
+        // Kept from one product to the next: the decode step allocates nothing here.
+        static SLABS: std::cell::RefCell<Vec<Slab>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SLABS.with_borrow_mut(|slabs| {
+        slabs.resize_with(parts, || Slab::new(0, 0));
+        for (p, slab) in slabs.iter().enumerate() {
+            slab.reset((p * per_part).min(panels), ((p + 1) * per_part).min(panels));
+        }
+        // Safety (every call of `kernel`): x and y as the caller promised; every run of panels
+        // is taken from its slab once, by one thread, so the threads write disjoint columns of
+        // y.
+        team.run(&|part| {
+            while let Some(run) = slabs[part].take_front(run) {
+                unsafe { kernel(x, w, run, y) };
+            }
+            for other in (1..parts).map(|i| (part + i) % parts) {
+                while let Some(run) = slabs[other].take_back(run / 4 + 1) {
+                    unsafe { kernel(x, w, run, y) };
+                }
+            }
+        });
     });
 }
 
