@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::Serialize;
 
 use crate::model::{Gpt2, KvCache};
@@ -65,7 +65,7 @@ pub fn run(model: &Gpt2, prompt_tokens: usize, decode_tokens: usize, repeats: us
 
     let mut cache = KvCache::new(config, prompt_tokens + decode_tokens)?;
     model.forward(&prompt, &mut cache)?;
-    let reader = BandwidthProbe::new();
+    let reader = BandwidthProbe::new()?;
     let mut steps = Vec::with_capacity(decode_tokens);
     let mut passes = Vec::with_capacity(decode_tokens);
     let mut token = 0u32;
@@ -126,20 +126,20 @@ struct BandwidthProbe {
 impl BandwidthProbe {
     const BYTES: usize = 1 << 30;
 
-    fn new() -> BandwidthProbe {
-        let mut memory = crate::model::packed::huge_pages(Self::BYTES);
+    fn new() -> Result<BandwidthProbe> {
+        let mut memory = crate::model::packed::huge_pages(Self::BYTES)
+            .context("1 GiB of memory for the bandwidth probe")?;
         let words: &mut [u64] = bytemuck::cast_slice_mut(&mut memory[..]);
         words.iter_mut().enumerate().for_each(|(i, w)| *w = i as u64);
         let probe = BandwidthProbe { memory };
         probe.pass(); // warm-up
-        probe
+        Ok(probe)
     }
 
-    /// The time of one pass over the whole buffer.
-    /// On the decode step's own threads (`team`), each streaming its contiguous share as the
-    /// one-row product streams its slab of weights: a second pool (rayon's, whose workers spin
-    /// for a while after a job) would still be spinning when the next decode step starts and
-    /// slow it down.
+    /// The time of one pass over the whole buffer, on the decode step's own threads (`team`),
+    /// each streaming its contiguous share as the one-row product streams its slab of weights:
+    /// a second pool (rayon's, whose workers spin for a while after a job) would still be
+    /// spinning when the next decode step starts and slow it down.
     fn pass(&self) -> Duration {
         let data: &[u64] = bytemuck::cast_slice(&self.memory[..]);
         let team = crate::model::team::team();

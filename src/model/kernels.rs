@@ -522,7 +522,7 @@ mod tests {
 
     fn matrix(k: usize, n: usize, rng: &mut impl Rng) -> PackedMatrix {
         let values = random(k * n, rng);
-        PackedMatrix::from_fn(k, n, |i, j| values[i * n + j])
+        PackedMatrix::from_fn(k, n, |i, j| values[i * n + j]).unwrap()
     }
 
     /// Odd sizes exercise every tail: rows not a multiple of any tile, columns not of a panel,

@@ -38,18 +38,18 @@ pub struct PackedMatrix {
 struct Lines(memmap2::MmapMut);
 
 impl Lines {
-    fn zeroed(count: usize) -> Lines {
-        Lines(huge_pages(count * size_of::<Line>()))
+    fn zeroed(count: usize) -> std::io::Result<Lines> {
+        Ok(Lines(huge_pages(count * size_of::<Line>())?))
     }
 }
 
 /// `bytes` of zeroed memory, in huge pages where the system grants them. Also the memory of the
 /// benchmark's bandwidth probe, so that its floor is measured under the weights' conditions.
-pub fn huge_pages(bytes: usize) -> memmap2::MmapMut {
-    let map = memmap2::MmapMut::map_anon(bytes.max(1)).expect("anonymous memory");
+pub fn huge_pages(bytes: usize) -> std::io::Result<memmap2::MmapMut> {
+    let map = memmap2::MmapMut::map_anon(bytes.max(1))?;
     #[cfg(target_os = "linux")]
     let _ = map.advise(memmap2::Advice::HugePage); // a hint: without it, 4 KiB pages
-    map
+    Ok(map)
 }
 
 impl std::ops::Deref for Lines {
@@ -67,10 +67,11 @@ impl std::ops::DerefMut for Lines {
 }
 
 impl PackedMatrix {
-    /// W [k, n] with W[i, j] = `value(i, j)`, filled panel by panel.
-    pub fn from_fn(k: usize, n: usize, value: impl Fn(usize, usize) -> f32) -> PackedMatrix {
+    /// W [k, n] with W[i, j] = `value(i, j)`, filled panel by panel. Fails only when the system
+    /// refuses the memory.
+    pub fn from_fn(k: usize, n: usize, value: impl Fn(usize, usize) -> f32) -> std::io::Result<PackedMatrix> {
         let panels = n.div_ceil(PANEL);
-        let mut lines = Lines::zeroed(panels * k);
+        let mut lines = Lines::zeroed(panels * k)?;
         for (p, panel) in lines.chunks_exact_mut(k.max(1)).enumerate().take(panels) {
             for (i, line) in panel.iter_mut().enumerate() {
                 for (lane, v) in line.0.iter_mut().enumerate().take(n - (p * PANEL).min(n)) {
@@ -78,7 +79,7 @@ impl PackedMatrix {
                 }
             }
         }
-        PackedMatrix { lines, k, n }
+        Ok(PackedMatrix { lines, k, n })
     }
 
     /// Rows of W (inputs of the product).
@@ -119,7 +120,7 @@ mod tests {
     #[test]
     fn every_element_is_where_get_finds_it_and_the_padding_is_zero() {
         let (k, n) = (3, 37); // three panels, the last with 5 columns
-        let w = PackedMatrix::from_fn(k, n, |i, j| (i * 100 + j) as f32);
+        let w = PackedMatrix::from_fn(k, n, |i, j| (i * 100 + j) as f32).unwrap();
         assert_eq!(w.panels(), 3);
         assert_eq!(w.to_dense(), Array2::from_shape_fn((k, n), |(i, j)| (i * 100 + j) as f32));
         let last = w.lines_of(2..3);

@@ -121,7 +121,8 @@ impl Weights {
         let packed = match orientation {
             Orientation::AsIs => PackedMatrix::from_fn(rows, cols, |k, n| value(k * cols + n)),
             Orientation::Transposed => PackedMatrix::from_fn(cols, rows, |k, n| value(n * cols + k)),
-        };
+        }
+        .with_context(|| format!("memory for {name} ({} bytes)", 4 * rows * cols))?;
         // Safety: the mapping is private and read-only; dropping its pages only makes a later
         // read fetch them from the file again (the diagnosis of `llorch validate` may).
         #[cfg(unix)]
