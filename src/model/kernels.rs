@@ -245,9 +245,10 @@ struct Ahead {
 }
 
 /// Steps of k summed in an accumulator of their own before it is added to the output's sum: a
-/// float32 sum of K terms in one accumulator has rounding errors growing with K (measured: 1.3×
-/// PyTorch's error against the float64 truth on GPT-2 shapes); in blocks they grow with
-/// BLOCK + K / BLOCK, for one extra add per output and block.
+/// float32 sum of K terms in one accumulator has rounding errors growing with K; in blocks they
+/// grow with BLOCK + K / BLOCK, for one extra add per output and block. Measured on the
+/// GPT-2-small shape against the float64 truth (rms error over PyTorch's, per checkpoint): 1.9
+/// to 3.5 with one accumulator, 0.6 to 1.0 in blocks of 64.
 const BLOCK: usize = 64;
 
 /// y[t..t + MR, panels p..p + NP] = x[t..t + MR]·W[.., those panels]: MR·NP accumulators, each
