@@ -300,9 +300,8 @@ unsafe fn tile<V: Lanes, const MR: usize, const NP: usize>(
             }
         }
     }
-    let acc = sum;
-    for (r, acc) in acc.iter().enumerate() {
-        for (j, acc) in acc.iter().enumerate() {
+    for (r, sums) in sum.iter().enumerate() {
+        for (j, sum) in sums.iter().enumerate() {
             let column = (p + j) * PANEL;
             // Safety: row t + r of y has N floats; the last panel's padding columns are not
             // stored.
@@ -310,10 +309,10 @@ unsafe fn tile<V: Lanes, const MR: usize, const NP: usize>(
                 let to = y.at.add((t + r) * y.stride + column);
                 let valid = w.n() - column;
                 if valid >= PANEL {
-                    acc.store(to);
+                    sum.store(to);
                 } else {
                     let mut line = [0.0f32; PANEL];
-                    acc.store(line.as_mut_ptr());
+                    sum.store(line.as_mut_ptr());
                     std::ptr::copy_nonoverlapping(line.as_ptr(), to, valid);
                 }
             }

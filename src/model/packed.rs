@@ -7,9 +7,9 @@
 //! - a prompt (many rows of x) keeps a panel in cache while every row of x goes past it, 16
 //!   outputs per vector register, x[t, k] broadcast.
 //!
-//! Both sum each output over k in order, one multiply-add at a time, so a row of a prompt's
-//! product is bit for bit the decode step's product of that row (checkpoint 9's invariant, and
-//! a KV cache that does not depend on how the prompt was split).
+//! Both sum each output over k in order, one multiply-add at a time in blocks of 64 steps, so a
+//! row of a prompt's product is bit for bit the decode step's product of that row (checkpoint
+//! 9's invariant, and a KV cache that does not depend on how the prompt was split).
 
 use ndarray::Array2;
 
