@@ -17,6 +17,7 @@
 //! kernels are tested against, as llm.c keeps its reference kernels.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -128,34 +129,25 @@ unsafe impl Sync for Out {}
 /// y[.., panels] = x·W[.., panels] for every row of x.
 type Kernel = unsafe fn(Rows, &PackedMatrix, Range<usize>, Out);
 
-/// This machine's kernels for one row and for many.
+/// A set of kernels for one row and for many, compiled for one kind of CPU.
+#[derive(Clone, Copy)]
 struct Kernels {
     one_row: Kernel,
     many_rows: Kernel,
 }
 
 impl Kernels {
+    /// The fastest set this CPU runs, chosen once.
     fn detect() -> Kernels {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("fma") {
-                return Kernels { one_row: x86::one_row_avx512, many_rows: x86::many_rows_avx512 };
-            }
-            if has!("avx2") && has!("fma") {
-                return Kernels { one_row: x86::one_row_avx2, many_rows: x86::many_rows_avx2 };
-            }
-        }
-        Kernels::PORTABLE
+        static CHOSEN: OnceLock<Kernels> = OnceLock::new();
+        *CHOSEN.get_or_init(|| Kernels::available().pop().expect("the portable set runs anywhere").1)
     }
 
-    const PORTABLE: Kernels = Kernels { one_row: one_row_portable, many_rows: many_rows_portable };
-
-    /// Every set of kernels this CPU can run, by name: the tests check them all, not only the
-    /// one `detect` picks.
-    #[cfg(test)]
+    /// Every set of kernels this CPU can run, by name, slowest first: `detect` takes the last,
+    /// the tests check them all.
     fn available() -> Vec<(&'static str, Kernels)> {
-        let mut all = vec![("portable", Kernels::PORTABLE)];
+        let mut all =
+            vec![("portable", Kernels { one_row: one_row_portable, many_rows: many_rows_portable })];
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
