@@ -59,10 +59,13 @@ pub struct Evidence<'a> {
 struct Candidate {
     cause: String,
     tensor: ArrayD<f64>,
+    /// A constant offset or factor fitted to the data, which fits wherever a specific mistake
+    /// scales or shifts the whole tensor (a missing 1/√D is a factor √D).
+    generic: bool,
 }
 
 fn candidate<D: ndarray::Dimension>(cause: impl Into<String>, tensor: ndarray::Array<f64, D>) -> Candidate {
-    Candidate { cause: cause.into(), tensor: tensor.into_dyn() }
+    Candidate { cause: cause.into(), tensor: tensor.into_dyn(), generic: false }
 }
 
 /// The hypotheses that fit our tensor, best first, then the checkpoint's common failures. A
@@ -85,16 +88,19 @@ pub fn diagnose(e: &Evidence<'_>) -> Diagnosis {
 
 /// Keeps the candidates ours fits, best first. Closeness is judged on the RMS distance (a few
 /// elements' float32 noise in a chained run must not hide a fit) and the tolerance on the max.
+/// A specific mistake comes before a fitted constant: where both fit, both explain the data,
+/// the specific one names the bug (which of the two fits a hair closer is float32 noise).
 fn judge(e: &Evidence<'_>, reference: &ArrayD<f64>, candidates: Vec<Candidate>) -> Vec<Finding> {
     let (baseline, baseline_rms) = distance(e.ours.view(), reference.view());
-    let mut findings: Vec<Finding> = candidates
-        .into_iter()
-        .filter_map(|c| {
-            let (residual, residual_rms) = distance(e.ours.view(), c.tensor.view());
-            let scale = c.tensor.iter().filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(x.abs()));
-            let fits = residual_rms * CLOSER <= baseline_rms
-                && residual <= WITHIN_TOLERANCES * e.tolerance.allowed(scale);
-            fits.then(|| Finding {
+    let mut findings: Vec<(bool, Finding)> =
+        candidates
+            .into_iter()
+            .filter_map(|c| {
+                let (residual, residual_rms) = distance(e.ours.view(), c.tensor.view());
+                let scale = c.tensor.iter().filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(x.abs()));
+                let fits = residual_rms * CLOSER <= baseline_rms
+                    && residual <= WITHIN_TOLERANCES * e.tolerance.allowed(scale);
+                fits.then(|| (c.generic, Finding {
                 evidence: format!(
                     "ours equals the stage recomputed with it from {}'s tensors to {} (max |diff|; \
                      ours vs {} itself: {})",
@@ -106,15 +112,21 @@ fn judge(e: &Evidence<'_>, reference: &ArrayD<f64>, candidates: Vec<Candidate>) 
                 cause: c.cause,
                 residual,
                 baseline,
+            }))
             })
-        })
-        .collect();
-    findings.sort_by(|a, b| a.residual.total_cmp(&b.residual));
-    if let Some(best) = findings.first().map(|f| f.residual) {
-        findings.retain(|f| f.residual <= NEAR_BEST * best + 1e-7);
-    }
-    findings.truncate(SHOWN);
-    findings
+            .collect();
+    // Specific mistakes first, each kind best first; near misses are judged within a kind (a
+    // fitted constant can match ours to the last bit where a recomputation in float64 cannot).
+    findings.sort_by(|(a_generic, a), (b_generic, b)| {
+        a_generic.cmp(b_generic).then(a.residual.total_cmp(&b.residual))
+    });
+    let best = |generic: bool| findings.iter().find(|(g, _)| *g == generic).map(|(_, f)| f.residual);
+    let (best_specific, best_generic) = (best(false), best(true));
+    findings.retain(|(generic, f)| {
+        let best = if *generic { best_generic } else { best_specific };
+        best.is_some_and(|best| f.residual <= NEAR_BEST * best + 1e-7)
+    });
+    findings.into_iter().map(|(_, f)| f).take(SHOWN).collect()
 }
 
 /// (max, rms) of |ours − x| over all elements; masked scores (below −1e30) are equal to each
@@ -156,8 +168,9 @@ fn generic(e: &Evidence<'_>, reference: &ArrayD<f64>) -> Vec<Candidate> {
     let offset = pairs.iter().map(|(a, b)| a - b).sum::<f64>() / n;
     let (dot, norm) = pairs.iter().fold((0.0, 0.0), |(d, s), (a, b)| (d + a * b, s + b * b));
     let factor = if norm > 0.0 { dot / norm } else { 1.0 };
+    let fitted = |cause: String, tensor: ArrayD<f64>| Candidate { cause, tensor, generic: true };
     vec![
-        candidate(format!("a constant {offset:.3e} added to every element"), reference.mapv(|x| x + offset)),
-        candidate(format!("every element multiplied by {factor:.6}"), reference.mapv(|x| x * factor)),
+        fitted(format!("a constant {offset:.3e} added to every element"), reference.mapv(|x| x + offset)),
+        fitted(format!("every element multiplied by {factor:.6}"), reference.mapv(|x| x * factor)),
     ]
 }

@@ -5,9 +5,11 @@ use anyhow::Result;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, s};
 
 use super::config::Config;
-use super::kv_cache::KvCache;
+use super::kv_cache::{KEY_BLOCK, KvCache};
 use super::linear::Conv1D;
+use super::math::{Simd, exp};
 use super::scratch::{AttnScratch, view2, view3, view4};
+use super::team::team;
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
 use crate::plant::{self, Variant};
@@ -61,38 +63,50 @@ impl Attention {
         }
         let (q, k, v) =
             (heads.index_axis(Axis(0), q_at), heads.index_axis(Axis(0), k_at), heads.index_axis(Axis(0), 2)); // [nh, T, hd] each
-        let (k_all, v_all) = cache.append(layer, k, v); // [nh, S, hd], S = past + T
+        let (k_t, v_all) = cache.append(layer, k, v); // [nh, hd, ≥S] keys as columns, [nh, S, hd]
+        let s_len = past + t;
 
+        // The heads run on the team's threads, each a chunk of the buffers, in three rounds
+        // because a tape may look at (or, isolating a stage, replace) the scores and the
+        // probabilities in between.
+        let (team, simd) = (team(), Simd::best());
         // HF multiplies by head_dim^-0.5, computed in double and applied in float32.
         let scale =
             if plant::active(Variant::MissingAttnScale) { 1.0 } else { (hd as f64).powf(-0.5) as f32 };
-        let mut scores = view3(&mut s.scores, (nh, t, past + t)); // [nh, T, S]
-        for h in 0..nh {
-            let mut att = scores.index_axis_mut(Axis(0), h); // [T, S]
-            query_key(q.index_axis(Axis(0), h), k_all.index_axis(Axis(0), h), att.view_mut());
-            att *= scale;
-            mask_future(att, past);
-        }
+        let mut scores = view3(&mut s.scores, (nh, t, s_len)); // [nh, T, S]
+        team.for_each_chunk(contiguous(&mut scores), t * s_len, &|h, att| {
+            simd.run(
+                #[inline(always)]
+                || query_key(q.index_axis(Axis(0), h), k_t.index_axis(Axis(0), h), past, scale, att),
+            )
+        });
         stage(tape, Site::new(Checkpoint::AttnScores, Some(layer), "scores"), scores.view_mut())?;
         let mut probs = scores; // [nh, T, S], softmax in place
-        for mut row in probs.rows_mut() {
-            softmax_in_place(row.as_slice_mut().expect("rows of a standard-layout array are contiguous"));
-        }
+        team.for_each_chunk(contiguous(&mut probs), t * s_len, &|_, rows| {
+            simd.run(
+                #[inline(always)]
+                || rows.chunks_exact_mut(s_len).for_each(softmax_in_place),
+            )
+        });
         stage(tape, Site::new(Checkpoint::AttnScores, Some(layer), "attn_probs"), probs.view_mut())?;
 
+        let mut context = view3(&mut s.context, (nh, t, hd)); // [nh, T, hd]
+        let probs = probs.view();
+        team.for_each_chunk(contiguous(&mut context), t * hd, &|h, out| {
+            simd.run(
+                #[inline(always)]
+                || weighted_values(probs.index_axis(Axis(0), h), v_all.index_axis(Axis(0), h), out),
+            )
+        });
         let mut merged = view2(&mut s.merged, (t, c)); // [T, C], heads side by side: [:, h·hd + d]
-        for h in 0..nh {
+        for (h, head) in context.outer_iter().enumerate() {
             // A test build's planted bug merges as [T, hd, nh]: merged[:, d·nh + h].
             let columns = if plant::active(Variant::HeadMergeOrder) {
                 s![.., h..;nh]
             } else {
                 s![.., h * hd..(h + 1) * hd]
             };
-            weighted_values(
-                probs.index_axis(Axis(0), h),
-                v_all.index_axis(Axis(0), h),
-                merged.slice_mut(columns),
-            ); // [T, hd]
+            merged.slice_mut(columns).assign(&head);
         }
         if plant::active(Variant::AttnProjTransposed) {
             self.c_proj.forward_transposed(merged.view(), out.view_mut());
@@ -106,51 +120,79 @@ impl Attention {
     }
 }
 
-/// att = q [T, hd] · k [S, hd]ᵀ ([T, S]). One query (the decode step) as plain dot products:
-/// ndarray's blocked product (matrixmultiply) would spend more on packing than on the product.
-fn query_key(q: ArrayView2<'_, f32>, k: ArrayView2<'_, f32>, mut att: ArrayViewMut2<'_, f32>) {
-    if q.nrows() == 1 {
-        let query = q.row(0);
-        for (score, key) in att.row_mut(0).iter_mut().zip(k.rows()) {
-            *score = query.dot(&key);
+/// A scratch view's elements, in order.
+fn contiguous<'a, D: ndarray::Dimension>(view: &'a mut ndarray::ArrayViewMut<'_, f32, D>) -> &'a mut [f32] {
+    view.as_slice_mut().expect("a scratch view is contiguous")
+}
+
+/// One head's scaled scores: att[i, s] = scale · Σ_d q[i, d]·k[s, d] for the keys query i sees,
+/// −∞ for the others (the causal mask: softmax gives them exactly 0; HF adds the float minimum
+/// instead). q [T, hd], k_t [hd, ≥S] the keys as columns, padded to whole `KEY_BLOCK`s; att
+/// [T, S]. Each dot product is summed over d in order; `KEY_BLOCK` of them at a time, so that
+/// they vectorise across the keys. Rows of a prompt are summed as a decode step's one row.
+#[inline(always)]
+fn query_key(q: ArrayView2<'_, f32>, k_t: ArrayView2<'_, f32>, past: usize, scale: f32, att: &mut [f32]) {
+    let s_len = att.len() / q.nrows();
+    let keys = k_t.as_slice().expect("the cache is contiguous"); // [hd, ≥S]
+    let stride = k_t.ncols();
+    for (i, (row, q)) in att.chunks_exact_mut(s_len).zip(q.rows()).enumerate() {
+        let seen = visible_keys(past, i, s_len);
+        for block in (0..seen).step_by(KEY_BLOCK) {
+            let mut sums = [0.0f32; KEY_BLOCK];
+            for (d, &q) in q.iter().enumerate() {
+                let k = &keys[d * stride + block..][..KEY_BLOCK];
+                sums.iter_mut().zip(k).for_each(|(sum, &k)| *sum += q * k);
+            }
+            let end = (block + KEY_BLOCK).min(seen);
+            row[block..end].iter_mut().zip(sums).for_each(|(score, sum)| *score = sum * scale);
         }
-    } else {
-        att.assign(&q.dot(&k.t()));
+        row[seen..].fill(f32::NEG_INFINITY);
     }
 }
 
-/// out = p [T, S] · v [S, hd] ([T, hd]); one query as a sum of value rows, in place, as above.
-fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
-    if p.nrows() == 1 {
-        let mut out = out.row_mut(0);
-        out.fill(0.0);
-        for (&weight, value) in p.row(0).iter().zip(v.rows()) {
-            out.scaled_add(weight, &value);
-        }
-    } else {
-        out.assign(&p.dot(&v));
-    }
-}
-
-/// The causal mask: query i of a chunk that starts at position `past` sees keys 0..=past+i; the
-/// later keys get −∞, so softmax gives them exactly 0 (HF adds the float minimum instead).
-fn mask_future(mut att: ArrayViewMut2<'_, f32>, past: usize) {
+/// The keys query i of a chunk starting at position `past` sees: 0..=past+i, of `s_len` cached.
+fn visible_keys(past: usize, i: usize, s_len: usize) -> usize {
     // Test builds' planted bugs: a mask that ignores the cached positions (the decode step's
     // query sees only the first key), or one that lets each query see the next key too.
     let past = if plant::active(Variant::DecodeMaskIgnoresCache) { 0 } else { past };
     let seen = if plant::active(Variant::MaskOffByOne) { 2 } else { 1 };
-    for (i, mut row) in att.rows_mut().into_iter().enumerate() {
-        let end = (past + i + seen).min(row.len());
-        row.slice_mut(s![end..]).fill(f32::NEG_INFINITY);
+    (past + i + seen).min(s_len)
+}
+
+/// One head's output: out[i, :] = Σ_s p[i, s]·v[s, :], p [T, S], v [S, hd], out [T, hd]; summed
+/// over s in order, up to the row's last nonzero probability (the masked keys add nothing).
+#[inline(always)]
+fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>, out: &mut [f32]) {
+    let hd = v.ncols();
+    let values = v.as_slice().expect("the cache's rows are contiguous"); // [S, hd]
+    for (out, p) in out.chunks_exact_mut(hd).zip(p.rows()) {
+        let p = p.as_slice().expect("a scratch view is contiguous");
+        let seen = p.iter().rposition(|&p| p != 0.0).map_or(0, |last| last + 1);
+        out.fill(0.0);
+        // Blocks of the head's dimensions small enough to sum in registers.
+        for (d, out) in (0..hd).step_by(VALUE_BLOCK).zip(out.chunks_mut(VALUE_BLOCK)) {
+            let mut sums = [0.0f32; VALUE_BLOCK];
+            let sums = &mut sums[..out.len()];
+            for (s, &p) in p[..seen].iter().enumerate() {
+                let v = &values[s * hd + d..][..sums.len()];
+                sums.iter_mut().zip(v).for_each(|(sum, &v)| *sum += p * v);
+            }
+            out.copy_from_slice(sums);
+        }
     }
 }
 
-/// Numerically stable softmax of one row: exp(x − max) / Σ exp(x − max), the sum in f64.
+/// Dimensions of a head summed together in `weighted_values`: GPT-2's heads have 64.
+const VALUE_BLOCK: usize = 64;
+
+/// Numerically stable softmax of one row: exp(x − max) / Σ exp(x − max), each exp computed in
+/// float64 and rounded (no library call, so the loop vectorises), the sum in float64.
+#[inline(always)]
 pub fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f64;
     for x in row.iter_mut() {
-        *x = (*x - max).exp();
+        *x = exp((*x - max) as f64) as f32;
         sum += *x as f64;
     }
     let inv = (1.0 / sum) as f32;

@@ -10,12 +10,20 @@ use super::config::Config;
 use super::scratch::Scratch;
 use crate::plant::{self, Variant};
 
-/// K and V of one layer: [n_head, capacity, head_dim] each, rows 0..len filled.
+/// K and V of one layer, positions 0..len filled. K is held transposed, [n_head, head_dim,
+/// capacity rounded up to `KEY_BLOCK`] (key s of head h is column s), so that attention's scores
+/// are computed a block of keys at a time, each key's dot product summed over the head's
+/// dimensions in order, vectorised across the keys; V as HF has it, [n_head, capacity,
+/// head_dim].
 #[derive(Clone)]
 pub struct LayerCache {
-    k: Array3<f32>,
+    k_t: Array3<f32>,
     v: Array3<f32>,
 }
+
+/// Keys whose scores attention computes together (`attention.rs`): K's rows are padded to a
+/// multiple of it, so a block never runs past them.
+pub const KEY_BLOCK: usize = 64;
 
 #[derive(Clone)]
 pub struct KvCache {
@@ -34,9 +42,13 @@ impl KvCache {
             "{capacity} positions do not fit the model's context of {} tokens",
             config.n_positions
         );
-        let shape = (config.n_head, capacity, config.head_dim());
+        let (nh, hd) = (config.n_head, config.head_dim());
+        let padded = capacity.div_ceil(KEY_BLOCK) * KEY_BLOCK;
         let layers = (0..config.n_layer)
-            .map(|_| LayerCache { k: Array3::zeros(shape), v: Array3::zeros(shape) })
+            .map(|_| LayerCache {
+                k_t: Array3::zeros((nh, hd, padded)),
+                v: Array3::zeros((nh, capacity, hd)),
+            })
             .collect();
         Ok(KvCache { layers, len: 0, capacity, scratch: Scratch::for_decoding(config, capacity) })
     }
@@ -68,9 +80,9 @@ impl KvCache {
         self.capacity
     }
 
-    /// The cached keys of `layer`, [n_head, len, head_dim].
+    /// The cached keys of `layer`, [n_head, len, head_dim] (a view of the transposed storage).
     pub fn keys(&self, layer: usize) -> ArrayView3<'_, f32> {
-        self.layers[layer].k.slice(s![.., ..self.len, ..])
+        self.layers[layer].k_t.slice(s![.., .., ..self.len]).permuted_axes([0, 2, 1])
     }
 
     /// The cached values of `layer`, [n_head, len, head_dim].
@@ -78,9 +90,10 @@ impl KvCache {
         self.layers[layer].v.slice(s![.., ..self.len, ..])
     }
 
-    /// Writes the new keys and values, [n_head, T, head_dim] each, at rows len..len+T of
-    /// `layer` and returns the layer's keys and values for rows 0..len+T, [n_head, len+T,
-    /// head_dim] each.
+    /// Writes the new keys and values, [n_head, T, head_dim] each, at positions len..len+T of
+    /// `layer` and returns the layer's keys transposed with their padding, [n_head, head_dim,
+    /// capacity rounded up to `KEY_BLOCK`] (columns 0..len+T filled), and its values for
+    /// positions 0..len+T, [n_head, len+T, head_dim].
     pub fn append(
         &mut self,
         layer: usize,
@@ -92,9 +105,9 @@ impl KvCache {
         // A test build's planted bug writes at row 0 whatever the position.
         let at = if plant::active(Variant::DecodeCacheOverwrite) { 0 } else { start };
         let cache = &mut self.layers[layer];
-        cache.k.slice_mut(s![.., at..at + t, ..]).assign(&k_new);
+        cache.k_t.slice_mut(s![.., .., at..at + t]).assign(&k_new.permuted_axes([0, 2, 1]));
         cache.v.slice_mut(s![.., at..at + t, ..]).assign(&v_new);
-        (cache.k.slice(s![.., ..end, ..]), cache.v.slice(s![.., ..end, ..]))
+        (cache.k_t.view(), cache.v.slice(s![.., ..end, ..]))
     }
 
     /// Marks `n` more positions as cached, once every layer has written them.

@@ -8,6 +8,7 @@ mod kernels;
 pub mod kv_cache;
 mod layer_norm;
 mod linear;
+mod math;
 mod mlp;
 pub mod packed;
 mod scratch;

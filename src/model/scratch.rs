@@ -25,10 +25,11 @@ pub struct LayerScratch {
 
 #[derive(Clone, Default)]
 pub struct AttnScratch {
-    pub qkv: Vec<f32>,    // [T, 3C] c_attn's output
-    pub heads: Vec<f32>,  // [3, nh, T, hd] q, k and v split by head
-    pub scores: Vec<f32>, // [nh, T, S] scores, then probabilities
-    pub merged: Vec<f32>, // [T, C] the heads' outputs side by side
+    pub qkv: Vec<f32>,     // [T, 3C] c_attn's output
+    pub heads: Vec<f32>,   // [3, nh, T, hd] q, k and v split by head
+    pub scores: Vec<f32>,  // [nh, T, S] scores, then probabilities
+    pub context: Vec<f32>, // [nh, T, hd] each head's weighted values
+    pub merged: Vec<f32>,  // [T, C] the heads' outputs side by side
 }
 
 impl Scratch {
@@ -45,6 +46,7 @@ impl Scratch {
                     qkv: vec![0.0; 3 * c],
                     heads: vec![0.0; 3 * c],
                     scores: vec![0.0; nh * capacity],
+                    context: vec![0.0; c],
                     merged: vec![0.0; c],
                 },
                 attn_out: vec![0.0; c],

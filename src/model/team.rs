@@ -1,5 +1,6 @@
-//! The threads of the decode step's one-row products. A decoded token is some fifty products of
-//! 2–150 MB each, microseconds apart; a pool whose workers fall asleep between jobs (rayon's)
+//! The threads of the engine's parallel work: the products (`kernels.rs`), attention's heads,
+//! GELU's chunks. A decoded token is some fifty products of 2–150 MB each and three rounds of
+//! heads per layer, microseconds apart; a pool whose workers fall asleep between jobs (rayon's)
 //! spends a wake-up on every one. The team's helpers spin for a few milliseconds after each job
 //! before they park, so within a token every product starts on every core at once.
 //!
@@ -165,6 +166,42 @@ impl Team {
         *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
         assert!(!shared.panicked.swap(false, Ordering::SeqCst), "a team thread panicked");
     }
+
+    /// Runs `work(i, chunk)` for every chunk of `chunk_len` consecutive elements of `data` (the
+    /// last may be shorter), the threads taking the next chunk as they finish one, so that a
+    /// thread the machine slowed down takes fewer. Allocates nothing.
+    pub fn for_each_chunk<T: Send>(
+        &self,
+        data: &mut [T],
+        chunk_len: usize,
+        work: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        struct Base<T>(*mut T);
+        // Safety: the pointer is only used to hand out disjoint chunks, below.
+        unsafe impl<T: Send> Sync for Base<T> {}
+        let chunk_len = chunk_len.max(1);
+        let (len, base) = (data.len(), Base(data.as_mut_ptr()));
+        let chunks = len.div_ceil(chunk_len);
+        if chunks <= 1 {
+            return work(0, data);
+        }
+        let next = AtomicUsize::new(0);
+        self.run(&|_| {
+            let base = &base;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= chunks {
+                    break;
+                }
+                let start = i * chunk_len;
+                // Safety: chunk i is claimed by one thread only, the chunks do not overlap, and
+                // `data` stays borrowed mutably until `run` returns, after every chunk.
+                let chunk =
+                    unsafe { std::slice::from_raw_parts_mut(base.0.add(start), chunk_len.min(len - start)) };
+                work(i, chunk);
+            }
+        });
+    }
 }
 
 fn helper(shared: &'static Shared, index: usize) {
@@ -219,6 +256,20 @@ mod tests {
                 runs[p].fetch_add(1, Ordering::Relaxed);
             });
             assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn every_chunk_is_visited_once_with_its_own_elements() {
+        let team = Team::new(3);
+        for (len, chunk) in [(0, 4), (1, 4), (10, 3), (12, 4), (100, 1)] {
+            let mut data = vec![0usize; len];
+            team.for_each_chunk(&mut data, chunk, &|i, part| {
+                assert!(part.len() <= chunk);
+                part.iter_mut().for_each(|v| *v += i + 1);
+            });
+            let want: Vec<usize> = (0..len).map(|j| j / chunk + 1).collect();
+            assert_eq!(data, want, "len {len}, chunk {chunk}");
         }
     }
 }
