@@ -33,6 +33,13 @@ pub trait Tape {
     /// Receives one checkpoint tensor. Only called when `wants` said yes.
     fn record(&mut self, site: Site, tensor: ArrayViewD<'_, f32>) -> Result<()>;
 
+    /// Receives a checkpoint tensor the pass has no further use for (the full [T, vocab]
+    /// logits): a tape that keeps it takes it instead of copying. Only called when `wants` said
+    /// yes.
+    fn record_owned(&mut self, site: Site, tensor: ArrayD<f32>) -> Result<()> {
+        self.record(site, tensor.view())
+    }
+
     /// True once everything the tape wants has been recorded: the pass may stop early.
     fn is_complete(&self) -> bool {
         false

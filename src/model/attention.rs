@@ -7,7 +7,7 @@ use ndarray::{ArrayView2, ArrayViewMut2, Axis, s};
 use super::config::Config;
 use super::kv_cache::{KEY_BLOCK, KvCache};
 use super::linear::Conv1D;
-use super::math::{Simd, exp};
+use super::math::{Simd, exp, sum_f64};
 use super::scratch::{AttnScratch, view2, view3, view4};
 use super::team::team;
 use super::weights::Weights;
@@ -171,13 +171,20 @@ fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>, out: &mut [f3
         out.fill(0.0);
         // Blocks of the head's dimensions small enough to sum in registers.
         for (d, out) in (0..hd).step_by(VALUE_BLOCK).zip(out.chunks_mut(VALUE_BLOCK)) {
-            let mut sums = [0.0f32; VALUE_BLOCK];
-            let sums = &mut sums[..out.len()];
-            for (s, &p) in p[..seen].iter().enumerate() {
-                let v = &values[s * hd + d..][..sums.len()];
-                sums.iter_mut().zip(v).for_each(|(sum, &v)| *sum += p * v);
+            if let Ok(out) = <&mut [f32; VALUE_BLOCK]>::try_from(&mut *out) {
+                // A whole block: its sums stay in registers.
+                let mut sums = [0.0f32; VALUE_BLOCK];
+                for (s, &p) in p[..seen].iter().enumerate() {
+                    let v = &values[s * hd + d..][..VALUE_BLOCK];
+                    sums.iter_mut().zip(v).for_each(|(sum, &v)| *sum += p * v);
+                }
+                *out = sums;
+            } else {
+                for (s, &p) in p[..seen].iter().enumerate() {
+                    let v = &values[s * hd + d..][..out.len()];
+                    out.iter_mut().zip(v).for_each(|(sum, &v)| *sum += p * v);
+                }
             }
-            out.copy_from_slice(sums);
         }
     }
 }
@@ -186,16 +193,30 @@ fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>, out: &mut [f3
 const VALUE_BLOCK: usize = 64;
 
 /// Numerically stable softmax of one row: exp(x − max) / Σ exp(x − max), each exp computed in
-/// float64 and rounded (no library call, so the loop vectorises), the sum in float64.
+/// float64 and rounded (no library call), the sum in float64. Every loop vectorises: the max
+/// (as the sum, `sum_f64`) runs in `LANES` interleaved partial results, combined at the end in
+/// a fixed order, so the result does not depend on the vector unit.
 #[inline(always)]
 pub fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for x in row.iter_mut() {
-        *x = exp((*x - max) as f64) as f32;
-        sum += *x as f64;
+    const LANES: usize = 8;
+    let (blocks, rest) = row.as_chunks::<LANES>();
+    let mut maxes = [f32::NEG_INFINITY; LANES];
+    for block in blocks {
+        maxes.iter_mut().zip(block).for_each(|(m, &x)| *m = if x > *m { x } else { *m });
     }
-    let inv = (1.0 / sum) as f32;
+    let max = maxes.iter().chain(rest).copied().fold(f32::NEG_INFINITY, f32::max);
+    // The masked keys at the end of a prompt's row (−∞: probability 0) skip the exps.
+    let seen = row.iter().rposition(|&x| x != f32::NEG_INFINITY).map_or(0, |last| last + 1);
+    row[seen..].fill(0.0);
+    row[..seen].iter_mut().for_each(|x| {
+        let z = (*x - max) as f64;
+        // Below e^−87 float32 has only subnormals, which cost the CPU a slow assist per vector
+        // (half a prompt's scores are masked, −∞): those probabilities (< 1.2e-38) are 0. The
+        // clamp is written so that NaN stays NaN.
+        let e = exp(if z < -87.0 { -87.0 } else { z }) as f32;
+        *x = if z < -87.0 { 0.0 } else { e };
+    });
+    let inv = (1.0 / sum_f64(row, |p| p)) as f32;
     row.iter_mut().for_each(|x| *x *= inv);
 }
 

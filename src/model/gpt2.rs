@@ -123,13 +123,13 @@ impl Gpt2 {
             // Every row summed as the last-position product below sums its one row (the
             // kernels' contract), so checkpoint 9's bitwise invariant holds by construction.
             let mut logits = Array2::<f32>::zeros((t, self.config.vocab_size)); // [T, V]
-            matmul(h.view(), &self.wte, logits.view_mut());
-            tape.record(Site::new(Checkpoint::Logits, None, "logits"), logits.view().into_dyn())?;
+            matmul(h.view(), &self.wte, None, logits.view_mut());
+            tape.record_owned(Site::new(Checkpoint::Logits, None, "logits"), logits.into_dyn())?;
         }
         // Only the last position's logits are needed to pick the next token: [1, C]·[C, V].
         let v = self.config.vocab_size;
         let mut last = view2(&mut s.logits, (1, v)); // [1, V]
-        matmul(h.slice(s![t - 1..t, ..]), &self.wte, last.view_mut());
+        matmul(h.slice(s![t - 1..t, ..]), &self.wte, None, last.view_mut());
         hook(tape, Site::new(Checkpoint::SelectedLogits, None, "selected_logits"), last.row(0))?;
         Ok(true)
     }
@@ -141,10 +141,11 @@ impl Gpt2 {
             fn wants(&self, checkpoint: Checkpoint, _: Option<usize>) -> bool {
                 checkpoint == Checkpoint::Logits
             }
-            fn record(&mut self, site: Site, tensor: ndarray::ArrayViewD<'_, f32>) -> Result<()> {
-                if site.name == "logits" {
-                    self.0 = Some(tensor.to_owned().into_dimensionality()?);
-                }
+            fn record(&mut self, _: Site, _: ndarray::ArrayViewD<'_, f32>) -> Result<()> {
+                Ok(()) // ln_f's output, which shares the checkpoint
+            }
+            fn record_owned(&mut self, _: Site, logits: ndarray::ArrayD<f32>) -> Result<()> {
+                self.0 = Some(logits.into_dimensionality()?);
                 Ok(())
             }
         }

@@ -24,26 +24,33 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::packed::{PANEL, PackedMatrix};
 
-/// y[N] = x[K]·W: the decode step's product. Allocates nothing.
-pub fn gemv(x: &[f32], w: &PackedMatrix, y: &mut [f32]) {
-    gemv_with(Kernels::detect().one_row, x, w, y)
+/// y[N] = x[K]·W (+ bias[N]): the decode step's product. Allocates nothing.
+pub fn gemv(x: &[f32], w: &PackedMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
+    gemv_with(Kernels::detect().one_row, x, w, bias, y)
 }
 
-fn gemv_with(kernel: Kernel, x: &[f32], w: &PackedMatrix, y: &mut [f32]) {
+fn gemv_with(kernel: Kernel, x: &[f32], w: &PackedMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
     assert_eq!(x.len(), w.k(), "x has K elements");
     assert_eq!(y.len(), w.n(), "y has N elements");
     let x = Rows { at: x.as_ptr(), stride: w.k(), rows: 1 };
-    // Safety: x and y hold one row of K and N floats.
-    unsafe { share_out(kernel, x, w, Out { at: y.as_mut_ptr(), stride: w.n() }) }
+    let out = Out { at: y.as_mut_ptr(), stride: w.n(), bias: bias_of(bias, w) };
+    // Safety: x and y hold one row of K and N floats, the bias N or none.
+    unsafe { share_out(kernel, x, w, out) }
 }
 
-/// y[M, N] = x[M, K]·W for many rows (a prompt, the full logits). y may be a view with any row
-/// stride, its rows contiguous.
-pub fn gemm(x: ArrayView2<'_, f32>, w: &PackedMatrix, y: ArrayViewMut2<'_, f32>) {
-    gemm_with(Kernels::detect().many_rows, x, w, y)
+/// y[M, N] = x[M, K]·W (+ bias[N] on every row) for many rows (a prompt, the full logits). y may
+/// be a view with any row stride, its rows contiguous.
+pub fn gemm(x: ArrayView2<'_, f32>, w: &PackedMatrix, bias: Option<&[f32]>, y: ArrayViewMut2<'_, f32>) {
+    gemm_with(Kernels::detect().many_rows, x, w, bias, y)
 }
 
-fn gemm_with(kernel: Kernel, x: ArrayView2<'_, f32>, w: &PackedMatrix, mut y: ArrayViewMut2<'_, f32>) {
+fn gemm_with(
+    kernel: Kernel,
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    bias: Option<&[f32]>,
+    mut y: ArrayViewMut2<'_, f32>,
+) {
     let (m, k) = x.dim();
     assert_eq!(k, w.k(), "inner dimensions");
     assert_eq!(y.dim(), (m, w.n()), "the output's shape");
@@ -53,7 +60,7 @@ fn gemm_with(kernel: Kernel, x: ArrayView2<'_, f32>, w: &PackedMatrix, mut y: Ar
     let x = x.as_standard_layout();
     assert!(y.ncols() < 2 || y.strides()[1] == 1, "the output's rows are contiguous");
     let rows = Rows { at: x.as_ptr(), stride: k, rows: m };
-    let out = Out { at: y.as_mut_ptr(), stride: y.strides()[0].max(0) as usize };
+    let out = Out { at: y.as_mut_ptr(), stride: y.strides()[0].max(0) as usize, bias: bias_of(bias, w) };
     // Safety: x and y are the views checked above.
     unsafe { share_out(kernel, rows, w, out) }
 }
@@ -112,11 +119,21 @@ struct Rows {
     rows: usize,
 }
 
-/// Where a kernel writes y: row t at `at + t·stride`, N floats.
+/// Where a kernel writes y: row t at `at + t·stride`, N floats; each the sum plus `bias` (N
+/// floats) unless that is null. Adding the bias as the sum is stored is the same float32
+/// addition as adding it afterwards, without another pass over y.
 #[derive(Clone, Copy)]
 struct Out {
     at: *mut f32,
     stride: usize,
+    bias: *const f32,
+}
+
+fn bias_of(bias: Option<&[f32]>, w: &PackedMatrix) -> *const f32 {
+    bias.map_or(std::ptr::null(), |b| {
+        assert_eq!(b.len(), w.n(), "the bias has N elements");
+        b.as_ptr()
+    })
 }
 
 // Safety: shared with the threads of one product only, which read x and write disjoint columns
@@ -168,7 +185,7 @@ impl Kernels {
 /// 16 float32 lanes, one column of a panel each: the operations of a tile.
 trait Lanes: Copy {
     unsafe fn zero() -> Self;
-    /// A line of a panel: 16 floats on a 64-byte boundary.
+    /// 16 floats: a line of a panel (on a 64-byte boundary), or of the bias (anywhere).
     unsafe fn load(line: *const f32) -> Self;
     unsafe fn splat(value: f32) -> Self;
     /// self + a·b
@@ -295,16 +312,20 @@ unsafe fn tile<V: Lanes, const MR: usize, const NP: usize>(
     for (r, sums) in sum.iter().enumerate() {
         for (j, sum) in sums.iter().enumerate() {
             let column = (p + j) * PANEL;
-            // Safety: row t + r of y has N floats; the last panel's padding columns are not
-            // stored.
+            // Safety: row t + r of y and the bias have N floats; the last panel's padding
+            // columns are not stored.
             unsafe {
                 let to = y.at.add((t + r) * y.stride + column);
                 let valid = w.n() - column;
                 if valid >= PANEL {
-                    sum.store(to);
+                    if y.bias.is_null() { *sum } else { sum.add(V::load(y.bias.add(column))) }.store(to);
                 } else {
                     let mut line = [0.0f32; PANEL];
                     sum.store(line.as_mut_ptr());
+                    if !y.bias.is_null() {
+                        let bias = std::slice::from_raw_parts(y.bias.add(column), valid);
+                        line.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                    }
                     std::ptr::copy_nonoverlapping(line.as_ptr(), to, valid);
                 }
             }
@@ -324,7 +345,7 @@ impl Lanes for Portable {
     }
     #[inline(always)]
     unsafe fn load(line: *const f32) -> Self {
-        Portable(unsafe { *line.cast::<[f32; PANEL]>() })
+        Portable(unsafe { line.cast::<[f32; PANEL]>().read_unaligned() })
     }
     #[inline(always)]
     unsafe fn splat(value: f32) -> Self {
@@ -372,7 +393,7 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn load(line: *const f32) -> Self {
-            Avx512(unsafe { _mm512_load_ps(line) })
+            Avx512(unsafe { _mm512_loadu_ps(line) })
         }
         #[inline(always)]
         unsafe fn splat(value: f32) -> Self {
@@ -406,7 +427,7 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn load(line: *const f32) -> Self {
-            unsafe { Avx2(_mm256_load_ps(line), _mm256_load_ps(line.add(8))) }
+            unsafe { Avx2(_mm256_loadu_ps(line), _mm256_loadu_ps(line.add(8))) }
         }
         #[inline(always)]
         unsafe fn splat(value: f32) -> Self {
@@ -526,12 +547,15 @@ mod tests {
             for (t, k, n) in [(29, 200, 333), (2, 7, 16), (13, 64, 1)] {
                 let x = Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
                 let w = matrix(k, n, &mut rng);
-                let mut all = Array2::zeros((t, n));
-                gemm_with(kernels.many_rows, x.view(), &w, all.view_mut());
-                for (row, x_row) in all.rows().into_iter().zip(x.rows()) {
-                    let mut one = vec![0.0; n];
-                    gemv_with(kernels.one_row, x_row.as_slice().unwrap(), &w, &mut one);
-                    assert_eq!(row.to_vec(), one, "{name} ({t}, {k}, {n})");
+                let bias = random(n, &mut rng);
+                for bias in [None, Some(&bias[..])] {
+                    let mut all = Array2::zeros((t, n));
+                    gemm_with(kernels.many_rows, x.view(), &w, bias, all.view_mut());
+                    for (row, x_row) in all.rows().into_iter().zip(x.rows()) {
+                        let mut one = vec![0.0; n];
+                        gemv_with(kernels.one_row, x_row.as_slice().unwrap(), &w, bias, &mut one);
+                        assert_eq!(row.to_vec(), one, "{name} ({t}, {k}, {n})");
+                    }
                 }
             }
         }
@@ -548,13 +572,32 @@ mod tests {
             let plain = reference_matmul(x.view(), &w);
             let mut fast = Array2::zeros((t, n));
             if t == 1 {
-                gemv(x.as_slice().unwrap(), &w, fast.as_slice_mut().unwrap());
+                gemv(x.as_slice().unwrap(), &w, None, fast.as_slice_mut().unwrap());
             } else {
-                gemm(x.view(), &w, fast.view_mut());
+                gemm(x.view(), &w, None, fast.view_mut());
             }
             let bound = 1e-6 * k as f32; // |x|, |w| < 1: float32 rounding of a k-term sum
             let worst = (&fast - &plain).iter().fold(0.0f32, |m, d| m.max(d.abs()));
             assert!(worst <= bound, "({t}, {k}, {n}): {worst}");
+        }
+    }
+
+    /// The bias is added as the sums are stored: the same float32 addition as adding it after
+    /// the product, every column (the last panel's partial one too), every kernel set.
+    #[test]
+    fn the_fused_bias_is_the_bias_added_afterwards() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let (t, k, n) = (15, 70, 37);
+        let x = Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
+        let w = matrix(k, n, &mut rng);
+        let bias = random(n, &mut rng);
+        for (name, kernels) in Kernels::available() {
+            let mut fused = Array2::zeros((t, n));
+            gemm_with(kernels.many_rows, x.view(), &w, Some(&bias), fused.view_mut());
+            let mut after = Array2::zeros((t, n));
+            gemm_with(kernels.many_rows, x.view(), &w, None, after.view_mut());
+            after += &ndarray::ArrayView1::from(&bias[..]);
+            assert_eq!(fused, after, "{name}");
         }
     }
 
@@ -565,9 +608,9 @@ mod tests {
         let x = Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
         let w = matrix(k, n, &mut rng);
         let mut wide = Array2::from_elem((t, n + 7), 9.0f32);
-        gemm(x.view(), &w, wide.slice_mut(ndarray::s![.., 3..3 + n]));
+        gemm(x.view(), &w, None, wide.slice_mut(ndarray::s![.., 3..3 + n]));
         let mut plain = Array2::zeros((t, n));
-        gemm(x.view(), &w, plain.view_mut());
+        gemm(x.view(), &w, None, plain.view_mut());
         assert_eq!(wide.slice(ndarray::s![.., 3..3 + n]), plain);
         assert!(
             wide.slice(ndarray::s![.., ..3])

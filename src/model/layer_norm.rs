@@ -3,6 +3,8 @@
 use anyhow::Result;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, Zip};
 
+use super::math::{Simd, sum_f64};
+use super::team::team;
 use super::weights::{Param, Weights};
 use crate::plant::{self, Variant};
 
@@ -21,7 +23,6 @@ impl LayerNorm {
         })
     }
 
-    /// x [T, C] -> [T, C]
     /// x [T, C] -> out [T, C]
     pub fn forward(&self, x: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
         layer_norm(x, self.weight.view1(), self.bias.view1(), self.eps, out)
@@ -40,19 +41,44 @@ pub fn layer_norm(
     if plant::active(Variant::F32LayerNormStats) {
         return layer_norm_f32_stats(x, weight, bias, eps, y);
     }
-    Zip::from(y.rows_mut()).and(x.rows()).for_each(|mut y_row, x_row| {
-        // The statistics are accumulated in f64, so they are as exact as float32 inputs allow;
-        // torch's float32 kernel approaches the same values from below.
-        let n = x_row.len() as f64;
-        let mean = x_row.iter().map(|&v| v as f64).sum::<f64>() / n;
-        // A test build's planted bug divides by n − 1 (torch.var's default, unbiased).
-        let divisor = if plant::active(Variant::UnbiasedVariance) { n - 1.0 } else { n };
-        let var = x_row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / divisor;
-        let inv_std = 1.0 / (var + eps).sqrt();
-        Zip::from(&mut y_row).and(&x_row).and(&weight).and(&bias).for_each(|y, &x, &w, &b| {
-            *y = ((x as f64 - mean) * inv_std) as f32 * w + b;
-        });
+    let c = x.ncols();
+    let x = x.as_standard_layout(); // [T, C], a view unless x was not contiguous
+    let x = x.as_slice().expect("standard layout");
+    let (weight, bias) = (weight.as_standard_layout(), bias.as_standard_layout());
+    let (weight, bias) =
+        (weight.as_slice().expect("standard layout"), bias.as_slice().expect("standard layout"));
+    let y = y.as_slice_mut().expect("the output is a contiguous [T, C]");
+    let simd = Simd::best();
+    // A prompt's rows are shared out on the team; a decode step's one row runs here.
+    team().for_each_chunk(y, ROWS_PER_CHUNK * c, &|chunk, y| {
+        let x = &x[chunk * ROWS_PER_CHUNK * c..];
+        simd.run(
+            #[inline(always)]
+            || {
+                for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    normalise_row(x, weight, bias, eps, y);
+                }
+            },
+        )
     });
+}
+
+/// Rows of a prompt per chunk of the team's work.
+const ROWS_PER_CHUNK: usize = 8;
+
+/// One row: the statistics are accumulated in float64, so they are as exact as float32 inputs
+/// allow (torch's float32 kernel approaches the same values from below).
+#[inline(always)]
+fn normalise_row(x: &[f32], weight: &[f32], bias: &[f32], eps: f64, y: &mut [f32]) {
+    let n = x.len() as f64;
+    let mean = sum_f64(x, |v| v) / n;
+    // A test build's planted bug divides by n − 1 (torch.var's default, unbiased).
+    let divisor = if plant::active(Variant::UnbiasedVariance) { n - 1.0 } else { n };
+    let var = sum_f64(x, |v| (v - mean) * (v - mean)) / divisor;
+    let inv_std = 1.0 / (var + eps).sqrt();
+    for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(weight).zip(bias) {
+        *y = ((x as f64 - mean) * inv_std) as f32 * w + b;
+    }
 }
 
 /// The correct variant with float32 statistics (two passes, as PyTorch's CPU kernel), for the

@@ -27,14 +27,13 @@ impl Conv1D {
     }
 
     /// x [T, in] -> out = x·W + b [T, out]
-    pub fn forward(&self, x: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
-        matmul(x, &self.weight, out.view_mut());
-        out += &self.bias.view1();
+    pub fn forward(&self, x: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
+        matmul(x, &self.weight, Some(self.bias.values()), out);
     }
 
     /// x [T, in] -> out = x·W [T, out]: a test build's planted bug drops the bias.
     pub fn forward_without_bias(&self, x: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
-        matmul(x, &self.weight, out)
+        matmul(x, &self.weight, None, out)
     }
 
     /// x [T, C] -> out = x·Wᵀ + b [T, C]: a test build's planted bug reads a square weight as
@@ -45,20 +44,29 @@ impl Conv1D {
     }
 }
 
-/// out = x [T, K] · W [K, N] ([T, N]): every product with a weight matrix goes through here.
-/// One row (the decode step, the last position's logits) goes to the one-row kernel, which
-/// allocates nothing; more rows to the many-row one. Both sum every output the same way, so
-/// the rows of a prompt's product are bit for bit one-row products.
-pub fn matmul(x: ArrayView2<'_, f32>, w: &PackedMatrix, mut out: ArrayViewMut2<'_, f32>) {
+/// out = x [T, K] · W [K, N] (+ bias [N] on every row) ([T, N]): every product with a weight
+/// matrix goes through here. One row (the decode step, the last position's logits) goes to the
+/// one-row kernel, which allocates nothing; more rows to the many-row one. Both sum every
+/// output the same way, so the rows of a prompt's product are bit for bit one-row products.
+pub fn matmul(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    bias: Option<&[f32]>,
+    mut out: ArrayViewMut2<'_, f32>,
+) {
     if plant::active(Variant::ReverseOrderMatmul) {
-        return out.assign(&reverse_order_matmul(x, w.to_dense().view()));
+        out.assign(&reverse_order_matmul(x, w.to_dense().view()));
+        if let Some(bias) = bias {
+            out += &ndarray::ArrayView1::from(bias);
+        }
+        return;
     }
     if let (1, Some(x_row)) = (x.nrows(), x.as_slice())
         && let Some(y) = out.as_slice_mut()
     {
-        return kernels::gemv(x_row, w, y);
+        return kernels::gemv(x_row, w, bias, y);
     }
-    kernels::gemm(x, w, out)
+    kernels::gemm(x, w, bias, out)
 }
 
 /// The correct variant: a plain loop accumulating in float32, k from last to first; another

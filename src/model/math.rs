@@ -65,6 +65,20 @@ mod x86 {
     }
 }
 
+/// Σ term(v) over `values` in float64, in `LANES` interleaved partial sums added in a fixed
+/// order at the end: the loop vectorises (one running sum would be a chain of dependent adds),
+/// and the result is the same for every vector unit.
+#[inline(always)]
+pub fn sum_f64(values: &[f32], term: impl Fn(f64) -> f64) -> f64 {
+    const LANES: usize = 8;
+    let (blocks, rest) = values.as_chunks::<LANES>();
+    let mut sums = [0.0f64; LANES];
+    for block in blocks {
+        sums.iter_mut().zip(block).for_each(|(sum, &v)| *sum += term(v as f64));
+    }
+    sums.iter().sum::<f64>() + rest.iter().map(|&v| term(v as f64)).sum::<f64>()
+}
+
 /// e^z for float64 without a library call, so that a loop of it vectorises: z = n·ln 2 + r with
 /// |r| ≤ ln 2 / 2, e^r by its Taylor series to r¹¹/11! (relative error < 1e-13), 2ⁿ built in
 /// the exponent bits. z is clamped to ±700 (e^±700 is still a normal float64, and beyond it
@@ -90,6 +104,15 @@ pub fn exp(z: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sum_f64_adds_every_term_once() {
+        for n in [0, 1, 7, 8, 9, 100] {
+            let values: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let want = (0..n).map(|i| (i * i) as f64).sum::<f64>();
+            assert_eq!(sum_f64(&values, |v| v * v), want, "n = {n}");
+        }
+    }
 
     #[test]
     fn the_polynomial_exp_is_the_library_exp_to_1e_13() {

@@ -37,7 +37,7 @@ pub enum Orientation {
 }
 
 impl Param {
-    fn values(&self) -> &[f32] {
+    pub fn values(&self) -> &[f32] {
         match &self.storage {
             // Alignment and length were checked when the Param was made.
             Storage::Mapped { map, bytes } => bytemuck::cast_slice(&map[bytes.clone()]),
