@@ -8,7 +8,7 @@ use super::config::Config;
 use super::kv_cache::{KEY_BLOCK, KvCache};
 use super::linear::Conv1D;
 use super::math::{Simd, exp, sum_f64};
-use super::scratch::{AttnScratch, view2, view3, view4};
+use super::scratch::{AttnScratch, view2, view3};
 use super::team::team;
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
@@ -52,15 +52,16 @@ impl Attention {
         let past = cache.len();
         let mut qkv = view2(&mut s.qkv, (t, 3 * c)); // [T, 3C]
         self.c_attn.forward(x, qkv.view_mut());
-        // [T, 3C] -> [T, 3, nh, hd] -> [3, nh, T, hd]: HF's split(C) then view(...).transpose(1, 2)
-        let split = qkv.view().into_shape_with_order((t, 3, nh, hd)).expect("3C = 3·nh·hd"); // [T, 3, nh, hd]
-        let mut heads = view4(&mut s.heads, (3, nh, t, hd)); // [3, nh, T, hd]: q, k, v by head
-        heads.assign(&split.permuted_axes([1, 2, 0, 3]));
+        // [T, 3C] -> [T, 3, nh, hd] -> [3, nh, T, hd]: HF's split(C) then view(...).transpose(1, 2),
+        // as a view of qkv (head h of q is qkv[:, h·hd..(h + 1)·hd]), nothing copied.
+        let mut heads =
+            qkv.into_shape_with_order((t, 3, nh, hd)).expect("3C = 3·nh·hd").permuted_axes([1, 2, 0, 3]); // [3, nh, T, hd]: q, k, v by head
         // A test build's planted bug takes q and k from each other's thirds of c_attn.
         let (q_at, k_at) = if plant::active(Variant::QkSwapped) { (1, 0) } else { (0, 1) };
         for (name, at) in [("q", q_at), ("k", k_at), ("v", 2)] {
             stage(tape, Site::new(Checkpoint::Qkv, Some(layer), name), heads.index_axis_mut(Axis(0), at))?;
         }
+        let heads = heads.view();
         let (q, k, v) =
             (heads.index_axis(Axis(0), q_at), heads.index_axis(Axis(0), k_at), heads.index_axis(Axis(0), 2)); // [nh, T, hd] each
         let (k_t, v_all) = cache.append(layer, k, v); // [nh, hd, ≥S] keys as columns, [nh, S, hd]

@@ -2,7 +2,7 @@
 //! llm.c keeps its activation tensors): a decode step writes into the same memory every token
 //! and allocates nothing. Every buffer is overwritten whole before it is read.
 
-use ndarray::{ArrayViewMut2, ArrayViewMut3, ArrayViewMut4};
+use ndarray::{ArrayViewMut2, ArrayViewMut3};
 
 use super::config::Config;
 
@@ -26,7 +26,6 @@ pub struct LayerScratch {
 #[derive(Clone, Default)]
 pub struct AttnScratch {
     pub qkv: Vec<f32>,     // [T, 3C] c_attn's output
-    pub heads: Vec<f32>,   // [3, nh, T, hd] q, k and v split by head
     pub scores: Vec<f32>,  // [nh, T, S] scores, then probabilities
     pub context: Vec<f32>, // [nh, T, hd] each head's weighted values
     pub merged: Vec<f32>,  // [T, C] the heads' outputs side by side
@@ -44,7 +43,6 @@ impl Scratch {
                 h: vec![0.0; c],
                 attn: AttnScratch {
                     qkv: vec![0.0; 3 * c],
-                    heads: vec![0.0; 3 * c],
                     scores: vec![0.0; nh * capacity],
                     context: vec![0.0; c],
                     merged: vec![0.0; c],
@@ -72,9 +70,4 @@ pub fn view2(buffer: &mut Vec<f32>, shape: (usize, usize)) -> ArrayViewMut2<'_, 
 pub fn view3(buffer: &mut Vec<f32>, shape: (usize, usize, usize)) -> ArrayViewMut3<'_, f32> {
     ArrayViewMut3::from_shape(shape, take(buffer, shape.0 * shape.1 * shape.2))
         .expect("the length is the shape's")
-}
-
-pub fn view4(buffer: &mut Vec<f32>, shape: (usize, usize, usize, usize)) -> ArrayViewMut4<'_, f32> {
-    let len = shape.0 * shape.1 * shape.2 * shape.3;
-    ArrayViewMut4::from_shape(shape, take(buffer, len)).expect("the length is the shape's")
 }
