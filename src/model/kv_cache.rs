@@ -105,8 +105,21 @@ impl KvCache {
         // A test build's planted bug writes at row 0 whatever the position.
         let at = if plant::active(Variant::DecodeCacheOverwrite) { 0 } else { start };
         let cache = &mut self.layers[layer];
-        cache.k_t.slice_mut(s![.., .., at..at + t]).assign(&k_new.permuted_axes([0, 2, 1]));
-        cache.v.slice_mut(s![.., at..at + t, ..]).assign(&v_new);
+        // Plain loops over rows: ndarray's assign between differently strided views goes
+        // element by element through its general iterator, several times slower for a prompt.
+        let padded = cache.k_t.len_of(Axis(2));
+        for (mut k_t, k_new) in cache.k_t.outer_iter_mut().zip(k_new.outer_iter()) {
+            let k_t = k_t.as_slice_mut().expect("the cache is contiguous"); // [hd, padded]
+            for (d, column) in k_new.columns().into_iter().enumerate() {
+                let row = &mut k_t[d * padded + at..][..column.len()];
+                row.iter_mut().zip(column).for_each(|(to, &value)| *to = value);
+            }
+        }
+        for (mut v, v_new) in cache.v.outer_iter_mut().zip(v_new.outer_iter()) {
+            for (mut row, value) in v.rows_mut().into_iter().skip(at).zip(v_new.rows()) {
+                row.assign(&value);
+            }
+        }
         (cache.k_t.view(), cache.v.slice(s![.., ..end, ..]))
     }
 
