@@ -92,29 +92,27 @@ pub fn diagnose(e: &Evidence<'_>) -> Diagnosis {
 /// the specific one names the bug (which of the two fits a hair closer is float32 noise).
 fn judge(e: &Evidence<'_>, reference: &ArrayD<f64>, candidates: Vec<Candidate>) -> Vec<Finding> {
     let (baseline, baseline_rms) = distance(e.ours.view(), reference.view());
-    let mut findings: Vec<(bool, Finding)> =
-        candidates
-            .into_iter()
-            .filter_map(|c| {
-                let (residual, residual_rms) = distance(e.ours.view(), c.tensor.view());
-                let scale = c.tensor.iter().filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(x.abs()));
-                let fits = residual_rms * CLOSER <= baseline_rms
-                    && residual <= WITHIN_TOLERANCES * e.tolerance.allowed(scale);
-                fits.then(|| (c.generic, Finding {
-                evidence: format!(
-                    "ours equals the stage recomputed with it from {}'s tensors to {} (max |diff|; \
-                     ours vs {} itself: {})",
-                    e.reference_name,
-                    sci(residual),
-                    e.reference_name,
-                    sci(baseline)
-                ),
-                cause: c.cause,
-                residual,
-                baseline,
-            }))
-            })
-            .collect();
+    let mut findings: Vec<(bool, Finding)> = candidates
+        .into_iter()
+        .filter_map(|c| {
+            let (residual, residual_rms) = distance(e.ours.view(), c.tensor.view());
+            let scale = c.tensor.iter().filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(x.abs()));
+            let fits = residual_rms * CLOSER <= baseline_rms
+                && residual <= WITHIN_TOLERANCES * e.tolerance.allowed(scale);
+            if !fits {
+                return None;
+            }
+            let evidence = format!(
+                "ours equals the stage recomputed with it from {}'s tensors to {} (max |diff|; ours \
+                 vs {} itself: {})",
+                e.reference_name,
+                sci(residual),
+                e.reference_name,
+                sci(baseline)
+            );
+            Some((c.generic, Finding { evidence, cause: c.cause, residual, baseline }))
+        })
+        .collect();
     // Specific mistakes first, each kind best first; near misses are judged within a kind (a
     // fitted constant can match ours to the last bit where a recomputation in float64 cannot).
     findings.sort_by(|(a_generic, a), (b_generic, b)| {

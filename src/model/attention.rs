@@ -33,8 +33,6 @@ impl Attention {
         })
     }
 
-    /// x [T, C] at positions cache.len()..cache.len()+T -> [T, C]. Writes this layer's K and V
-    /// into the cache; the caller advances the cache once every layer has run.
     /// x [T, C] at positions cache.len()..cache.len()+T -> out [T, C]. Writes this layer's K
     /// and V into the cache; the caller advances the cache once every layer has run. `s` holds
     /// the intermediate tensors.
@@ -211,9 +209,8 @@ pub fn softmax_in_place(row: &mut [f32]) {
     row[seen..].fill(0.0);
     row[..seen].iter_mut().for_each(|x| {
         let z = (*x - max) as f64;
-        // Below e^−87 float32 has only subnormals, which cost the CPU a slow assist per vector
-        // (half a prompt's scores are masked, −∞): those probabilities (< 1.2e-38) are 0. The
-        // clamp is written so that NaN stays NaN.
+        // Below e^−87 float32 has only subnormals, whose rounding costs the CPU a slow assist
+        // per vector: those probabilities (< 1.2e-38) are 0. Written so that NaN stays NaN.
         let e = exp(if z < -87.0 { -87.0 } else { z }) as f32;
         *x = if z < -87.0 { 0.0 } else { e };
     });

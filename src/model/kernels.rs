@@ -1,7 +1,8 @@
-//! The products y = x·W of the engine, W a `PackedMatrix` (panels of 16 columns, laid out at
-//! load). Every output is summed over k in order, one multiply-add at a time, in blocks of
-//! `BLOCK` steps, by the same tile whatever the number of rows of x: a row of a prompt's product
-//! is bit for bit the decode step's product of that row. Two entries:
+//! The products y = x·W (+ a bias, added as the sums are stored) of the engine, W a
+//! `PackedMatrix` (panels of 16 columns, laid out at load). Every output is summed over k in
+//! order, one multiply-add at a time, in blocks of `BLOCK` steps, by the same tile whatever the
+//! number of rows of x: a row of a prompt's product is bit for bit the decode step's product of
+//! that row. Two entries:
 //! - `gemv`, one row (the decode step), where the time is reading W from memory: four panels
 //!   at a time;
 //! - `gemm`, many rows (a prompt), where the time is multiply-adds: a pair of panels stays in

@@ -60,13 +60,13 @@ fn gelu_in_place(values: &mut [f32]) {
         let gelu = if plant::active(Variant::ErfGelu) { gelu_erf } else { planted_gelu_new };
         return values.iter_mut().for_each(|v| *v = gelu(*v));
     }
-    let gelu_all = |values: &mut [f32]| {
-        Simd::best().run(
+    let simd = Simd::best();
+    team().for_each_chunk(values, GELU_CHUNK, &|_, chunk| {
+        simd.run(
             #[inline(always)]
-            || values.iter_mut().for_each(|v| *v = gelu_new(*v)),
+            || chunk.iter_mut().for_each(|v| *v = gelu_new(*v)),
         )
-    };
-    team().for_each_chunk(values, GELU_CHUNK, &|_, chunk| gelu_all(chunk));
+    });
 }
 
 /// Values per chunk the team's threads take: a decode step's 3072 are one, a prompt's split.
