@@ -18,11 +18,11 @@
 //! kernels are tested against, as llm.c keeps its reference kernels.
 
 use std::ops::Range;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
+use super::math::Simd;
 use super::packed::{PANEL, PackedMatrix};
 
 /// y[N] = x[K]·W (+ bias[N]): the decode step's product. Allocates nothing.
@@ -155,31 +155,21 @@ struct Kernels {
 }
 
 impl Kernels {
-    /// The fastest set this CPU runs, chosen once.
+    /// The fastest set this CPU runs.
     fn detect() -> Kernels {
-        static CHOSEN: OnceLock<Kernels> = OnceLock::new();
-        *CHOSEN.get_or_init(|| Kernels::available().pop().expect("the portable set runs anywhere").1)
+        Kernels::for_unit(Simd::best())
     }
 
-    /// Every set of kernels this CPU can run, by name, slowest first: `detect` takes the last,
-    /// the tests check them all.
-    fn available() -> Vec<(&'static str, Kernels)> {
-        let mut all =
-            vec![("portable", Kernels { one_row: one_row_portable, many_rows: many_rows_portable })];
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx2") && has!("fma") {
-                all.push(("avx2", Kernels { one_row: x86::one_row_avx2, many_rows: x86::many_rows_avx2 }));
-            }
-            if has!("avx512f") && has!("fma") {
-                all.push((
-                    "avx512",
-                    Kernels { one_row: x86::one_row_avx512, many_rows: x86::many_rows_avx512 },
-                ));
-            }
+    /// The set compiled for a vector unit (`math::Simd` knows which units the CPU runs; the
+    /// tests check every one).
+    fn for_unit(unit: Simd) -> Kernels {
+        match unit {
+            Simd::Baseline => Kernels { one_row: one_row_portable, many_rows: many_rows_portable },
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => Kernels { one_row: x86::one_row_avx2, many_rows: x86::many_rows_avx2 },
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => Kernels { one_row: x86::one_row_avx512, many_rows: x86::many_rows_avx512 },
         }
-        all
     }
 }
 
@@ -544,7 +534,8 @@ mod tests {
     #[test]
     fn every_row_of_gemm_is_bit_for_bit_gemv() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for (name, kernels) in Kernels::available() {
+        for unit in Simd::available() {
+            let kernels = Kernels::for_unit(unit);
             for (t, k, n) in [(29, 200, 333), (2, 7, 16), (13, 64, 1)] {
                 let x = Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
                 let w = matrix(k, n, &mut rng);
@@ -555,7 +546,7 @@ mod tests {
                     for (row, x_row) in all.rows().into_iter().zip(x.rows()) {
                         let mut one = vec![0.0; n];
                         gemv_with(kernels.one_row, x_row.as_slice().unwrap(), &w, bias, &mut one);
-                        assert_eq!(row.to_vec(), one, "{name} ({t}, {k}, {n})");
+                        assert_eq!(row.to_vec(), one, "{unit:?} ({t}, {k}, {n})");
                     }
                 }
             }
@@ -592,13 +583,14 @@ mod tests {
         let x = Array2::from_shape_vec((t, k), random(t * k, &mut rng)).unwrap();
         let w = matrix(k, n, &mut rng);
         let bias = random(n, &mut rng);
-        for (name, kernels) in Kernels::available() {
+        for unit in Simd::available() {
+            let kernels = Kernels::for_unit(unit);
             let mut fused = Array2::zeros((t, n));
             gemm_with(kernels.many_rows, x.view(), &w, Some(&bias), fused.view_mut());
             let mut after = Array2::zeros((t, n));
             gemm_with(kernels.many_rows, x.view(), &w, None, after.view_mut());
             after += &ndarray::ArrayView1::from(&bias[..]);
-            assert_eq!(fused, after, "{name}");
+            assert_eq!(fused, after, "{unit:?}");
         }
     }
 

@@ -1,6 +1,6 @@
 //! Arithmetic shared by the engine's element-wise loops: an exp that vectorises, and running a
-//! loop compiled for the widest vector unit the CPU has (chosen at run time, as the kernels'
-//! products are: one binary for every x86-64 machine).
+//! loop compiled for the widest vector unit the CPU has (chosen at run time, one binary for
+//! every x86-64 machine). The kernels' products pick their set by the same units.
 
 /// The vector units a loop can be compiled for.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -23,7 +23,7 @@ impl Simd {
             if has!("avx2") && has!("fma") {
                 all.push(Simd::Avx2);
             }
-            if has!("avx512f") && has!("avx512dq") && has!("fma") {
+            if has!("avx512f") && has!("fma") {
                 all.push(Simd::Avx512);
             }
         }
@@ -59,7 +59,7 @@ mod x86 {
         work()
     }
 
-    #[target_feature(enable = "avx512f,avx512dq,fma")]
+    #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn avx512<R>(work: impl FnOnce() -> R) -> R {
         work()
     }
