@@ -48,9 +48,9 @@ def ensure_model(shape, cache):
 
 
 def threads_env(args):
-    """llorch's thread pools: rayon's (its size also sets the decode step's team) and
-    matrixmultiply's (ndarray's products inside attention)."""
-    return dict(os.environ, RAYON_NUM_THREADS=str(args.threads), MATMUL_NUM_THREADS=str(args.threads))
+    """llorch's threads: rayon's pool size, which also sizes the engine's team (every product,
+    attention's heads, LayerNorm and GELU run on the team)."""
+    return dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
 
 
 def llorch_bench(llorch, model, args):

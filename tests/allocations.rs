@@ -1,9 +1,8 @@
 //! A decoded token allocates nothing: the forward pass writes into the sequence's buffers and
 //! the sampler into its own. Counted by a global allocator in this test binary, on the threads a
 //! decode step runs on: the caller ("main") and the engine's team ("llorch-team-N"). Idle pool
-//! threads of other libraries (rayon's, matrixmultiply's for the prompt's products) allocate
-//! once when they first go to sleep, which on a busy machine can happen at any time; they are not
-//! counted. No test harness either (Cargo.toml: harness = false), for the same reason.
+//! threads of other libraries (rayon's, matrixmultiply's) allocate once when they first go to
+//! sleep, which on a busy machine can happen at any time; they are not counted. No test harness either (Cargo.toml: harness = false), for the same reason.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -8,7 +8,7 @@ use super::config::Config;
 use super::kv_cache::{KEY_BLOCK, KvCache};
 use super::linear::Conv1D;
 use super::math::{Simd, exp, sum_f64};
-use super::scratch::{AttnScratch, view2, view3};
+use super::scratch::{AttnScratch, contiguous, view2, view3};
 use super::team::team;
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
@@ -117,11 +117,6 @@ impl Attention {
         }
         stage(tape, Site::new(Checkpoint::AttnOutput, Some(layer), "attn_out"), out)
     }
-}
-
-/// A scratch view's elements, in order.
-fn contiguous<'a, D: ndarray::Dimension>(view: &'a mut ndarray::ArrayViewMut<'_, f32, D>) -> &'a mut [f32] {
-    view.as_slice_mut().expect("a scratch view is contiguous")
 }
 
 /// One head's scaled scores: att[i, s] = scale · Σ_d q[i, d]·k[s, d] for the keys query i sees,

@@ -6,7 +6,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use super::config::Config;
 use super::linear::Conv1D;
 use super::math::{Simd, exp};
-use super::scratch::view2;
+use super::scratch::{contiguous, view2};
 use super::team::team;
 use super::weights::Weights;
 use crate::checkpoint::Checkpoint;
@@ -42,7 +42,7 @@ impl Mlp {
         } else {
             self.c_fc.forward(x, h.view_mut());
         }
-        gelu_in_place(h.as_slice_mut().expect("a scratch view is contiguous"));
+        gelu_in_place(contiguous(&mut h));
         stage(tape, Site::new(Checkpoint::Ffn, Some(layer), "gelu"), h.view_mut())?;
         self.c_proj.forward(h.view(), out.view_mut()); // [T, C]
         stage(tape, Site::new(Checkpoint::Ffn, Some(layer), "mlp_out"), out)

@@ -71,3 +71,10 @@ pub fn view3(buffer: &mut Vec<f32>, shape: (usize, usize, usize)) -> ArrayViewMu
     ArrayViewMut3::from_shape(shape, take(buffer, shape.0 * shape.1 * shape.2))
         .expect("the length is the shape's")
 }
+
+/// A scratch view's elements, in order (the views above are contiguous by construction).
+pub fn contiguous<'a, D: ndarray::Dimension>(
+    view: &'a mut ndarray::ArrayViewMut<'_, f32, D>,
+) -> &'a mut [f32] {
+    view.as_slice_mut().expect("a scratch view is contiguous")
+}
