@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = llorch::cli::Cli::parse();
+    let cli = llorch::commands::cli::Cli::parse();
     match llorch::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -8,9 +8,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use llorch::generate::{Generation, Picker};
-use llorch::model::Gpt2;
-use llorch::sampling::Sampling;
+use llorch::engine::Gpt2;
+use llorch::engine::generate::{Generation, Picker};
+use llorch::engine::sampling::Sampling;
 
 struct Counting;
 

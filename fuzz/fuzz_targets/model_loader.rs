@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llorch::model::{Config, Gpt2, KvCache, weights::Weights};
+use llorch::engine::{Config, Gpt2, KvCache, weights::Weights};
 
 fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|&b| b == 0xFF).unwrap_or(data.len());

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llorch::reference::Reference;
+use llorch::validation::reference::Reference;
 
 fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|&b| b == 0xFF).unwrap_or(data.len());

@@ -1,0 +1,199 @@
+//! `llorch bench`: the engine's own speed on one model, and the machine's read bandwidth that
+//! bounds it. A decoded token reads every weight matrix once, so bytes / bandwidth is the floor
+//! no engine can beat on this machine. `scripts/bench.py` runs this beside PyTorch (and
+//! llama.cpp) and prints the table of README.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use serde::Serialize;
+
+use std::process::ExitCode;
+
+use super::cli::{BenchArgs, ReportFormat};
+use super::options::model_dir;
+use super::print_out;
+use crate::engine::{Gpt2, KvCache};
+
+/// `llorch bench --model DIR`: measures, then prints the table (or the JSON scripts/bench.py
+/// reads).
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let dir = model_dir(args.model)?;
+    let model = Gpt2::load_dir(&dir)?;
+    eprintln!("llorch bench: {} on {} threads", dir.display(), rayon::current_num_threads());
+    let result = measure(&model, args.prompt_tokens, args.decode_tokens, args.repeats)?;
+    let text = match args.format {
+        ReportFormat::Json => serde_json::to_string_pretty(&result)? + "\n",
+        ReportFormat::Table => format!(
+            "read bandwidth      {:.1} GB/s ({} threads, median of passes between the decode steps)\n\
+             weights per token   {:.1} MB: floor {:.2} ms/token\n\
+             decode              {:.2} ms/token ({:.2}x the floor), median of {}\n\
+             prefill {} tokens   {:.1} ms (last position's logits), {:.1} ms (all logits), best of {}\n",
+            result.read_bandwidth_gbs,
+            result.threads,
+            result.bytes_per_token as f64 / 1e6,
+            result.floor_ms_per_token,
+            result.decode_ms_per_token,
+            result.decode_ms_per_token / result.floor_ms_per_token,
+            result.decode_tokens,
+            result.prompt_tokens,
+            result.prefill_ms_last_logits,
+            result.prefill_ms_all_logits,
+            result.repeats,
+        ),
+    };
+    print_out(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+pub struct BenchResult {
+    pub threads: usize,
+    /// Median of passes of the decode step's threads summing a 1 GiB buffer, GB/s (1e9 bytes), one
+    /// after every `STEPS_PER_PASS` decode steps: this machine's bandwidth moves by half from one
+    /// minute to the next, so the floor is measured under the conditions the decode steps ran in.
+    pub read_bandwidth_gbs: f64,
+    /// Bytes of weights a decoded token reads: every layer's matrices and vectors, ln_f and the
+    /// tied lm_head (wpe contributes one row: left out).
+    pub bytes_per_token: u64,
+    /// bytes_per_token / read bandwidth.
+    pub floor_ms_per_token: f64,
+    pub prompt_tokens: usize,
+    pub decode_tokens: usize,
+    /// Median over the decode steps after the prompt, each a forward of one token through the
+    /// cache with the last position's logits.
+    pub decode_ms_per_token: f64,
+    /// Best of `repeats`: the prompt's forward pass with the last position's logits (as
+    /// generation runs it).
+    pub prefill_ms_last_logits: f64,
+    /// Best of `repeats`: the same with every position's logits (as validation needs them).
+    pub prefill_ms_all_logits: f64,
+    pub repeats: usize,
+}
+
+/// Times `model` on a prompt of `prompt_tokens` token ids (1, 2, 3, ...: the ids do not change
+/// the work) and `decode_tokens` decode steps after it.
+pub fn measure(
+    model: &Gpt2,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+    repeats: usize,
+) -> Result<BenchResult> {
+    let config = &model.config;
+    ensure!(prompt_tokens > 0 && decode_tokens > 0 && repeats > 0, "every count must be at least 1");
+    ensure!(
+        prompt_tokens + decode_tokens <= config.n_positions,
+        "{prompt_tokens} prompt + {decode_tokens} decoded tokens exceed the model's context of {}",
+        config.n_positions
+    );
+    let prompt: Vec<u32> = (0..prompt_tokens).map(|i| (i % config.vocab_size) as u32).collect();
+
+    // Warm-up: the first pass faults the memory-mapped weights in.
+    model.forward(&prompt, &mut KvCache::new(config, prompt_tokens)?)?;
+    let mut prefill_last = Duration::MAX;
+    let mut prefill_all = Duration::MAX;
+    for _ in 0..repeats {
+        let mut cache = KvCache::new(config, prompt_tokens)?;
+        let start = Instant::now();
+        model.forward(&prompt, &mut cache)?;
+        prefill_last = prefill_last.min(start.elapsed());
+        let mut cache = KvCache::new(config, prompt_tokens)?;
+        let start = Instant::now();
+        model.forward_all_logits(&prompt, &mut cache)?;
+        prefill_all = prefill_all.min(start.elapsed());
+    }
+
+    let mut cache = KvCache::new(config, prompt_tokens + decode_tokens)?;
+    model.forward(&prompt, &mut cache)?;
+    let reader = BandwidthProbe::new()?;
+    let mut steps = Vec::with_capacity(decode_tokens);
+    let mut passes = Vec::with_capacity(decode_tokens);
+    let mut token = 0u32;
+    for step in 1..=decode_tokens {
+        let start = Instant::now();
+        let logits = model.forward(&[token], &mut cache)?;
+        steps.push(start.elapsed());
+        token = crate::engine::sampling::argmax(logits);
+        if step % STEPS_PER_PASS == 0 || step == decode_tokens {
+            passes.push(reader.pass());
+        }
+    }
+    let decode = median(steps);
+    let bandwidth = BandwidthProbe::BYTES as f64 / median(passes).as_secs_f64() / 1e9;
+    let bytes = bytes_per_token(model);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Ok(BenchResult {
+        threads: rayon::current_num_threads(),
+        read_bandwidth_gbs: bandwidth,
+        bytes_per_token: bytes,
+        floor_ms_per_token: bytes as f64 / (bandwidth * 1e9) * 1e3,
+        prompt_tokens,
+        decode_tokens,
+        decode_ms_per_token: ms(decode),
+        prefill_ms_last_logits: ms(prefill_last),
+        prefill_ms_all_logits: ms(prefill_all),
+        repeats,
+    })
+}
+
+/// Decode steps between two bandwidth passes. A pass evicts the weights that the steps, run
+/// back to back as generation runs them, find in the last-level cache: the step after a pass
+/// measured ~15% slower on an Intel Xeon. With one pass per four steps, the median step is
+/// one that runs as in generation.
+const STEPS_PER_PASS: usize = 4;
+
+/// Float32 weights a decode step reads: all of them but wpe, of which it reads one row (left
+/// out).
+fn bytes_per_token(model: &Gpt2) -> u64 {
+    let c = &model.config;
+    4 * (c.parameter_count() - (c.n_positions * c.n_embd) as u64)
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Streaming reads of the thread pool over a buffer larger than any cache: each pass has every
+/// thread sum its own contiguous chunks (integers, so the sum vectorises and nothing but the
+/// reading limits it).
+struct BandwidthProbe {
+    /// In huge pages where the system grants them, as the weights are (`packed::huge_pages`):
+    /// with 4 KiB pages the probe read ~10% slower than the decode step on an Intel Xeon.
+    memory: memmap2::MmapMut,
+}
+
+impl BandwidthProbe {
+    const BYTES: usize = 1 << 30;
+
+    fn new() -> Result<BandwidthProbe> {
+        let mut memory = crate::engine::packed::huge_pages(Self::BYTES)
+            .context("1 GiB of memory for the bandwidth probe")?;
+        let words: &mut [u64] = bytemuck::cast_slice_mut(&mut memory[..]);
+        words.iter_mut().enumerate().for_each(|(i, w)| *w = i as u64);
+        let probe = BandwidthProbe { memory };
+        probe.pass(); // warm-up
+        Ok(probe)
+    }
+
+    /// The time of one pass over the whole buffer, on the decode step's own threads (`team`),
+    /// each streaming its contiguous share as the one-row product streams its slab of weights:
+    /// a second pool (rayon's, whose workers spin for a while after a job) would still be
+    /// spinning when the next decode step starts and slow it down.
+    fn pass(&self) -> Duration {
+        let data: &[u64] = bytemuck::cast_slice(&self.memory[..]);
+        let team = crate::engine::team::team();
+        let share = data.len().div_ceil(team.size());
+        let sums: Vec<AtomicU64> = (0..team.size()).map(|_| AtomicU64::new(0)).collect();
+        let start = Instant::now();
+        team.run(&|part| {
+            let sum =
+                data.chunks(share).nth(part).unwrap_or(&[]).iter().fold(0u64, |a, &b| a.wrapping_add(b));
+            sums[part].store(sum, Ordering::Relaxed);
+        });
+        let elapsed = start.elapsed();
+        std::hint::black_box(sums);
+        elapsed
+    }
+}

@@ -1,0 +1,93 @@
+//! `llorch validate`: resolve the options, open the engine and the references, check every
+//! case (or search for the first failure), render the report in every format asked for.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::cli::{ReportFormat, ValidateArgs};
+use super::exports::Exports;
+use super::options::ValidateOptions;
+use super::{colors_on, print_out};
+use crate::engine::Gpt2;
+use crate::validation::report::{self, Exporter};
+use crate::validation::run::{self, Validator};
+use crate::validation::runner::Runner;
+use crate::validation::search;
+
+pub fn run(args: ValidateArgs) -> Result<ExitCode> {
+    #[cfg(feature = "planted-bugs")]
+    let plant = args.plant;
+    let options = ValidateOptions::resolve(args)?;
+    let engine: Box<dyn Runner> = {
+        #[cfg(feature = "planted-bugs")]
+        if let Some(variant) = plant {
+            Box::new(crate::plant::Planted::load_dir(&options.model_dir, variant)?)
+        } else {
+            Box::new(Gpt2::load_dir(&options.model_dir)?)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        Box::new(Gpt2::load_dir(&options.model_dir)?)
+    };
+    let written = options.exports.paths();
+    let result = validate_and_report(options, engine);
+    if result.is_err() {
+        Exports::discard(&written);
+    }
+    result
+}
+
+fn validate_and_report(options: ValidateOptions, engine: Box<dyn Runner>) -> Result<ExitCode> {
+    let validator = Validator::open(
+        engine,
+        &options.model_dir,
+        &options.reference_dirs,
+        options.overrides.clone(),
+        run::progress_bar(),
+    )?;
+    let validator = match &options.exports.html {
+        Some(_) => validator.with_heatmaps(options.heatmaps.clone()),
+        None => validator,
+    };
+    let sites = run::plan(&options.checkpoints, &validator.layers(options.layers)?, &options.phases);
+    anyhow::ensure!(
+        !sites.is_empty(),
+        "nothing to check: the decode step has checkpoints 0 to 9 only (--phase decode with --checkpoint {})",
+        options.checkpoints.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+    );
+    let cases = validator.cases(options.case.as_deref())?;
+    let report = match options.search {
+        None => {
+            let mut rows = Vec::new();
+            for case in &cases {
+                rows.extend(validator.check(case, &sites, &options.modes, false)?);
+            }
+            validator.report(rows, None)
+        }
+        Some(strategy) => {
+            let (rows, outcome) = search::search(&validator, &cases, &sites, &options.modes, strategy)?;
+            validator.report(rows, Some(outcome))
+        }
+    };
+    validator.progress.finish_and_clear();
+    let text = match options.format {
+        ReportFormat::Table => report::Table { color: colors_on(), detail: options.detail }.render(&report),
+        ReportFormat::Json => report::Json.render(&report),
+    };
+    let Exports { report: output, junit, html } = options.exports;
+    if let Some(junit) = junit {
+        Exports::write(junit, &report::Junit.render(&report))?;
+    }
+    if let Some(html) = html {
+        let page = report::Html {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            cases: validator.case_prompts(),
+        };
+        Exports::write(html, &page.render(&report))?;
+    }
+    match output {
+        Some(output) => Exports::write(output, &text)?,
+        None => print_out(&text)?,
+    }
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

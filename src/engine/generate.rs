@@ -1,0 +1,92 @@
+//! Token-by-token generation through the KV cache: the same engine and the same sampling code
+//! that checkpoints 10–12 validate.
+
+use anyhow::{Result, ensure};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::sampling::{self, Sampling};
+use super::{Gpt2, KvCache};
+
+/// A generation in progress: the cache, which also holds the logits for the next position.
+pub struct Generation<'m> {
+    model: &'m Gpt2,
+    cache: KvCache,
+}
+
+impl<'m> Generation<'m> {
+    /// Runs the prompt through the model (prefill), with cache room for `max_new` more tokens.
+    pub fn start(model: &'m Gpt2, prompt: &[u32], max_new: usize) -> Result<Generation<'m>> {
+        let context = model.config.n_positions;
+        ensure!(!prompt.is_empty(), "the prompt is empty: there is nothing to continue");
+        ensure!(
+            prompt.len() + max_new <= context,
+            "the prompt ({} tokens) plus {max_new} new tokens exceeds the model's context of \
+             {context} tokens",
+            prompt.len()
+        );
+        let mut cache = KvCache::new(&model.config, prompt.len() + max_new)?;
+        model.forward(prompt, &mut cache)?;
+        Ok(Generation { model, cache })
+    }
+
+    /// The logits for the next token, [V].
+    pub fn logits(&self) -> &[f32] {
+        self.cache.logits()
+    }
+
+    /// Feeds one chosen token (decode step): allocates nothing.
+    pub fn push(&mut self, token: u32) -> Result<()> {
+        self.model.forward(&[token], &mut self.cache)?;
+        Ok(())
+    }
+}
+
+/// Picks next tokens: greedy, or seeded sampling from the warped distribution.
+/// Picking allocates nothing once the first token has sized its buffers.
+pub struct Picker {
+    sampling: Sampling,
+    rng: ChaCha8Rng,
+    probs: Vec<f32>, // [V]
+    buffers: sampling::Buffers,
+}
+
+impl Picker {
+    pub fn new(sampling: Sampling, seed: u64) -> Picker {
+        let rng = ChaCha8Rng::seed_from_u64(seed);
+        Picker { sampling, rng, probs: Vec::new(), buffers: sampling::Buffers::default() }
+    }
+
+    pub fn pick(&mut self, logits: &[f32]) -> u32 {
+        if self.sampling.is_greedy() {
+            sampling::argmax(logits)
+        } else {
+            sampling::probabilities_into(logits, &self.sampling, &mut self.probs, &mut self.buffers);
+            sampling::draw(&self.probs, &mut self.rng)
+        }
+    }
+}
+
+/// Generates up to `max_new` tokens after `prompt`, calling `on_token` as each one is chosen.
+/// Stops early after `eos` (which is included, as HF's `generate` includes it).
+pub fn generate(
+    model: &Gpt2,
+    prompt: &[u32],
+    max_new: usize,
+    picker: &mut Picker,
+    eos: Option<u32>,
+    mut on_token: impl FnMut(u32) -> Result<()>,
+) -> Result<Vec<u32>> {
+    ensure!(max_new > 0, "max-tokens must be at least 1");
+    let mut generation = Generation::start(model, prompt, max_new)?;
+    let mut out = Vec::with_capacity(max_new);
+    loop {
+        let token = picker.pick(generation.logits());
+        out.push(token);
+        on_token(token)?;
+        if out.len() == max_new || Some(token) == eos {
+            return Ok(out);
+        }
+        generation.push(token)?;
+    }
+}

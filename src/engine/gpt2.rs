@@ -1,0 +1,159 @@
+//! The whole model: embeddings, the blocks, ln_f and the lm_head tied to wte. One forward pass
+//! serves validation and generation; checkpoints are recorded on the tape as it goes.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use ndarray::{Array1, Array2, s};
+
+use super::block::Block;
+use super::checkpoint::Checkpoint;
+use super::config::Config;
+use super::kv_cache::KvCache;
+use super::layer_norm::LayerNorm;
+use super::linear::matmul;
+use super::packed::PackedMatrix;
+use super::scratch::{Scratch, view2};
+use super::tape::{NoTape, Site, Tape, hook, stage};
+use super::weights::{Orientation, Param, Weights};
+
+pub struct Gpt2 {
+    pub config: Config,
+    /// The token embedding [V, C], held as the tied lm_head's W = wteᵀ [C, V] for the kernels
+    /// (an embedding row is a column of it).
+    wte: PackedMatrix,
+    wpe: Param, // [n_positions, C]
+    h: Vec<Block>,
+    ln_f: LayerNorm,
+}
+
+impl Gpt2 {
+    /// Loads `config.json` and `model.safetensors` from an HF model directory.
+    pub fn load_dir(dir: &Path) -> Result<Gpt2> {
+        let config = Config::from_file(&dir.join("config.json"))?;
+        let weights = Weights::open(&dir.join("model.safetensors"))?;
+        Gpt2::load(&weights, config)
+    }
+
+    pub fn load(weights: &Weights, config: Config) -> Result<Gpt2> {
+        let c = config.n_embd;
+        Ok(Gpt2 {
+            wte: weights.get_packed("wte.weight", [config.vocab_size, c], Orientation::Transposed)?,
+            wpe: weights.get("wpe.weight", &[config.n_positions, c])?,
+            h: (0..config.n_layer).map(|l| Block::load(weights, l, &config)).collect::<Result<_>>()?,
+            ln_f: LayerNorm::load(weights, "ln_f", c, config.layer_norm_epsilon)?,
+            config,
+        })
+    }
+
+    /// Runs `tokens` at positions cache.len().. and returns the logits of the last position
+    /// [V]. `None` when the tape had all it wanted before the end and the pass stopped early.
+    pub fn forward_recorded(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        tape: &mut dyn Tape,
+    ) -> Result<Option<Array1<f32>>> {
+        Ok(self.pass(tokens, cache, tape)?.then(|| Array1::from(cache.logits().to_vec())))
+    }
+
+    /// The forward pass of `tokens` at positions cache.len()..: the last position's logits are
+    /// left in `cache.logits()`. False when the tape had all it wanted before the end and the
+    /// pass stopped early. Writes into the cache's buffers: a decode step allocates nothing.
+    pub fn pass(&self, tokens: &[u32], cache: &mut KvCache, tape: &mut dyn Tape) -> Result<bool> {
+        let (t, past) = (tokens.len(), cache.len());
+        ensure!(t > 0, "no tokens to run");
+        ensure!(
+            past + t <= cache.capacity(),
+            "{} tokens exceed the KV cache of {} positions (model context {})",
+            past + t,
+            cache.capacity(),
+            self.config.n_positions
+        );
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            anyhow::bail!("token id {bad} is outside the vocabulary (size {})", self.config.vocab_size);
+        }
+        let mut scratch = cache.take_scratch();
+        let complete = self.pass_with(tokens, cache, tape, &mut scratch);
+        cache.put_scratch(scratch);
+        complete
+    }
+
+    fn pass_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        tape: &mut dyn Tape,
+        s: &mut Scratch,
+    ) -> Result<bool> {
+        let (t, past, c) = (tokens.len(), cache.len(), self.config.n_embd);
+
+        // wte[ids] + wpe[positions]
+        let wpe = self.wpe.view2();
+        let mut x = view2(&mut s.x, (t, c)); // [T, C]
+        for (i, (mut row, &id)) in x.rows_mut().into_iter().zip(tokens).enumerate() {
+            for (channel, (x, &p)) in row.iter_mut().zip(wpe.row(past + i)).enumerate() {
+                *x = self.wte.get(channel, id as usize) + p;
+            }
+        }
+        stage(tape, Site::new(Checkpoint::Embeddings, None, "embeddings"), x.view_mut())?;
+        if tape.is_complete() {
+            return Ok(false);
+        }
+
+        for block in &self.h {
+            block.forward(&mut x, cache, tape, &mut s.layer)?; // [T, C]
+            if tape.is_complete() {
+                return Ok(false);
+            }
+        }
+        cache.advance(t);
+
+        let mut h = view2(&mut s.layer.h, (t, c)); // [T, C]
+        self.ln_f.forward(x.view(), h.view_mut());
+        stage(tape, Site::new(Checkpoint::Logits, None, "ln_f"), h.view_mut())?;
+        if tape.wants(Checkpoint::Logits, None) {
+            // Every row summed as the last-position product below sums its one row (the
+            // kernels' contract), so checkpoint 9's bitwise invariant holds by construction.
+            let mut logits = Array2::<f32>::zeros((t, self.config.vocab_size)); // [T, V]
+            matmul(h.view(), &self.wte, None, logits.view_mut());
+            tape.record_owned(Site::new(Checkpoint::Logits, None, "logits"), logits.into_dyn())?;
+        }
+        // Only the last position's logits are needed to pick the next token: [1, C]·[C, V].
+        let v = self.config.vocab_size;
+        let mut last = view2(&mut s.logits, (1, v)); // [1, V]
+        matmul(h.slice(s![t - 1..t, ..]), &self.wte, None, last.view_mut());
+        hook(tape, Site::new(Checkpoint::SelectedLogits, None, "selected_logits"), last.row(0))?;
+        Ok(true)
+    }
+
+    /// Every position's logits [T, V], as validation computes them (checkpoint 8).
+    pub fn forward_all_logits(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Array2<f32>> {
+        struct LogitsTape(Option<Array2<f32>>);
+        impl Tape for LogitsTape {
+            fn wants(&self, checkpoint: Checkpoint, _: Option<usize>) -> bool {
+                checkpoint == Checkpoint::Logits
+            }
+            fn record(&mut self, _: Site, _: ndarray::ArrayViewD<'_, f32>) -> Result<()> {
+                Ok(()) // ln_f's output, which shares the checkpoint
+            }
+            fn record_owned(&mut self, _: Site, logits: ndarray::ArrayD<f32>) -> Result<()> {
+                self.0 = Some(logits.into_dimensionality()?);
+                Ok(())
+            }
+        }
+        let mut tape = LogitsTape(None);
+        self.pass(tokens, cache, &mut tape)?;
+        tape.0.context("the pass recorded no logits")
+    }
+
+    /// The plain forward pass of generation, no checkpoints recorded: the last position's
+    /// logits [V], in the cache's buffer.
+    pub fn forward<'c>(&self, tokens: &[u32], cache: &'c mut KvCache) -> Result<&'c [f32]> {
+        ensure!(
+            self.pass(tokens, cache, &mut NoTape)?,
+            "the pass stopped early although no tape asked it to"
+        );
+        Ok(cache.logits())
+    }
+}

@@ -1,0 +1,148 @@
+//! Engine variants for proving the validator: planted bugs it must catch at the stage that
+//! holds them, and correct-but-different numerics it must pass. This module exists only in
+//! builds with the `planted-bugs` cargo feature (the test suite's), selected by the hidden
+//! `--plant` flag of such a build; never an environment variable, so nothing a user sets can
+//! change the engine.
+//!
+//! The engine itself has no variant in it. A planted engine is the real one run through a
+//! tape (`rewrite.rs`) that, at the output of the stage holding the variant, hands the pass what
+//! the variant computes from that stage's inputs, exactly as the engine's own stages continue
+//! with the reference's tensor in isolated mode. What the pass records, and goes on with, is
+//! what an engine with that bug (or those numerics) would compute: later stages, the KV cache,
+//! the logits and generation all inherit it. Two variants need more than a stage's output: the
+//! LayerNorm epsilon is a changed config, and the cache bug also leaves the cache as the bug
+//! would (`Planted::forward`).
+
+mod arithmetic;
+mod rewrite;
+
+use std::path::Path;
+
+use anyhow::Result;
+use ndarray::{Array1, Array3};
+
+use crate::engine::sampling::{self, Sampling};
+use crate::engine::weights::Weights;
+use crate::engine::{Config, Gpt2, KvCache, Tape};
+use crate::validation::runner::Runner;
+use arithmetic::Params;
+use rewrite::Rewriter;
+
+/// One engine variant. Bugs first, then correct variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Variant {
+    /// Bug: LayerNorm uses epsilon 1e-6 instead of the config's (1e-5).
+    LnEpsilon,
+    /// Bug: a constant 3e-6 added to every attention output, a few float32 ulps: inside every
+    /// fixed tolerance.
+    AttnOutShift,
+    /// Bug: GELU's cubic coefficient 0.0447 instead of 0.044715.
+    GeluCoefficient,
+    /// Bug: the causal mask ignores the cached positions, so the decode step's query sees only
+    /// the first key (the prompt's pass has no cache and is unaffected).
+    DecodeMaskIgnoresCache,
+    /// Bug: position ids restart at 0 after the cache (the decode step embeds its token at
+    /// position 0).
+    DecodePositionsRestart,
+    /// Bug: the decode step writes its K and V over row 0 of the cache instead of row T.
+    DecodeCacheOverwrite,
+    /// Bug: LayerNorm divides the squared deviations by n − 1 (unbiased variance).
+    UnbiasedVariance,
+    /// Bug: q and k taken from each other's third of c_attn's output.
+    QkSwapped,
+    /// Bug: the attention scores are not scaled by 1/√head_dim.
+    MissingAttnScale,
+    /// Bug: the causal mask lets each query see the next key too.
+    MaskOffByOne,
+    /// Bug: the heads are merged as [T, head_dim, n_head] before c_proj.
+    HeadMergeOrder,
+    /// Bug: the attention's c_proj weight read transposed (as nn.Linear's [out, in]).
+    AttnProjTransposed,
+    /// Bug: the erf GELU instead of GPT-2's tanh approximation.
+    ErfGelu,
+    /// Bug: the MLP's c_fc bias is dropped.
+    MlpBiasDropped,
+    /// Bug: the block's second residual is dropped: its output is the MLP's output alone.
+    ResidualDropped,
+    /// Bug: the final LayerNorm is skipped.
+    LnFSkipped,
+    /// Bug: sampling multiplies the logits by the temperature instead of dividing.
+    TemperatureMultiplied,
+    /// Correct: LayerNorm statistics accumulated in float32, as PyTorch's kernel does.
+    F32LayerNormStats,
+    /// Correct: GELU evaluated in float32 instead of float64.
+    F32Gelu,
+    /// Correct: every matrix product as a plain loop accumulating in float32 in reverse order.
+    ReverseOrderMatmul,
+}
+
+/// The real engine with one variant planted.
+pub struct Planted {
+    /// The engine the variant wraps (its config changed for `LnEpsilon`).
+    engine: Gpt2,
+    /// The model's own configuration, which validation sees.
+    config: Config,
+    variant: Variant,
+    /// The weights the variants' stages read.
+    params: Params,
+}
+
+impl Planted {
+    pub fn load_dir(dir: &Path, variant: Variant) -> Result<Planted> {
+        let config = Config::from_file(&dir.join("config.json"))?;
+        let weights = Weights::open(&dir.join("model.safetensors"))?;
+        let mut engine_config = config.clone();
+        if variant == Variant::LnEpsilon {
+            engine_config.layer_norm_epsilon = 1e-6;
+        }
+        let engine = Gpt2::load(&weights, engine_config)?;
+        let params = Params::load(&weights, &config)?;
+        Ok(Planted { engine, config, variant, params })
+    }
+}
+
+impl Runner for Planted {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        tape: &mut dyn Tape,
+    ) -> Result<Option<Array1<f32>>> {
+        let past = cache.len();
+        // The keys and values of the positions before this pass, [n_head, past, head_dim] per
+        // layer: the attention variants recompute the scores and the weighted values over them.
+        let cached: Vec<(Array3<f32>, Array3<f32>)> = (0..self.config.n_layer)
+            .map(|l| (cache.keys(l).to_owned(), cache.values(l).to_owned()))
+            .collect();
+        let mut rewriter =
+            Rewriter::new(self.variant, &self.params, &self.config, tape, tokens, past, &cached);
+        let logits = self.engine.forward_recorded(tokens, cache, &mut rewriter)?;
+        let own_logits = rewriter.last_logits.take();
+        let new_rows = rewriter.new_keys_and_values();
+        if self.variant == Variant::DecodeCacheOverwrite && past > 0 && cache.len() == past + tokens.len() {
+            // The bug writes the step's K and V over row 0 and leaves row `past` as it was
+            // (zero: the cache starts zeroed).
+            for (l, (k, v)) in new_rows.into_iter().enumerate() {
+                let zeros = Array3::<f32>::zeros(k.raw_dim());
+                cache.overwrite(l, past, zeros.view(), zeros.view());
+                cache.overwrite(l, 0, k.view(), v.view());
+            }
+        }
+        Ok(logits.map(|engine_logits| own_logits.unwrap_or(engine_logits)))
+    }
+
+    fn probabilities(&self, logits: &[f32], s: &Sampling) -> Vec<f32> {
+        if self.variant == Variant::TemperatureMultiplied && s.temperature != 1.0 {
+            // The bug multiplies by the temperature where HF divides; the warpers then run
+            // with nothing left to scale.
+            let scaled: Vec<f32> = logits.iter().map(|x| x * s.temperature).collect();
+            let unscaled = Sampling { temperature: 1.0, ..*s };
+            return sampling::probabilities(&scaled, &unscaled);
+        }
+        sampling::probabilities(logits, s)
+    }
+}

@@ -1,0 +1,456 @@
+//! The result of a validation run: rows (one per check of one pair of sources), the sources
+//! themselves, and what a search found. The renderers in `report` read this and nothing else,
+//! so the table and the JSON cannot disagree.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::validation::compare::{Heatmap, Stats, Tolerance};
+use crate::validation::reference::{Omitted, Precision};
+use crate::validation::spec::{Checkpoint, Mode, Phase};
+
+/// The name our engine has in every pair.
+pub const OURS: &str = "ours";
+
+/// Two sources compared with each other: ours and a reference, two references, or ours with
+/// ours for an invariant of our own. The second is the one the rtol term scales with.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pair(pub String, pub String);
+
+impl Pair {
+    pub fn new(a: &str, b: &str) -> Pair {
+        Pair(a.to_string(), b.to_string())
+    }
+
+    pub fn contains(&self, source: &str) -> bool {
+        self.0 == source || self.1 == source
+    }
+
+    /// An invariant of our own engine, not a comparison of two sources.
+    pub fn is_self(&self) -> bool {
+        self.0 == self.1
+    }
+}
+
+impl fmt::Display for Pair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_self() {
+            write!(f, "{} (invariant)", self.0)
+        } else {
+            write!(f, "{} vs {}", self.0, self.1)
+        }
+    }
+}
+
+/// The accuracy verdict of one tensor: is ours as accurate as the float32 peer, both measured
+/// against the float64 truth? Carried by the row that compares ours with the truth.
+#[derive(Serialize, Clone, Debug)]
+pub struct Accuracy {
+    pub truth: String,
+    pub peer: String,
+    /// max |ours − truth|
+    pub err_ours: f64,
+    /// max |peer − truth|
+    pub err_peer: f64,
+    /// err_ours / err_peer; null when the peer is exact.
+    pub ratio: Option<f64>,
+    /// rms(ours − truth), rms(peer − truth) and their ratio.
+    pub rms_ours: f64,
+    pub rms_peer: f64,
+    pub rms_ratio: Option<f64>,
+    pub k: f64,
+    pub k_rms: f64,
+    pub floor: f64,
+    /// The relative floor, in float32 epsilons of the truth's magnitude.
+    pub floor_eps: f64,
+    /// k·err_peer + floor + floor_eps·ε·max |truth|
+    pub allowed: f64,
+    /// k_rms·rms_peer + floor + floor_eps·ε·rms(truth)
+    pub allowed_rms: f64,
+    pub passed: bool,
+}
+
+/// Where a failing stage's fault lies, from its two verdicts: chained (on our own inputs) and
+/// isolated (on the reference's).
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Blame {
+    /// Fails chained, passes isolated: the stage is right, its input came wrong from an
+    /// earlier stage.
+    Drift,
+    /// Fails isolated: the stage is wrong on the reference's own input.
+    Wrong,
+}
+
+impl fmt::Display for Blame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Blame::Drift => "drift from an earlier stage",
+            Blame::Wrong => "wrong itself",
+        })
+    }
+}
+
+/// What the data at hand says about why a tensor failed: the hypotheses that fit, best first,
+/// then the checkpoint's common failures.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Diagnosis {
+    pub findings: Vec<Finding>,
+    /// What usually goes wrong at this checkpoint (CHECKPOINTS.md, "Common failures").
+    pub common_failures: Vec<&'static str>,
+    /// Why no hypothesis could be tested, when none could.
+    pub note: Option<String>,
+}
+
+/// One hypothesis that fits: ours equals the reference computed with the named mistake.
+#[derive(Serialize, Clone, Debug)]
+pub struct Finding {
+    /// The mistake, in words: "the erf GELU instead of the tanh approximation".
+    pub cause: String,
+    /// How well it fits, in words.
+    pub evidence: String,
+    /// max |ours − the hypothesis| and max |ours − the reference| over the compared elements.
+    pub residual: f64,
+    pub baseline: f64,
+}
+
+/// (case, phase, checkpoint, layer, tensor, pair): a row's place apart from its mode.
+pub type Place<'a> = (&'a str, Phase, Checkpoint, Option<usize>, &'a str, &'a Pair);
+
+/// One checked tensor or value, for one pair of sources.
+#[derive(Serialize, Clone, Debug)]
+pub struct Row {
+    pub case: String,
+    pub phase: Phase,
+    /// Chained (our stages on our own inputs) or isolated (each on the reference's input).
+    pub mode: Mode,
+    #[serde(serialize_with = "as_index")]
+    pub checkpoint: Checkpoint,
+    pub layer: Option<usize>,
+    pub tensor: String,
+    pub shape: Vec<usize>,
+    pub pair: Pair,
+    pub tolerance: Tolerance,
+    /// Within tolerance (or equal) and, where an accuracy verdict applies, accurate.
+    pub passed: bool,
+    /// Diff statistics for float tensors.
+    pub stats: Option<Stats>,
+    pub accuracy: Option<Accuracy>,
+    /// What an exact check found, in words (token ids, first difference, ...).
+    pub detail: Option<String>,
+    /// On a failing row of ours: drift or wrong, when the stage's other mode ran too (isolated
+    /// rows are always the stage's own fault).
+    pub blame: Option<Blame>,
+    /// On the failing row of ours against the reference that feeds isolated mode.
+    pub diagnosis: Option<Diagnosis>,
+    /// |diff| of the pair, pooled to a small grid, for the HTML report (only when one is
+    /// written: failing tensors and those asked for with --heatmap).
+    #[serde(skip)]
+    pub heatmap: Option<Heatmap>,
+}
+
+fn as_index<S: serde::Serializer>(c: &Checkpoint, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u8(c.index())
+}
+
+impl Row {
+    /// Whether the two sources agree within the fixed tolerance, whatever the accuracy verdict.
+    pub fn agrees(&self) -> bool {
+        match &self.stats {
+            Some(stats) => stats.passed(),
+            None => self.passed,
+        }
+    }
+
+    /// Failed the accuracy verdict only: within every fixed tolerance, but less accurate than
+    /// the peer.
+    pub fn failed_accuracy_only(&self) -> bool {
+        self.agrees() && self.accuracy.as_ref().is_some_and(|a| !a.passed)
+    }
+
+    /// Where the row is, apart from its mode: a tensor's chained and isolated rows share it.
+    pub fn place(&self) -> Place<'_> {
+        (self.case.as_str(), self.phase, self.checkpoint, self.layer, self.tensor.as_str(), &self.pair)
+    }
+
+    pub fn location(&self) -> Location {
+        Location {
+            case: self.case.clone(),
+            phase: self.phase,
+            mode: self.mode,
+            checkpoint: self.checkpoint.index(),
+            layer: self.layer,
+            tensor: Some(self.tensor.clone()),
+            pair: Some(self.pair.clone()),
+        }
+    }
+}
+
+/// Where something happened: case, phase, checkpoint, layer, and (for a row) the tensor and the
+/// pair.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Location {
+    pub case: String,
+    pub phase: Phase,
+    pub mode: Mode,
+    pub checkpoint: u8,
+    pub layer: Option<usize>,
+    pub tensor: Option<String>,
+    pub pair: Option<Pair>,
+}
+
+impl Location {
+    /// Everything but the case: "checkpoint 5 (attention output), layer 1, attn_out, ours vs
+    /// pytorch-f32", after "decode step, " on the decode step and "isolated, " in isolated
+    /// mode. An invariant's pair is left out: its tensor already says "(ours)".
+    pub fn site(&self) -> String {
+        let cp = Checkpoint::ALL[self.checkpoint as usize];
+        let mut out = String::new();
+        if self.mode == Mode::Isolated {
+            out.push_str("isolated, ");
+        }
+        if self.phase == Phase::Decode {
+            out.push_str(&format!("{}, ", self.phase));
+        }
+        out.push_str(&format!("checkpoint {} ({})", cp.index(), cp.title()));
+        if let Some(l) = self.layer {
+            out.push_str(&format!(", layer {l}"));
+        }
+        if let Some(t) = &self.tensor {
+            out.push_str(&format!(", {t}"));
+        }
+        if let Some(p) = self.pair.as_ref().filter(|p| !p.is_self()) {
+            out.push_str(&format!(", {p}"));
+        }
+        out
+    }
+}
+
+impl fmt::Display for Location {
+    /// "case hello, checkpoint 5 (attention output), layer 1, attn_out, ours vs pytorch-f32"
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "case {}, {}", self.case, self.site())
+    }
+}
+
+/// One source of a run: our engine, or a reference dump.
+#[derive(Serialize, Clone, Debug)]
+pub struct Source {
+    pub name: String,
+    /// The dump's directory; null for ours.
+    pub dir: Option<String>,
+    pub precision: Precision,
+    /// "engine" (ours), "truth" (the float64 dump of the accuracy verdict), "peer" (the float32
+    /// dump ours is measured against) or "reference".
+    pub role: &'static str,
+    /// The manifest's generator (library versions); null for ours.
+    pub generator: Option<serde_json::Value>,
+    /// The tensors the dump leaves out on purpose, with the reason.
+    pub omitted: Vec<Omitted>,
+}
+
+/// A source that disagrees with all the others on a tensor while they agree with each other.
+#[derive(Serialize, Clone, Debug)]
+pub struct OddOneOut {
+    pub source: String,
+    /// The first such tensor, in forward order.
+    pub first: Location,
+    /// How many tensors it was the odd one out on.
+    pub tensors: usize,
+}
+
+/// The outcome of a search for the first failing (checkpoint, layer).
+#[derive(Serialize, Clone, Debug)]
+pub struct Search {
+    pub strategy: &'static str,
+    /// Forward runs this search made.
+    pub forward_runs: usize,
+    /// Forward runs a sequential walk (one run per site, in forward order) needs for the same
+    /// answer: the first failure's position + 1, or every site when nothing fails.
+    pub sequential_runs: usize,
+    pub sites: usize,
+    pub first_failure: Option<Location>,
+}
+
+/// (worst max |diff|, worst RMS) against the truth, per (phase, checkpoint), per source name.
+pub type ErrorsAgainstTruth<'a> = BTreeMap<(Phase, Checkpoint), BTreeMap<&'a str, (f64, f64)>>;
+
+#[derive(Serialize)]
+pub struct Report {
+    pub model: String,
+    pub sources: Vec<Source>,
+    pub rows: Vec<Row>,
+    pub odd_ones_out: Vec<OddOneOut>,
+    /// What a --until-fail or --bisect search did, when one ran.
+    pub search: Option<Search>,
+}
+
+impl Report {
+    pub fn new(model: String, sources: Vec<Source>, mut rows: Vec<Row>, search: Option<Search>) -> Report {
+        blame(&mut rows);
+        let odd_ones_out = odd_ones_out(&rows);
+        Report { model, sources, rows, odd_ones_out, search }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.rows.iter().all(|r| r.passed)
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        let passed = self.rows.iter().filter(|r| r.passed).count();
+        (passed, self.rows.len() - passed)
+    }
+
+    /// The first failing row: rows are in forward order within each case (embeddings, then
+    /// checkpoints 1–7 layer by layer, then the head), so this is where a source first goes
+    /// wrong.
+    pub fn first_failure(&self) -> Option<&Row> {
+        self.rows.iter().find(|r| !r.passed)
+    }
+
+    /// The worst accuracy ratios per checkpoint, over the rows that carry them: (max-error
+    /// ratio, RMS-error ratio), each the worst of its kind.
+    /// Every source's error against the float64 truth, per (phase, checkpoint): the worst max
+    /// |diff| and the worst RMS over the chained rows of that checkpoint (its tensors, layers
+    /// and cases), keyed by source name. Empty without a truth.
+    pub fn errors_against_truth(&self) -> ErrorsAgainstTruth<'_> {
+        let mut errors = ErrorsAgainstTruth::new();
+        let Some(truth) = self.sources.iter().find(|s| s.role == "truth") else { return errors };
+        for row in self.rows.iter().filter(|r| r.mode == Mode::Chained && r.pair.contains(&truth.name)) {
+            let (Some(stats), false) = (&row.stats, row.pair.is_self()) else { continue };
+            let source = if row.pair.0 == truth.name { &row.pair.1 } else { &row.pair.0 };
+            let entry =
+                errors.entry((row.phase, row.checkpoint)).or_default().entry(source).or_insert((0.0, 0.0));
+            entry.0 = entry.0.max(stats.max_abs);
+            entry.1 = entry.1.max(stats.rms);
+        }
+        errors
+    }
+
+    pub fn worst_ratios(&self) -> BTreeMap<Checkpoint, (f64, f64)> {
+        let mut worst: BTreeMap<Checkpoint, (f64, f64)> = BTreeMap::new();
+        for row in &self.rows {
+            let Some(a) = &row.accuracy else { continue };
+            let entry = worst.entry(row.checkpoint).or_insert((0.0, 0.0));
+            entry.0 = entry.0.max(a.ratio.unwrap_or(0.0));
+            entry.1 = entry.1.max(a.rms_ratio.unwrap_or(0.0));
+        }
+        worst
+    }
+}
+
+/// Labels every failing row of ours: isolated, the stage is wrong itself; chained, it is wrong
+/// itself when its isolated row fails too, and drift from an earlier stage when that passes.
+/// A chained row without an isolated counterpart stays unlabelled: one verdict cannot tell.
+fn blame(rows: &mut [Row]) {
+    let isolated: std::collections::HashMap<Place<'_>, bool> =
+        rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (r.place(), r.passed)).collect();
+    let blames: Vec<Option<Blame>> = rows
+        .iter()
+        .map(|row| {
+            if row.passed || row.pair.0 != OURS || row.pair.is_self() {
+                return None;
+            }
+            match row.mode {
+                Mode::Isolated => Some(Blame::Wrong),
+                Mode::Chained => {
+                    isolated.get(&row.place()).map(|&passed| if passed { Blame::Drift } else { Blame::Wrong })
+                }
+            }
+        })
+        .collect();
+    for (row, blame) in rows.iter_mut().zip(blames) {
+        row.blame = blame;
+    }
+}
+
+/// For each tensor checked by three or more sources: a source whose every pair disagrees while
+/// every pair without it agrees is the odd one out. Counted per source; the first in forward
+/// order is kept.
+fn odd_ones_out(rows: &[Row]) -> Vec<OddOneOut> {
+    let mut found: Vec<OddOneOut> = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        // Rows of one tensor are adjacent: the checks emit every pair of a tensor together.
+        let same = |r: &Row| {
+            r.case == rows[i].case
+                && r.phase == rows[i].phase
+                && r.mode == rows[i].mode
+                && r.checkpoint == rows[i].checkpoint
+                && r.layer == rows[i].layer
+                && r.tensor == rows[i].tensor
+        };
+        let end = i + rows[i..].iter().take_while(|r| same(r)).count();
+        let group: Vec<&Row> = rows[i..end].iter().filter(|r| !r.pair.is_self()).collect();
+        let mut sources: Vec<&str> =
+            group.iter().flat_map(|r| [r.pair.0.as_str(), r.pair.1.as_str()]).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        if sources.len() >= 3 {
+            for source in &sources {
+                let (with, without): (Vec<&&Row>, Vec<&&Row>) =
+                    group.iter().partition(|r| r.pair.contains(source));
+                if !with.is_empty() && with.iter().all(|r| !r.agrees()) && without.iter().all(|r| r.agrees())
+                {
+                    match found.iter_mut().find(|o| o.source == *source) {
+                        Some(o) => o.tensors += 1,
+                        None => {
+                            let mut first = group[0].location();
+                            first.pair = None;
+                            found.push(OddOneOut { source: source.to_string(), first, tensors: 1 });
+                        }
+                    }
+                }
+            }
+        }
+        i = end;
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pair: (&str, &str), passed: bool) -> Row {
+        Row {
+            heatmap: None,
+            case: "c".into(),
+            phase: Phase::Prefill,
+            mode: Mode::Chained,
+            checkpoint: Checkpoint::Qkv,
+            layer: Some(0),
+            tensor: "k".into(),
+            shape: vec![],
+            pair: Pair::new(pair.0, pair.1),
+            tolerance: Tolerance::Exact,
+            passed,
+            stats: None,
+            accuracy: None,
+            detail: None,
+            blame: None,
+            diagnosis: None,
+        }
+    }
+
+    #[test]
+    fn the_source_that_disagrees_with_two_agreeing_others_is_named() {
+        let rows = vec![row(("ours", "a"), true), row(("ours", "b"), false), row(("a", "b"), false)];
+        let odd = odd_ones_out(&rows);
+        assert_eq!(odd.len(), 1);
+        assert_eq!(odd[0].source, "b");
+        assert_eq!(odd[0].first.tensor.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn no_odd_one_out_when_all_agree_or_all_disagree_or_only_two_sources() {
+        let all = vec![row(("ours", "a"), true), row(("ours", "b"), true), row(("a", "b"), true)];
+        assert!(odd_ones_out(&all).is_empty());
+        let none = vec![row(("ours", "a"), false), row(("ours", "b"), false), row(("a", "b"), false)];
+        assert!(odd_ones_out(&none).is_empty());
+        let two = vec![row(("ours", "a"), false)];
+        assert!(odd_ones_out(&two).is_empty());
+    }
+}

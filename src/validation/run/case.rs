@@ -1,0 +1,407 @@
+//! One case of a validation run: our forward pass over the prompt with a checking tape, the
+//! decode step after it (the argmax token through the cache) with another, then the checks that
+//! need a whole pass (the cache, the selected logits, the next token, the probabilities, the
+//! generated text).
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result, ensure};
+use ndarray::{Array1, ArrayView1, ArrayViewD, Axis, s};
+
+use super::checks::{CaseContext, Checked};
+use super::tape::{CheckingTape, Feed, Kept};
+use super::{SiteKey, Validator};
+use crate::engine::sampling::{self, Sampling};
+use crate::engine::tape::Site;
+use crate::engine::{KvCache, NoTape};
+use crate::validation::result::{Pair, Row};
+use crate::validation::spec::Checks;
+use crate::validation::spec::{Checkpoint, Mode, Phase};
+
+pub struct CaseRun<'a> {
+    pub validator: &'a Validator,
+    pub ctx: CaseContext<'a>,
+    pub sites: BTreeSet<SiteKey>,
+    pub stop_at_first_failure: bool,
+    pub rows: Vec<Row>,
+}
+
+impl CaseRun<'_> {
+    /// The layers among the sites of a per-layer checkpoint.
+    fn layers_of(&self, phase: Phase, checkpoint: Checkpoint) -> Vec<usize> {
+        self.sites
+            .iter()
+            .filter(|(p, c, _)| (*p, *c) == (phase, checkpoint))
+            .filter_map(|&(.., l)| l)
+            .collect()
+    }
+
+    fn wants(&self, phase: Phase, checkpoint: Checkpoint) -> bool {
+        self.sites.iter().any(|(p, c, _)| (*p, *c) == (phase, checkpoint))
+    }
+
+    fn wants_phase(&self, phase: Phase) -> bool {
+        self.sites.iter().any(|(p, ..)| *p == phase)
+    }
+
+    /// True once a row failed and the run is to stop there.
+    fn stopped(&self) -> bool {
+        self.stop_at_first_failure && self.rows.iter().any(|r| !r.passed)
+    }
+
+    /// The prompt's tokens (every dump has the same; checked at open).
+    fn tokens(&self) -> &[u32] {
+        &self.ctx.cases[0].token_ids
+    }
+
+    pub fn run(&mut self) -> Result<()> {
+        let t = self.tokens().len();
+        // The decode step needs one more cache row than the prompt.
+        let mut cache = KvCache::new(self.validator.engine.config(), t + 1)?;
+        // Everything after the prompt's pass needs all of it, cache included.
+        let after_prefill = self.wants(Phase::Prefill, Checkpoint::KvCache)
+            || self.wants_phase(Phase::Decode)
+            || [Checkpoint::Argmax, Checkpoint::Probabilities, Checkpoint::Generation]
+                .iter()
+                .any(|&cp| self.wants(Phase::Prefill, cp));
+        let tokens = self.tokens().to_vec();
+        let (logits, kept) = self.pass(Phase::Prefill, &tokens, &mut cache, after_prefill)?;
+        if self.wants(Phase::Prefill, Checkpoint::KvCache) && !self.stopped() {
+            self.prefill_cache(&cache, &kept)?;
+        }
+        if let Some(logits) = &logits {
+            self.selected_logits_invariant(Phase::Prefill, logits, &kept)?;
+        }
+        if self.wants_phase(Phase::Decode) && !self.stopped() {
+            self.decode_step(&mut cache)?;
+        }
+        let Some(logits) = logits else { return Ok(()) };
+        // Isolated, sampling is judged on the reference's logits.
+        let logits = match self.ctx.mode {
+            Mode::Chained => logits.to_vec(),
+            Mode::Isolated => {
+                let cp = Checkpoint::SelectedLogits;
+                self.ctx.stage_input(Phase::Prefill, cp, None, "selected_logits")?.into_iter().collect()
+            }
+        };
+        let logits = logits.as_slice();
+        if self.wants(Phase::Prefill, Checkpoint::Argmax) && !self.stopped() {
+            self.argmax(logits);
+        }
+        if self.wants(Phase::Prefill, Checkpoint::Probabilities) && !self.stopped() {
+            self.probabilities(logits)?;
+        }
+        if self.wants(Phase::Prefill, Checkpoint::Generation) && !self.stopped() {
+            self.generation()?;
+        }
+        Ok(())
+    }
+
+    /// One forward pass of `phase` over `tokens`: the tape checks the float checkpoints among
+    /// that phase's sites as they are recorded and keeps what the invariants of checkpoints 3
+    /// and 9 need. With `full_pass` it runs to the end even when the tape has all it wants.
+    fn pass(
+        &mut self,
+        phase: Phase,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        full_pass: bool,
+    ) -> Result<(Option<Array1<f32>>, Kept)> {
+        let mut compare = BTreeSet::new();
+        let mut keep = BTreeSet::new();
+        for &(_, cp, layer) in self.sites.iter().filter(|(p, ..)| *p == phase) {
+            match cp {
+                Checkpoint::KvCache => {
+                    keep.insert((Checkpoint::Qkv, layer));
+                }
+                Checkpoint::SelectedLogits => {
+                    compare.insert((cp, None));
+                    keep.insert((Checkpoint::Logits, None));
+                }
+                Checkpoint::Argmax | Checkpoint::Probabilities | Checkpoint::Generation => {}
+                _ => {
+                    compare.insert((cp, layer));
+                }
+            }
+        }
+        let full_pass = full_pass || self.wants(phase, Checkpoint::KvCache);
+        let ctx = &self.ctx;
+        let n_refs = ctx.sources.refs.len();
+        let past = cache.len();
+        // Chained, only the first failure of the pass (Validator::check keeps the first in
+        // forward order, the cache being checked after the pass); isolated, each failing
+        // tensor until one of its name is explained (the same stage of every layer usually
+        // holds the same bug). (tensor name, explained) of the diagnosed ones:
+        let mut diagnosed: Vec<(&str, bool)> = Vec::new();
+        let mut check = |site: Site, ours: ArrayViewD<'_, f32>| {
+            let mut rows =
+                ctx.float_rows(phase, site.checkpoint, site.layer, site.name, &vec![ours.view(); n_refs])?;
+            let at = Checked {
+                phase,
+                checkpoint: site.checkpoint,
+                layer: site.layer,
+                name: site.name,
+                tokens,
+                past,
+            };
+            let wanted = match ctx.mode {
+                Mode::Chained => diagnosed.is_empty(),
+                Mode::Isolated => !diagnosed.contains(&(site.name, true)),
+            };
+            ctx.diagnose(&mut rows, &at, ours, wanted);
+            if let Some(d) = rows.iter().find_map(|r| r.diagnosis.as_ref()) {
+                diagnosed.push((site.name, !d.findings.is_empty()));
+            }
+            Ok(rows)
+        };
+        let mut feed = |site: Site| ctx.stage_input(phase, site.checkpoint, site.layer, site.name);
+        let feed: Option<&mut Feed<'_>> = (ctx.mode == Mode::Isolated).then_some(&mut feed);
+        let progress = &self.validator.progress;
+        progress.set_message(format!("case {}: {phase}, {}", ctx.name, ctx.mode));
+        let mut tape = CheckingTape::new(
+            compare,
+            keep,
+            full_pass,
+            self.stop_at_first_failure,
+            &mut check,
+            feed,
+            progress,
+        );
+        let logits = self.validator.engine.forward(tokens, cache, &mut tape)?;
+        let CheckingTape { rows, kept, .. } = tape;
+        self.rows.extend(rows);
+        Ok((logits, kept))
+    }
+
+    /// Checkpoint 9's invariant: the selected logits (the generation path, last position only)
+    /// are bit for bit the last row of checkpoint 8's full logits.
+    fn selected_logits_invariant(&mut self, phase: Phase, logits: &Array1<f32>, kept: &Kept) -> Result<()> {
+        let cp = Checkpoint::SelectedLogits;
+        if !self.wants(phase, cp) || self.stopped() {
+            return Ok(());
+        }
+        let full = kept.get(&(Checkpoint::Logits, None, "logits")).context("full logits kept")?;
+        let last_row = full.index_axis(Axis(0), full.shape()[0] - 1);
+        let what = cp.spec().invariants[0];
+        let ours = ArrayView1::from(logits.as_slice().expect("contiguous")).into_dyn();
+        self.rows.push(self.ctx.bitwise_row(phase, cp, None, what, ours, last_row)?);
+        Ok(())
+    }
+
+    /// Checkpoint 3's cache of `layer` against the references, `tokens` being the pass's.
+    fn cache_rows(&mut self, phase: Phase, tokens: &[u32], cache: &KvCache, layer: usize) -> Result<()> {
+        let n_refs = self.ctx.sources.refs.len();
+        let cp = Checkpoint::KvCache;
+        for (name, tensor) in [("k_cache", cache.keys(layer)), ("v_cache", cache.values(layer))] {
+            let ours = vec![tensor.into_dyn(); n_refs];
+            let mut rows = self.ctx.float_rows(phase, cp, Some(layer), name, &ours)?;
+            let past = cache.len() - tokens.len();
+            let at = Checked { phase, checkpoint: cp, layer: Some(layer), name, tokens, past };
+            self.ctx.diagnose(&mut rows, &at, tensor.into_dyn(), self.diagnose_more(phase, cp, name));
+            self.rows.extend(rows);
+        }
+        Ok(())
+    }
+
+    /// Whether a failure of `checkpoint`'s tensor `name`, checked after the pass, is worth a
+    /// diagnosis: in chained mode the phase's first of the checkpoint (the rest are mostly its
+    /// drift); in isolated mode each until one of that name is explained.
+    fn diagnose_more(&self, phase: Phase, checkpoint: Checkpoint, name: &str) -> bool {
+        let mut diagnosed =
+            self.rows.iter().filter(|r| r.phase == phase).filter_map(|r| Some((r, r.diagnosis.as_ref()?)));
+        match self.ctx.mode {
+            Mode::Chained => !diagnosed.any(|(r, _)| r.checkpoint == checkpoint),
+            Mode::Isolated => !diagnosed.any(|(r, d)| r.tensor == name && !d.findings.is_empty()),
+        }
+    }
+
+    /// Checkpoint 3 after the prompt: the cache against the references, and bit for bit the K
+    /// and V that checkpoint 2 recorded.
+    fn prefill_cache(&mut self, cache: &KvCache, kept: &Kept) -> Result<()> {
+        let (phase, cp) = (Phase::Prefill, Checkpoint::KvCache);
+        let invariants = cp.spec().invariants;
+        for l in self.layers_of(phase, cp) {
+            let tokens = self.tokens().to_vec();
+            self.cache_rows(phase, &tokens, cache, l)?;
+            let (k, v) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());
+            for (name, cached, what) in [("k", &k, invariants[0]), ("v", &v, invariants[1])] {
+                let from_qkv = kept.get(&(Checkpoint::Qkv, Some(l), name)).context("checkpoint 2 kept")?;
+                self.rows.push(self.ctx.bitwise_row(
+                    phase,
+                    cp,
+                    Some(l),
+                    what,
+                    cached.view(),
+                    from_qkv.view(),
+                )?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The decode step: HF's argmax at position T through the cache, checkpoints 0–9 checked
+    /// as the pass records them, then the cache after the step and the selected logits.
+    fn decode_step(&mut self, cache: &mut KvCache) -> Result<()> {
+        let phase = Phase::Decode;
+        let token = self.ctx.cases[0].next_token;
+        // Every reference's decode step must have been fed the same token, or their tensors
+        // answer different questions.
+        let refs = &self.ctx.sources.refs;
+        if let Some(i) = self.ctx.cases.iter().position(|c| c.next_token != token) {
+            let why = format!(
+                "the references disagree on the token after the prompt ({} {token}, {} {}): their \
+                 decode steps cannot both be compared with ours; see checkpoint 10",
+                refs[0].name, refs[i].name, self.ctx.cases[i].next_token
+            );
+            let pair = Pair::new(&refs[0].name, &refs[i].name);
+            self.rows.push(self.ctx.cannot_check(phase, Checkpoint::Embeddings, "next_token", pair, why));
+            return Ok(());
+        }
+        // The prompt's cache, for the invariant that the step leaves its rows alone: copied only
+        // when checkpoint 3 is checked (on the medium shape it is 68 MB).
+        let before = self.wants(phase, Checkpoint::KvCache).then(|| cache.clone());
+        let (logits, kept) = self.pass(phase, &[token], cache, false)?;
+        if let Some(before) = before.filter(|_| !self.stopped()) {
+            self.decode_cache(cache, &before, &kept)?;
+        }
+        if let Some(logits) = &logits {
+            self.selected_logits_invariant(phase, logits, &kept)?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoint 3 after the decode step: the cache against the references; rows 0..T bit for
+    /// bit what the prompt's pass wrote, row T bit for bit the step's own K and V.
+    fn decode_cache(&mut self, cache: &KvCache, before: &KvCache, kept: &Kept) -> Result<()> {
+        let (phase, cp) = (Phase::Decode, Checkpoint::KvCache);
+        let invariants = cp.spec().invariants;
+        let t = before.len();
+        for l in self.layers_of(phase, cp) {
+            self.cache_rows(phase, &[self.ctx.cases[0].next_token], cache, l)?;
+            let (k, v) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());
+            let olds = [
+                (&k, before.keys(l), invariants[2], "k", invariants[4]),
+                (&v, before.values(l), invariants[3], "v", invariants[5]),
+            ];
+            for (after, old, unchanged, name, new_row) in olds {
+                let kept_rows = after.slice(s![.., ..t, ..]).into_dyn();
+                self.rows.push(self.ctx.bitwise_row(
+                    phase,
+                    cp,
+                    Some(l),
+                    unchanged,
+                    kept_rows,
+                    old.into_dyn(),
+                )?);
+                let step = kept.get(&(Checkpoint::Qkv, Some(l), name)).context("checkpoint 2 kept")?;
+                let written = after.slice(s![.., t..t + 1, ..]).into_dyn();
+                self.rows.push(self.ctx.bitwise_row(phase, cp, Some(l), new_row, written, step.view())?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checkpoint 10: our next token must be every reference's.
+    fn argmax(&mut self, logits: &[f32]) {
+        let ours = sampling::argmax(logits);
+        let theirs: Vec<u32> = self.ctx.cases.iter().map(|c| c.next_token).collect();
+        let describe = |a_name: &str, a: &u32, b_name: &str, b: &u32| {
+            if a == b {
+                format!("{a_name} {a} = {b_name} {b}")
+            } else if a_name == crate::validation::result::OURS {
+                let (a, b) = (*a as usize, *b as usize);
+                format!(
+                    "ours {a} (logit {:.6}), {b_name} {b} (our logit for it {:.6}), gap {:.3e}",
+                    logits[a],
+                    logits[b],
+                    logits[a] - logits[b]
+                )
+            } else {
+                format!("{a_name} {a}, {b_name} {b}")
+            }
+        };
+        let rows = self.ctx.equal_rows(Checkpoint::Argmax, "next_token", &[], &ours, &theirs, describe);
+        self.rows.extend(rows);
+    }
+
+    /// Checkpoint 11: softmax(warp(logits)) with the case's sampling settings.
+    fn probabilities(&mut self, logits: &[f32]) -> Result<()> {
+        let case = self.ctx.cases[0];
+        let s = &case.sampling;
+        let sampling = Sampling::new(s.temperature as f32, s.top_k, s.top_p.map(|p| p as f32))
+            .with_context(|| format!("case {:?} has invalid sampling settings", case.name))?;
+        ensure!(!sampling.is_greedy(), "case {:?}: checkpoint 11 needs a temperature above 0", case.name);
+        let probs = self.validator.engine.probabilities(logits, &sampling);
+        let view = ArrayView1::from(&probs).into_dyn();
+        let (phase, cp) = (Phase::Prefill, Checkpoint::Probabilities);
+        let mut rows =
+            self.ctx.float_rows(phase, cp, None, "probs", &vec![view.view(); self.ctx.cases.len()])?;
+        let tokens = self.tokens().to_vec();
+        let at = Checked { phase, checkpoint: cp, layer: None, name: "probs", tokens: &tokens, past: 0 };
+        self.ctx.diagnose(&mut rows, &at, view, self.diagnose_more(phase, cp, "probs"));
+        self.rows.extend(rows);
+        Ok(())
+    }
+
+    /// Checkpoint 12: greedy generation through the KV cache, token for token against every
+    /// reference, then the decoded text.
+    fn generation(&mut self) -> Result<()> {
+        let cp = Checkpoint::Generation;
+        let theirs: Vec<Vec<u32>> = self.ctx.cases.iter().map(|c| c.generated_ids.clone()).collect();
+        // As many tokens as the longest reference has (HF may stop early at end-of-text).
+        let n = theirs.iter().map(Vec::len).max().unwrap_or(0);
+        ensure!(n > 0, "case {:?} has no generated tokens to compare", self.ctx.name);
+        let engine = &self.validator.engine;
+        let mut cache = KvCache::new(engine.config(), self.tokens().len() + n)?;
+        let mut logits = engine.forward(self.tokens(), &mut cache, &mut NoTape)?.context("a whole pass")?;
+        let mut ours = Vec::with_capacity(n);
+        // Each new token's logits, to word a divergence: our logit gap between the two tokens.
+        let mut logits_at = Vec::with_capacity(n);
+        let eos = engine.config().eos_token_id;
+        for i in 0..n {
+            self.validator.progress.set_message(format!(
+                "case {}: generating token {}/{n}",
+                self.ctx.name,
+                i + 1
+            ));
+            let token = sampling::argmax(logits.as_slice().expect("contiguous"));
+            ours.push(token);
+            logits_at.push(logits);
+            if i + 1 == n || Some(token) == eos {
+                break;
+            }
+            logits = engine.forward(&[token], &mut cache, &mut NoTape)?.context("a whole pass")?;
+        }
+        let describe = |a_name: &str, a: &Vec<u32>, b_name: &str, b: &Vec<u32>| match a
+            .iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+        {
+            None if a == b => format!("{} tokens, {a_name} = {b_name}: {a:?}", a.len()),
+            None => format!("{a_name} {a:?} and {b_name} {b:?} differ in length"),
+            Some(i) if a_name == crate::validation::result::OURS => {
+                let gap = logits_at[i][a[i] as usize] - logits_at[i][b[i] as usize];
+                format!(
+                    "first difference at new token {i}: ours {}, {b_name} {}, our logit gap {gap:.3e}; \
+                     ours {a:?}, {b_name} {b:?}",
+                    a[i], b[i]
+                )
+            }
+            Some(i) => format!("first difference at new token {i}: {a_name} {a:?}, {b_name} {b:?}"),
+        };
+        let mut rows = self.ctx.equal_rows(cp, "generated_ids", &[n], &ours, &theirs, describe);
+        let texts: Option<Vec<String>> = self.ctx.cases.iter().map(|c| c.generated_text.clone()).collect();
+        if let (Some(tokenizer), Some(texts)) = (&self.validator.tokenizer, texts) {
+            let all: Vec<u32> = self.tokens().iter().chain(&ours).copied().collect();
+            let decoded = tokenizer.decode(&all)?;
+            let describe = |a_name: &str, a: &String, b_name: &str, b: &String| {
+                if a == b { format!("{a:?}") } else { format!("{a_name} {a:?}, {b_name} {b:?}") }
+            };
+            rows.extend(self.ctx.equal_rows(cp, "generated_text", &[], &decoded, &texts, describe));
+        }
+        // Generation has no isolated form: it is our engine end to end in either mode.
+        rows.iter_mut().for_each(|r| r.mode = Mode::Chained);
+        self.rows.extend(rows);
+        Ok(())
+    }
+}

@@ -1,0 +1,187 @@
+//! The sources a run compares: our engine and one or more reference dumps. Opens the dumps,
+//! names them, checks that they were made for this model and for the same cases, and picks
+//! the roles of the accuracy verdict (the float64 truth and the float32 peer).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::engine::Config;
+use crate::validation::reference::{Case, Precision, Reference};
+use crate::validation::result::{OURS, Source};
+
+/// One reference dump and the name its rows carry.
+pub struct RefSource {
+    pub name: String,
+    pub reference: Reference,
+    pub precision: Precision,
+}
+
+pub struct Sources {
+    pub refs: Vec<RefSource>,
+    /// Index into `refs` of the truth: the first float64 dump.
+    pub truth: Option<usize>,
+    /// Index into `refs` of the peer: the first float32 dump, when there is a truth.
+    pub peer: Option<usize>,
+}
+
+/// The reference directories of a model when none is given: every `MODEL/reference*` directory
+/// holding a manifest, in name order (so `reference`, then `reference-f64`).
+pub fn default_dirs(model_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    let listing = std::fs::read_dir(model_dir).with_context(|| format!("listing {}", model_dir.display()))?;
+    for entry in listing {
+        let entry = entry.with_context(|| format!("listing {}", model_dir.display()))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("reference") && entry.path().join("manifest.json").is_file() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    ensure!(
+        !dirs.is_empty(),
+        "no reference for {}: pass --reference DIR, or make one with \
+         `python scripts/dump_reference.py --model {} --out {}`",
+        model_dir.display(),
+        model_dir.display(),
+        model_dir.join("reference").display()
+    );
+    Ok(dirs)
+}
+
+impl Sources {
+    /// Index into `refs` of the dump whose tensors feed isolated mode: the peer when there is a
+    /// truth (so ours and the peer start each stage from the same input, and their errors
+    /// against the truth stay comparable), else the first dump.
+    pub fn feed(&self) -> usize {
+        self.peer.unwrap_or(0)
+    }
+
+    /// Opens every dump and checks it against the model and against the first dump's cases.
+    pub fn open(dirs: &[PathBuf], config: &Config) -> Result<Sources> {
+        let mut refs: Vec<RefSource> = Vec::new();
+        let mut seen = Vec::new();
+        for dir in dirs {
+            // The same dump twice would only compare it with itself.
+            if let Ok(canonical) = dir.canonicalize() {
+                ensure!(!seen.contains(&canonical), "{} is given twice as a reference", dir.display());
+                seen.push(canonical);
+            }
+            let reference = Reference::open(dir)?;
+            reference.check_model(config)?;
+            let precision = reference.precision()?;
+            let mut name = reference.label();
+            // Two dumps of one kind (a fresh one beside an old one, say) are told apart by their
+            // directories, and numbered if even those are alike.
+            if name == OURS || refs.iter().any(|r| r.name == name) {
+                name = format!("{name}@{}", reference.dir_name());
+            }
+            let base = name.clone();
+            for n in 2.. {
+                if !refs.iter().any(|r| r.name == name) {
+                    break;
+                }
+                name = format!("{base}#{n}");
+            }
+            refs.push(RefSource { name, reference, precision });
+        }
+        if let Some((first, rest)) = refs.split_first() {
+            for other in rest {
+                same_cases(first, other)?;
+            }
+        }
+        let truth = refs.iter().position(|r| r.precision == Precision::Float64);
+        let peer = truth.and_then(|_| refs.iter().position(|r| r.precision == Precision::Float32));
+        Ok(Sources { refs, truth, peer })
+    }
+
+    /// The case names of the dumps (all dumps have the same).
+    pub fn case_names(&self) -> Vec<&str> {
+        self.refs[0].reference.manifest.cases.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// Every dump's entry for case `name`, in the order of `refs`.
+    pub fn case(&self, name: &str) -> Vec<&Case> {
+        self.refs
+            .iter()
+            .map(|r| r.reference.manifest.cases.iter().find(|c| c.name == name).expect("checked at open"))
+            .collect()
+    }
+
+    /// `--case NAME` or every case.
+    pub fn select_cases(&self, name: Option<&str>) -> Result<Vec<String>> {
+        let names = self.case_names();
+        match name {
+            None => Ok(names.iter().map(|n| n.to_string()).collect()),
+            Some(n) if names.contains(&n) => Ok(vec![n.to_string()]),
+            Some(n) => bail!("no case {n:?} in {}; it has {names:?}", self.refs[0].reference.dir.display()),
+        }
+    }
+
+    /// The sources as the report lists them: ours, then each dump with its role.
+    pub fn describe(&self) -> Vec<Source> {
+        let mut out = vec![Source {
+            name: OURS.into(),
+            dir: None,
+            precision: Precision::Float32,
+            role: "engine",
+            generator: None,
+            omitted: Vec::new(),
+        }];
+        for (i, r) in self.refs.iter().enumerate() {
+            let role = if Some(i) == self.truth {
+                "truth"
+            } else if Some(i) == self.peer {
+                "peer"
+            } else {
+                "reference"
+            };
+            out.push(Source {
+                name: r.name.clone(),
+                dir: Some(r.reference.dir.display().to_string()),
+                precision: r.precision,
+                role,
+                generator: serde_json::to_value(&r.reference.manifest.generator).ok(),
+                omitted: r.reference.manifest.omitted.clone(),
+            });
+        }
+        out
+    }
+}
+
+/// Two dumps compared in one run must describe the same cases: the same prompts, tokens and
+/// settings. Otherwise their tensors are answers to different questions.
+fn same_cases(a: &RefSource, b: &RefSource) -> Result<()> {
+    let names = |r: &RefSource| r.reference.manifest.cases.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    let (na, nb) = (names(a), names(b));
+    let mismatch = |what: String| -> Result<()> {
+        bail!(
+            "the references {} and {} were made for other cases: {what}; dump both with the same \
+             --cases file",
+            a.reference.dir.display(),
+            b.reference.dir.display()
+        )
+    };
+    let (mut sa, mut sb) = (na.clone(), nb.clone());
+    sa.sort();
+    sb.sort();
+    if sa != sb {
+        return mismatch(format!("cases {na:?} and {nb:?}"));
+    }
+    for ca in &a.reference.manifest.cases {
+        let cb = b.reference.manifest.cases.iter().find(|c| c.name == ca.name).expect("same names");
+        let differ = if ca.token_ids != cb.token_ids {
+            Some(format!("token ids {:?} and {:?}", ca.token_ids, cb.token_ids))
+        } else if ca.sampling != cb.sampling {
+            Some(format!("sampling {:?} and {:?}", ca.sampling, cb.sampling))
+        } else if ca.max_new_tokens != cb.max_new_tokens {
+            Some(format!("max_new_tokens {} and {}", ca.max_new_tokens, cb.max_new_tokens))
+        } else {
+            None
+        };
+        if let Some(what) = differ {
+            return mismatch(format!("case {:?} has {what}", ca.name));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! The validator proven by the bugs it catches and the correct engines it passes: engine
+//! variants from src/plant/, in a test build of the binary (cargo feature `planted-bugs`),
+//! against the bundled model's float32 and float64 references.
+
+#[cfg(not(feature = "planted-bugs"))]
+#[test]
+#[ignore = "the planted-bug engines exist only with the feature: cargo test --features planted-bugs"]
+fn planted_bugs_need_the_feature() {}
+
+#[cfg(feature = "planted-bugs")]
+mod planted {
+    use crate::common::{reference, run};
+    use serde_json::Value;
+
+    fn validate(variant: &str, extra: &[&str]) -> (i32, Value) {
+        let out =
+            run(&[&["validate", "--plant", variant, "--layer", "all", "--format", "json"], extra].concat());
+        assert!(out.code == 0 || out.code == 1, "exit {}: {}", out.code, out.stderr);
+        (out.code, serde_json::from_str(&out.stdout).expect("valid JSON"))
+    }
+
+    /// Where the first failing row is, and whether it failed the accuracy verdict only
+    /// (within every fixed tolerance).
+    #[derive(Debug, PartialEq)]
+    struct Failure {
+        case: String,
+        phase: String,
+        checkpoint: u64,
+        layer: Option<u64>,
+        tensor: String,
+        accuracy_only: bool,
+    }
+
+    fn first_failure(doc: &Value) -> Option<Failure> {
+        let row = doc["rows"].as_array().unwrap().iter().find(|r| r["passed"] == false)?;
+        Some(Failure {
+            case: row["case"].as_str()?.into(),
+            phase: row["phase"].as_str()?.into(),
+            checkpoint: row["checkpoint"].as_u64()?,
+            layer: row["layer"].as_u64(),
+            tensor: row["tensor"].as_str()?.into(),
+            accuracy_only: row["stats"]["mismatches"] == 0 && row["accuracy"]["passed"] == false,
+        })
+    }
+
+    #[test]
+    fn a_shift_of_a_few_ulps_passes_every_tolerance_and_fails_the_accuracy_verdict_where_it_is() {
+        let (code, doc) = validate("attn-out-shift", &[]);
+        assert_eq!(code, 1);
+        let f = first_failure(&doc).expect("caught");
+        assert_eq!(
+            (f.case.as_str(), f.checkpoint, f.layer, f.tensor.as_str()),
+            ("hello", 5, Some(0), "attn_out")
+        );
+        assert!(f.accuracy_only, "found by the accuracy verdict, not a fixed tolerance");
+        // Every failure anywhere is the accuracy verdict's: no fixed tolerance sees the bug ...
+        for row in doc["rows"].as_array().unwrap().iter().filter(|r| r["passed"] == false) {
+            assert_eq!(row["stats"]["mismatches"], 0, "{row}");
+        }
+        // ... as a run against the float32 reference alone shows.
+        let f32_only = reference();
+        let (code, _) = validate("attn-out-shift", &["--reference", f32_only.to_str().unwrap()]);
+        assert_eq!(code, 0, "the fixed tolerances alone pass this bug");
+    }
+
+    #[test]
+    fn layer_norm_epsilon_1e_6_first_fails_at_checkpoint_1() {
+        let (code, doc) = validate("ln-epsilon", &[]);
+        assert_eq!(code, 1);
+        let f = first_failure(&doc).expect("caught");
+        assert_eq!((f.checkpoint, f.layer, f.tensor.as_str()), (1, Some(0), "ln_1"));
+    }
+
+    #[test]
+    fn a_wrong_gelu_coefficient_first_fails_at_the_gelu() {
+        let (code, doc) = validate("gelu-coefficient", &[]);
+        assert_eq!(code, 1);
+        let f = first_failure(&doc).expect("caught");
+        assert_eq!((f.checkpoint, f.layer, f.tensor.as_str()), (6, Some(0), "gelu"));
+        assert!(f.accuracy_only, "a 3e-4 relative change of the coefficient hides inside the tolerances");
+    }
+
+    /// Decode-path bugs: invisible on the prompt's pass, each found on the decode step at the
+    /// stage that holds it; without the decode step only the end-to-end generation shows them.
+    #[test]
+    fn decode_path_bugs_are_found_at_their_stage_of_the_decode_step() {
+        let cases = [
+            ("decode-mask-ignores-cache", (4, Some(0), "scores")),
+            ("decode-positions-restart", (0, None, "embeddings")),
+            ("decode-cache-overwrite", (3, Some(0), "k_cache")),
+        ];
+        for (variant, (cp, layer, tensor)) in cases {
+            let (code, doc) = validate(variant, &[]);
+            assert_eq!(code, 1, "{variant}");
+            let f = first_failure(&doc).expect("caught");
+            assert_eq!(
+                (f.phase.as_str(), f.checkpoint, f.layer, f.tensor.as_str()),
+                ("decode", cp, layer, tensor),
+                "{variant}"
+            );
+            let (code, doc) = validate(variant, &["--phase", "prefill"]);
+            assert_eq!(code, 1, "{variant}");
+            let f = first_failure(&doc).expect("caught");
+            assert_eq!(f.checkpoint, 12, "{variant}: the prompt's pass alone sees only the generated tokens");
+        }
+    }
+
+    /// The first failing row's place, and the causes its diagnosis names (the first diagnosed
+    /// row's: that is the first failure's, where the accuracy verdict is the row that fails).
+    fn first_failure_and_causes(doc: &Value) -> (Failure, Vec<String>) {
+        let failure = first_failure(doc).expect("caught");
+        let diagnosed = doc["rows"].as_array().unwrap().iter().find(|r| r["diagnosis"].is_object());
+        let causes = diagnosed.map_or(Vec::new(), |r| {
+            let findings = r["diagnosis"]["findings"].as_array().unwrap();
+            findings.iter().map(|f| f["cause"].as_str().unwrap().to_string()).collect()
+        });
+        (failure, causes)
+    }
+
+    /// (phase, checkpoint, layer, tensor)
+    type Place = (&'static str, u64, Option<u64>, &'static str);
+
+    /// Classic bugs of a GPT-2 port, prompt and decode step: in chained mode and in isolated
+    /// mode, the first failing row is the stage and layer that hold the bug, and the diagnosis
+    /// names the cause.
+    #[test]
+    fn classic_bugs_are_found_at_their_stage_in_both_modes_and_diagnosed() {
+        #[rustfmt::skip]
+        let bugs: &[(&str, Place, &str)] = &[
+            ("ln-epsilon", ("prefill", 1, Some(0), "ln_1"), "epsilon 1e-6 instead of the config's 1e-5"),
+            ("unbiased-variance", ("prefill", 1, Some(0), "ln_1"), "unbiased variance"),
+            ("qk-swapped", ("prefill", 2, Some(0), "q"), "ours q is c_attn's k third"),
+            ("missing-attn-scale", ("prefill", 4, Some(0), "scores"), "the 1/√D scale missing"),
+            ("mask-off-by-one", ("prefill", 4, Some(0), "scores"), "each query also sees the next key"),
+            ("head-merge-order", ("prefill", 5, Some(0), "attn_out"), "heads merged as [T, D, H]"),
+            ("attn-proj-transposed", ("prefill", 5, Some(0), "attn_out"), "c_proj weight read transposed"),
+            ("attn-out-shift", ("prefill", 5, Some(0), "attn_out"), "added to every element"),
+            ("erf-gelu", ("prefill", 6, Some(0), "gelu"), "the erf GELU"),
+            ("gelu-coefficient", ("prefill", 6, Some(0), "gelu"), "cubic coefficient 0.04470"),
+            ("mlp-bias-dropped", ("prefill", 6, Some(0), "gelu"), "c_fc bias dropped"),
+            ("residual-dropped", ("prefill", 7, Some(0), "block_out"), "the MLP's residual dropped"),
+            ("ln-f-skipped", ("prefill", 8, None, "ln_f"), "ln_f skipped"),
+            ("temperature-multiplied", ("prefill", 11, None, "probs"), "multiplied by the temperature"),
+            ("decode-positions-restart", ("decode", 0, None, "embeddings"), "position ids restart at 0"),
+            ("decode-cache-overwrite", ("decode", 3, Some(0), "k_cache"), "row 0 holds position 2, row 2 empty"),
+            ("decode-mask-ignores-cache", ("decode", 4, Some(0), "scores"), "the mask ignores the 2 cached positions"),
+        ];
+        let mut named = 0;
+        for &(variant, (phase, cp, layer, tensor), cause) in bugs {
+            for mode in ["chained", "isolated"] {
+                let (code, doc) = validate(variant, &["--mode", mode]);
+                assert_eq!(code, 1, "{variant} {mode}");
+                let (f, causes) = first_failure_and_causes(&doc);
+                assert_eq!(
+                    (f.phase.as_str(), f.checkpoint, f.layer, f.tensor.as_str()),
+                    (phase, cp, layer, tensor),
+                    "{variant} {mode}"
+                );
+                assert!(
+                    causes.first().is_some_and(|c| c.contains(cause)),
+                    "{variant} {mode}: the diagnosis names {causes:?}, not {cause:?}"
+                );
+                named += 1;
+            }
+        }
+        assert_eq!(named, 2 * bugs.len());
+    }
+
+    /// In isolated mode every stage after the bug runs on the reference's input, so only the
+    /// stage that holds it fails: for each layer-0 bug, the failing rows of ours are that
+    /// stage's (every layer has the bug, so the same stage fails on every layer).
+    #[test]
+    fn isolated_mode_fails_only_the_stage_that_holds_the_bug() {
+        for (variant, stage) in [("head-merge-order", "attn_out"), ("erf-gelu", "gelu"), ("qk-swapped", "q")]
+        {
+            let (_, doc) = validate(variant, &["--isolated"]);
+            let failing: Vec<&Value> = doc["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| {
+                    r["passed"] == false && r["pair"][0] == "ours" && r["checkpoint"].as_u64() < Some(10)
+                })
+                .collect();
+            assert!(!failing.is_empty(), "{variant}");
+            for row in failing {
+                // qk-swapped fails q and k, the two tensors it swaps.
+                let tensor = row["tensor"].as_str().unwrap();
+                assert!(tensor == stage || (variant == "qk-swapped" && tensor == "k"), "{variant}: {row}");
+                assert_eq!(row["mode"], "isolated");
+                assert_eq!(row["blame"], "wrong");
+            }
+        }
+    }
+
+    /// Correct engines with other numerics: float32 statistics, float32 GELU, a plain loop
+    /// summing in another order. Each must pass everything, the accuracy verdict included.
+    #[test]
+    fn correct_but_different_numerics_pass() {
+        for variant in ["f32-layer-norm-stats", "f32-gelu", "reverse-order-matmul"] {
+            let (code, doc) = validate(variant, &["--mode", "chained,isolated"]);
+            assert_eq!(code, 0, "{variant}: first failure {:?}", first_failure(&doc));
+            let with_verdict =
+                doc["rows"].as_array().unwrap().iter().filter(|r| r["accuracy"].is_object()).count();
+            assert!(with_verdict > 100, "{variant}: the accuracy verdict was applied ({with_verdict} rows)");
+        }
+    }
+}
