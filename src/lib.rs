@@ -13,10 +13,12 @@
 //! `plant` (only with the `planted-bugs` cargo feature, the test suite's) wraps the engine in
 //! planted bugs and correct-but-different numerics that the validator must catch or pass.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod commands;
 pub mod engine;
 #[cfg(feature = "planted-bugs")]
-pub mod plant;
+pub(crate) mod plant;
 pub mod validation;
 
 pub use commands::{DEFAULT_MODEL_DIR, run};

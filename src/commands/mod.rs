@@ -2,12 +2,12 @@
 //! `exports` (the one owner of validate's output files), and one module per command, each
 //! owning its own output. `main.rs` only parses the command line and calls [`run`].
 
-pub mod bench;
+mod bench;
 pub mod cli;
 mod exports;
 mod generate;
-pub mod options;
-pub mod serve;
+mod options;
+mod serve;
 mod validate;
 
 use std::io::{IsTerminal, Write};

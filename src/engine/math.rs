@@ -46,6 +46,7 @@ impl Simd {
             // Safety: `available` lists a unit only when the CPU has its features.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { x86::avx2(work) },
+            // Safety: as for AVX2.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx512 => unsafe { x86::avx512(work) },
         }

@@ -10,21 +10,22 @@
 
 mod attention;
 mod block;
-pub mod checkpoint;
-pub mod config;
+pub(crate) mod checkpoint;
+mod claim;
+pub(crate) mod config;
 pub mod generate;
 mod gpt2;
 mod kernels;
-pub mod kv_cache;
+pub(crate) mod kv_cache;
 mod layer_norm;
-pub mod linear;
+pub(crate) mod linear;
 mod math;
 mod mlp;
-pub mod packed;
+pub(crate) mod packed;
 pub mod sampling;
 mod scratch;
-pub mod tape;
-pub mod team;
+pub(crate) mod tape;
+pub(crate) mod team;
 pub mod tokenizer;
 pub mod weights;
 

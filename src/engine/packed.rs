@@ -23,6 +23,7 @@ pub struct Line(pub [f32; PANEL]);
 
 // Safety: 16 float32 fill the 64 bytes exactly: no padding, and every bit pattern is valid.
 unsafe impl bytemuck::Zeroable for Line {}
+// Safety: as Zeroable: plain old data, Copy, 'static.
 unsafe impl bytemuck::Pod for Line {}
 
 /// W [K, N] in panels of `PANEL` columns (see the module's comment).

@@ -11,7 +11,9 @@
 //! is running.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::claim::Pair;
 use std::sync::{Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -22,42 +24,25 @@ const SPIN: Duration = Duration::from_millis(2);
 
 type Job = &'static (dyn Fn(usize) + Sync);
 
-/// The current job's number (high 32 bits) and its next unclaimed part (low 32 bits), in one
-/// word, so that a claim made for one job can never take a part of the next.
-struct Claims(AtomicU64);
+/// The current job's number and its next unclaimed part, in one word, so that a claim made for
+/// one job can never take a part of the next.
+struct Claims(Pair);
 
 impl Claims {
-    fn pack(job: u32, part: u32) -> u64 {
-        (job as u64) << 32 | part as u64
-    }
-
     fn job(&self) -> u32 {
-        (self.0.load(Ordering::Acquire) >> 32) as u32
+        self.0.load().0
     }
 
     /// Publishes job `job`, none of its parts claimed.
     fn publish(&self, job: u32) {
-        self.0.store(Claims::pack(job, 0), Ordering::Release);
+        self.0.store(job, 0);
     }
 
     /// The next part of job `job`, if that job is still current and has one left.
     fn claim(&self, job: u32, parts: usize) -> Option<usize> {
-        let mut now = self.0.load(Ordering::Acquire);
-        loop {
-            let part = now as u32;
-            if (now >> 32) as u32 != job || part as usize >= parts {
-                return None;
-            }
-            match self.0.compare_exchange_weak(
-                now,
-                Claims::pack(job, part + 1),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(part as usize),
-                Err(actual) => now = actual,
-            }
-        }
+        self.0.update(|current, part| {
+            (current == job && (part as usize) < parts).then_some((part as usize, (job, part + 1)))
+        })
     }
 }
 
@@ -90,7 +75,7 @@ impl Team {
     fn new(threads: usize) -> Team {
         let helpers = threads.saturating_sub(1);
         let shared: &'static Shared = Box::leak(Box::new(Shared {
-            claims: Claims(AtomicU64::new(0)),
+            claims: Claims(Pair::new(0, 0)),
             finished: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             started: AtomicUsize::new(0),

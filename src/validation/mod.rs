@@ -4,12 +4,12 @@
 //! of a failing tensor (`diagnose`), the aggregated result (`result`) and its renderers
 //! (`report`).
 
-pub mod compare;
-pub mod diagnose;
+pub(crate) mod compare;
+pub(crate) mod diagnose;
 pub mod reference;
-pub mod report;
-pub mod result;
-pub mod run;
-pub mod runner;
-pub mod search;
-pub mod spec;
+pub(crate) mod report;
+pub(crate) mod result;
+pub(crate) mod run;
+pub(crate) mod runner;
+pub(crate) mod search;
+pub(crate) mod spec;
