@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::validation::compare::{Heatmap, Stats, Tolerance};
 use crate::validation::reference::{Omitted, Precision};
-use crate::validation::spec::{Checkpoint, Mode, Phase};
+use crate::validation::spec::{Checkpoint, Mode, Phase, Place};
 
 /// The name our engine has in every pair.
 pub const OURS: &str = "ours";
@@ -31,6 +31,11 @@ impl Pair {
     /// An invariant of our own engine, not a comparison of two sources.
     pub fn is_self(&self) -> bool {
         self.0 == self.1
+    }
+
+    /// Ours against another source or itself (ours is always the first of its pairs).
+    pub fn is_ours(&self) -> bool {
+        self.0 == OURS
     }
 }
 
@@ -116,8 +121,8 @@ pub struct Finding {
     pub baseline: f64,
 }
 
-/// (case, phase, checkpoint, layer, tensor, pair): a row's place apart from its mode.
-pub type Place<'a> = (&'a str, Phase, Checkpoint, Option<usize>, &'a str, &'a Pair);
+/// (case, place, tensor, pair): what a row checks, apart from its mode.
+pub type RowKey<'a> = (&'a str, Place, &'a str, &'a Pair);
 
 /// One checked tensor or value, for one pair of sources.
 #[derive(Serialize, Clone, Debug)]
@@ -170,9 +175,18 @@ impl Row {
         self.agrees() && self.accuracy.as_ref().is_some_and(|a| !a.passed)
     }
 
-    /// Where the row is, apart from its mode: a tensor's chained and isolated rows share it.
-    pub fn place(&self) -> Place<'_> {
-        (self.case.as_str(), self.phase, self.checkpoint, self.layer, self.tensor.as_str(), &self.pair)
+    pub fn place(&self) -> Place {
+        Place::new(self.phase, self.checkpoint, self.layer)
+    }
+
+    /// What the row checks, apart from its mode: a tensor's chained and isolated rows share it.
+    pub fn key(&self) -> RowKey<'_> {
+        (self.case.as_str(), self.place(), self.tensor.as_str(), &self.pair)
+    }
+
+    /// The same tensor of the same case and place (any pair, any mode).
+    pub fn same_tensor(&self, other: &Row) -> bool {
+        self.case == other.case && self.place() == other.place() && self.tensor == other.tensor
     }
 
     pub fn location(&self) -> Location {
@@ -180,7 +194,7 @@ impl Row {
             case: self.case.clone(),
             phase: self.phase,
             mode: self.mode,
-            checkpoint: self.checkpoint.index(),
+            checkpoint: self.checkpoint,
             layer: self.layer,
             tensor: Some(self.tensor.clone()),
             pair: Some(self.pair.clone()),
@@ -195,7 +209,8 @@ pub struct Location {
     pub case: String,
     pub phase: Phase,
     pub mode: Mode,
-    pub checkpoint: u8,
+    #[serde(serialize_with = "as_index")]
+    pub checkpoint: Checkpoint,
     pub layer: Option<usize>,
     pub tensor: Option<String>,
     pub pair: Option<Pair>,
@@ -206,7 +221,7 @@ impl Location {
     /// pytorch-f32", after "decode step, " on the decode step and "isolated, " in isolated
     /// mode. An invariant's pair is left out: its tensor already says "(ours)".
     pub fn site(&self) -> String {
-        let cp = Checkpoint::ALL[self.checkpoint as usize];
+        let cp = self.checkpoint;
         let mut out = String::new();
         if self.mode == Mode::Isolated {
             out.push_str("isolated, ");
@@ -242,13 +257,36 @@ pub struct Source {
     /// The dump's directory; null for ours.
     pub dir: Option<String>,
     pub precision: Precision,
-    /// "engine" (ours), "truth" (the float64 dump of the accuracy verdict), "peer" (the float32
-    /// dump ours is measured against) or "reference".
-    pub role: &'static str,
+    pub role: Role,
     /// The manifest's generator (library versions); null for ours.
     pub generator: Option<serde_json::Value>,
     /// The tensors the dump leaves out on purpose, with the reason.
     pub omitted: Vec<Omitted>,
+}
+
+/// What a source is to the run.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Our engine.
+    Engine,
+    /// The float64 dump the accuracy verdict measures against.
+    Truth,
+    /// The float32 dump whose error against the truth ours is measured by.
+    Peer,
+    /// Any other dump.
+    Reference,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Engine => "engine",
+            Role::Truth => "truth",
+            Role::Peer => "peer",
+            Role::Reference => "reference",
+        })
+    }
 }
 
 /// A source that disagrees with all the others on a tensor while they agree with each other.
@@ -294,6 +332,11 @@ impl Report {
         Report { model, sources, rows, odd_ones_out, search }
     }
 
+    /// The source of `role` (the first, for `Role::Reference`).
+    pub fn source(&self, role: Role) -> Option<&Source> {
+        self.sources.iter().find(|s| s.role == role)
+    }
+
     pub fn passed(&self) -> bool {
         self.rows.iter().all(|r| r.passed)
     }
@@ -317,7 +360,7 @@ impl Report {
     /// and cases), keyed by source name. Empty without a truth.
     pub fn errors_against_truth(&self) -> ErrorsAgainstTruth<'_> {
         let mut errors = ErrorsAgainstTruth::new();
-        let Some(truth) = self.sources.iter().find(|s| s.role == "truth") else { return errors };
+        let Some(truth) = self.source(Role::Truth) else { return errors };
         for row in self.rows.iter().filter(|r| r.mode == Mode::Chained && r.pair.contains(&truth.name)) {
             let (Some(stats), false) = (&row.stats, row.pair.is_self()) else { continue };
             let source = if row.pair.0 == truth.name { &row.pair.1 } else { &row.pair.0 };
@@ -345,18 +388,18 @@ impl Report {
 /// itself when its isolated row fails too, and drift from an earlier stage when that passes.
 /// A chained row without an isolated counterpart stays unlabelled: one verdict cannot tell.
 fn blame(rows: &mut [Row]) {
-    let isolated: std::collections::HashMap<Place<'_>, bool> =
-        rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (r.place(), r.passed)).collect();
+    let isolated: std::collections::HashMap<RowKey<'_>, bool> =
+        rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (r.key(), r.passed)).collect();
     let blames: Vec<Option<Blame>> = rows
         .iter()
         .map(|row| {
-            if row.passed || row.pair.0 != OURS || row.pair.is_self() {
+            if row.passed || !row.pair.is_ours() || row.pair.is_self() {
                 return None;
             }
             match row.mode {
                 Mode::Isolated => Some(Blame::Wrong),
                 Mode::Chained => {
-                    isolated.get(&row.place()).map(|&passed| if passed { Blame::Drift } else { Blame::Wrong })
+                    isolated.get(&row.key()).map(|&passed| if passed { Blame::Drift } else { Blame::Wrong })
                 }
             }
         })
@@ -374,14 +417,7 @@ fn odd_ones_out(rows: &[Row]) -> Vec<OddOneOut> {
     let mut i = 0;
     while i < rows.len() {
         // Rows of one tensor are adjacent: the checks emit every pair of a tensor together.
-        let same = |r: &Row| {
-            r.case == rows[i].case
-                && r.phase == rows[i].phase
-                && r.mode == rows[i].mode
-                && r.checkpoint == rows[i].checkpoint
-                && r.layer == rows[i].layer
-                && r.tensor == rows[i].tensor
-        };
+        let same = |r: &Row| r.same_tensor(&rows[i]) && r.mode == rows[i].mode;
         let end = i + rows[i..].iter().take_while(|r| same(r)).count();
         let group: Vec<&Row> = rows[i..end].iter().filter(|r| !r.pair.is_self()).collect();
         let mut sources: Vec<&str> =

@@ -5,8 +5,9 @@
 use anyhow::Result;
 
 use crate::validation::result::{Location, Row, Search};
-use crate::validation::run::{SiteKey, Validator};
+use crate::validation::run::Validator;
 use crate::validation::spec::Mode;
+use crate::validation::spec::Place;
 
 /// Which search to run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,7 +23,7 @@ pub enum Strategy {
 pub fn search(
     validator: &Validator,
     cases: &[String],
-    sites: &[SiteKey],
+    sites: &[Place],
     modes: &[Mode],
     strategy: Strategy,
 ) -> Result<(Vec<Row>, Search)> {
@@ -36,17 +37,15 @@ pub fn search(
         };
         sequential_runs += found.map_or(sites.len(), |i| i + 1);
         if let Some(i) = found {
-            let (phase, checkpoint, layer) = sites[i];
+            let Place { phase, checkpoint, layer } = sites[i];
             // The mode that failed first there (chained before isolated).
-            let mode = rows
-                .iter()
-                .find(|r| !r.passed && (r.phase, r.checkpoint, r.layer) == sites[i])
-                .map_or(Mode::Chained, |r| r.mode);
+            let mode =
+                rows.iter().find(|r| !r.passed && r.place() == sites[i]).map_or(Mode::Chained, |r| r.mode);
             let first_failure = Some(Location {
                 case: case.clone(),
                 phase,
                 mode,
-                checkpoint: checkpoint.index(),
+                checkpoint,
                 layer,
                 tensor: None,
                 pair: None,
@@ -76,7 +75,7 @@ fn summary(
 fn probe(
     validator: &Validator,
     case: &str,
-    sites: &[SiteKey],
+    sites: &[Place],
     modes: &[Mode],
     runs: &mut usize,
 ) -> Result<(bool, Vec<Row>)> {
@@ -89,7 +88,7 @@ fn probe(
 fn walk(
     validator: &Validator,
     case: &str,
-    sites: &[SiteKey],
+    sites: &[Place],
     modes: &[Mode],
     rows: &mut Vec<Row>,
     runs: &mut usize,
@@ -111,7 +110,7 @@ fn walk(
 fn bisect(
     validator: &Validator,
     case: &str,
-    sites: &[SiteKey],
+    sites: &[Place],
     modes: &[Mode],
     rows: &mut Vec<Row>,
     runs: &mut usize,
@@ -142,7 +141,7 @@ fn bisect(
         }
     }
     // Keep the rows of the failing site itself for the report.
-    let (phase, checkpoint, layer) = sites[hi];
+    let Place { phase, checkpoint, layer } = sites[hi];
     rows.extend(
         last_failing
             .into_iter()

@@ -57,6 +57,22 @@ impl fmt::Display for Mode {
     }
 }
 
+/// Where a check is made in a case: the pass (the prompt or the decode step), the checkpoint,
+/// and the layer for checkpoints 1–7. Ordered as the forward pass reaches them within a layer
+/// range; `run::plan` gives the order of a whole run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Place {
+    pub phase: Phase,
+    pub checkpoint: Checkpoint,
+    pub layer: Option<usize>,
+}
+
+impl Place {
+    pub fn new(phase: Phase, checkpoint: Checkpoint, layer: Option<usize>) -> Place {
+        Place { phase, checkpoint, layer }
+    }
+}
+
 /// What a recorded value is, and so how it is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

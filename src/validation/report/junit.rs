@@ -57,7 +57,7 @@ impl Exporter for Junit {
             }
             out.push_str("    </properties>\n");
             for (i, row) in rows.iter().enumerate() {
-                testcase(&mut out, row, i == 0 || !same_tensor(rows[i - 1], row));
+                testcase(&mut out, row, i == 0 || !rows[i - 1].same_tensor(row));
             }
             out.push_str("  </testsuite>\n");
         }
@@ -71,10 +71,6 @@ fn precision(p: Precision) -> &'static str {
         Precision::Float32 => "float32",
         Precision::Float64 => "float64",
     }
-}
-
-fn same_tensor(a: &Row, b: &Row) -> bool {
-    (a.checkpoint, a.layer, &a.tensor) == (b.checkpoint, b.layer, &b.tensor)
 }
 
 fn testcase(out: &mut String, row: &Row, first_of_tensor: bool) {

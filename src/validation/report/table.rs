@@ -8,7 +8,7 @@ use comfy_table::{Cell, Color, ContentArrangement, presets::UTF8_FULL_CONDENSED}
 
 use super::{Detail, Exporter, sci, words};
 use crate::validation::compare::DECADE_LABELS;
-use crate::validation::result::{Blame, Place, Report, Row};
+use crate::validation::result::{Blame, Report, Role, Row, RowKey};
 use crate::validation::spec::{Checkpoint, Mode, Phase};
 
 pub struct Table {
@@ -22,9 +22,9 @@ impl Exporter for Table {
     fn render(&self, report: &Report) -> String {
         let mut out = String::new();
         // With both modes, the isolated rows are shown beside their chained ones.
-        let isolated: HashMap<Place<'_>, &Row> =
-            report.rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (r.place(), r)).collect();
-        let beside = |r: &Row| (r.mode == Mode::Chained).then(|| isolated.get(&r.place()).copied()).flatten();
+        let isolated: HashMap<RowKey<'_>, &Row> =
+            report.rows.iter().filter(|r| r.mode == Mode::Isolated).map(|r| (r.key(), r)).collect();
+        let beside = |r: &Row| (r.mode == Mode::Chained).then(|| isolated.get(&r.key()).copied()).flatten();
         let any_chained = report.rows.iter().any(|c| c.mode == Mode::Chained);
         let main = |r: &&Row| r.mode == Mode::Chained || !any_chained;
         let shown =
@@ -58,7 +58,7 @@ impl Exporter for Table {
             out.push('\n');
             let mut previous: Option<&Row> = None;
             for row in rows {
-                let first_of_tensor = previous.is_none_or(|p| !same_tensor(p, row));
+                let first_of_tensor = previous.is_none_or(|p| !p.same_tensor(row));
                 // The isolated row beside it needs words only when it fails.
                 for row in std::iter::once(row).chain(beside(row).filter(|b| !b.passed)) {
                     if let Some(reason) = words::reason(row, first_of_tensor) {
@@ -83,8 +83,8 @@ impl Exporter for Table {
 
 /// The reference whose tensors fed isolated mode.
 fn feeder(report: &Report) -> &str {
-    let role = |role: &str| report.sources.iter().find(|s| s.role == role);
-    role("peer")
+    report
+        .source(Role::Peer)
         .or_else(|| report.sources.iter().find(|s| s.dir.is_some()))
         .map_or("the reference", |s| &s.name)
 }
@@ -124,7 +124,7 @@ impl Table {
         let mut previous: Option<&Row> = None;
         for &row in rows {
             // The pairs of one tensor sit under each other; its name is written once.
-            let repeat = previous.is_some_and(|p| same_tensor(p, row));
+            let repeat = previous.is_some_and(|p| p.same_tensor(row));
             let (abs, rel) = match &row.stats {
                 Some(s) => (sci(s.max_abs), sci(s.max_rel)),
                 None => ("-".into(), "-".into()),
@@ -170,14 +170,6 @@ impl Table {
     }
 }
 
-fn same_tensor(a: &Row, b: &Row) -> bool {
-    a.case == b.case
-        && a.phase == b.phase
-        && a.checkpoint == b.checkpoint
-        && a.layer == b.layer
-        && a.tensor == b.tensor
-}
-
 /// The lines under the tables: odd ones out, the worst accuracy ratios, the first failure and
 /// the counts (or the search's outcome).
 fn summary(report: &Report, detail: Detail) -> String {
@@ -187,14 +179,13 @@ fn summary(report: &Report, detail: Detail) -> String {
         out.push('\n');
     }
     let worst = report.worst_ratios();
-    let has = |role: &str| report.sources.iter().any(|s| s.role == role);
-    if detail != Detail::Quiet && has("truth") && !has("peer") {
+    if detail != Detail::Quiet && report.source(Role::Truth).is_some() && report.source(Role::Peer).is_none()
+    {
         out.push_str("no accuracy verdict: a float64 truth needs a float32 reference beside it to measure ours against\n");
     }
     if detail != Detail::Quiet && !worst.is_empty() {
-        let truth =
-            report.sources.iter().find(|s| s.role == "truth").map_or("the truth", |s| s.name.as_str());
-        let peer = report.sources.iter().find(|s| s.role == "peer").map_or("the peer", |s| s.name.as_str());
+        let truth = report.source(Role::Truth).map_or("the truth", |s| s.name.as_str());
+        let peer = report.source(Role::Peer).map_or("the peer", |s| s.name.as_str());
         let per_cp: Vec<String> =
             worst.iter().map(|(cp, (max, rms))| format!("{cp}: {max:.2}/{rms:.2}")).collect();
         out.push_str(&format!(
@@ -236,8 +227,8 @@ fn summary(report: &Report, detail: Detail) -> String {
 /// each source's error against the truth per checkpoint, side by side, so that who drifts
 /// where reads off one table.
 fn errors_against_truth(report: &Report) -> String {
-    let Some(truth) = report.sources.iter().find(|s| s.role == "truth") else { return String::new() };
-    if report.sources.iter().filter(|s| s.dir.is_some() && s.role != "truth").count() < 2 {
+    let Some(truth) = report.source(Role::Truth) else { return String::new() };
+    if report.sources.iter().filter(|s| s.dir.is_some() && s.role != Role::Truth).count() < 2 {
         return String::new();
     }
     let errors = report.errors_against_truth();
@@ -245,7 +236,7 @@ fn errors_against_truth(report: &Report) -> String {
         return String::new();
     }
     let sources: Vec<&str> =
-        report.sources.iter().filter(|s| s.role != "truth").map(|s| s.name.as_str()).collect();
+        report.sources.iter().filter(|s| s.role != Role::Truth).map(|s| s.name.as_str()).collect();
     let mut table = comfy_table::Table::new();
     table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
     let mut header = vec!["phase".to_string(), "cp".to_string()];

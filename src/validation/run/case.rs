@@ -8,20 +8,19 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, ensure};
 use ndarray::{Array1, ArrayView1, ArrayViewD, Axis, s};
 
+use super::Validator;
 use super::checks::{CaseContext, Checked};
-use super::tape::{CheckingTape, Feed, Kept};
-use super::{SiteKey, Validator};
+use super::tape::{CheckingTape, Feed, Kept, Wanted};
 use crate::engine::sampling::{self, Sampling};
 use crate::engine::tape::Site;
 use crate::engine::{KvCache, NoTape};
 use crate::validation::result::{Pair, Row};
-use crate::validation::spec::Checks;
-use crate::validation::spec::{Checkpoint, Mode, Phase};
+use crate::validation::spec::{Checkpoint, Checks, Mode, Phase, Place};
 
 pub struct CaseRun<'a> {
     pub validator: &'a Validator,
     pub ctx: CaseContext<'a>,
-    pub sites: BTreeSet<SiteKey>,
+    pub sites: BTreeSet<Place>,
     pub stop_at_first_failure: bool,
     pub rows: Vec<Row>,
 }
@@ -31,17 +30,17 @@ impl CaseRun<'_> {
     fn layers_of(&self, phase: Phase, checkpoint: Checkpoint) -> Vec<usize> {
         self.sites
             .iter()
-            .filter(|(p, c, _)| (*p, *c) == (phase, checkpoint))
-            .filter_map(|&(.., l)| l)
+            .filter(|s| (s.phase, s.checkpoint) == (phase, checkpoint))
+            .filter_map(|s| s.layer)
             .collect()
     }
 
     fn wants(&self, phase: Phase, checkpoint: Checkpoint) -> bool {
-        self.sites.iter().any(|(p, c, _)| (*p, *c) == (phase, checkpoint))
+        self.sites.iter().any(|s| (s.phase, s.checkpoint) == (phase, checkpoint))
     }
 
     fn wants_phase(&self, phase: Phase) -> bool {
-        self.sites.iter().any(|(p, ..)| *p == phase)
+        self.sites.iter().any(|s| s.phase == phase)
     }
 
     /// True once a row failed and the run is to stop there.
@@ -107,20 +106,20 @@ impl CaseRun<'_> {
         cache: &mut KvCache,
         full_pass: bool,
     ) -> Result<(Option<Array1<f32>>, Kept)> {
-        let mut compare = BTreeSet::new();
-        let mut keep = BTreeSet::new();
-        for &(_, cp, layer) in self.sites.iter().filter(|(p, ..)| *p == phase) {
+        let mut wanted = Wanted { phase, ..Wanted::default() };
+        let Wanted { compare, keep, .. } = &mut wanted;
+        for &Place { checkpoint: cp, layer, .. } in self.sites.iter().filter(|s| s.phase == phase) {
             match cp {
                 Checkpoint::KvCache => {
-                    keep.insert((Checkpoint::Qkv, layer));
+                    keep.insert(Place::new(phase, Checkpoint::Qkv, layer));
                 }
                 Checkpoint::SelectedLogits => {
-                    compare.insert((cp, None));
-                    keep.insert((Checkpoint::Logits, None));
+                    compare.insert(Place::new(phase, cp, None));
+                    keep.insert(Place::new(phase, Checkpoint::Logits, None));
                 }
                 Checkpoint::Argmax | Checkpoint::Probabilities | Checkpoint::Generation => {}
                 _ => {
-                    compare.insert((cp, layer));
+                    compare.insert(Place::new(phase, cp, layer));
                 }
             }
         }
@@ -158,15 +157,8 @@ impl CaseRun<'_> {
         let feed: Option<&mut Feed<'_>> = (ctx.mode == Mode::Isolated).then_some(&mut feed);
         let progress = &self.validator.progress;
         progress.set_message(format!("case {}: {phase}, {}", ctx.name, ctx.mode));
-        let mut tape = CheckingTape::new(
-            compare,
-            keep,
-            full_pass,
-            self.stop_at_first_failure,
-            &mut check,
-            feed,
-            progress,
-        );
+        let mut tape =
+            CheckingTape::new(wanted, full_pass, self.stop_at_first_failure, &mut check, feed, progress);
         let logits = self.validator.engine.forward(tokens, cache, &mut tape)?;
         let CheckingTape { rows, kept, .. } = tape;
         self.rows.extend(rows);
@@ -180,7 +172,7 @@ impl CaseRun<'_> {
         if !self.wants(phase, cp) || self.stopped() {
             return Ok(());
         }
-        let full = kept.get(&(Checkpoint::Logits, None, "logits")).context("full logits kept")?;
+        let full = kept.get(&Site::new(Checkpoint::Logits, None, "logits")).context("full logits kept")?;
         let last_row = full.index_axis(Axis(0), full.shape()[0] - 1);
         let what = cp.spec().invariants[0];
         let ours = ArrayView1::from(logits.as_slice().expect("contiguous")).into_dyn();
@@ -225,7 +217,8 @@ impl CaseRun<'_> {
             self.cache_rows(phase, &tokens, cache, l)?;
             let (k, v) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());
             for (name, cached, what) in [("k", &k, invariants[0]), ("v", &v, invariants[1])] {
-                let from_qkv = kept.get(&(Checkpoint::Qkv, Some(l), name)).context("checkpoint 2 kept")?;
+                let from_qkv =
+                    kept.get(&Site::new(Checkpoint::Qkv, Some(l), name)).context("checkpoint 2 kept")?;
                 self.rows.push(self.ctx.bitwise_row(
                     phase,
                     cp,
@@ -293,7 +286,8 @@ impl CaseRun<'_> {
                     kept_rows,
                     old.into_dyn(),
                 )?);
-                let step = kept.get(&(Checkpoint::Qkv, Some(l), name)).context("checkpoint 2 kept")?;
+                let step =
+                    kept.get(&Site::new(Checkpoint::Qkv, Some(l), name)).context("checkpoint 2 kept")?;
                 let written = after.slice(s![.., t..t + 1, ..]).into_dyn();
                 self.rows.push(self.ctx.bitwise_row(phase, cp, Some(l), new_row, written, step.view())?);
             }

@@ -228,7 +228,7 @@ impl CaseContext<'_> {
             // rows[i] is pairs[i]'s: one heatmap per tensor, of its first failing pair (or its
             // first pair when asked for by name).
             let asked = request.names.iter().any(|n| n == name);
-            let kept = |r: &Row| self.ref_pairs || r.pair.0 == OURS;
+            let kept = |r: &Row| self.ref_pairs || r.pair.is_ours();
             if let Some(i) = rows.iter().position(|r| kept(r) && (asked || !r.passed))
                 && request.take()
             {
@@ -237,7 +237,7 @@ impl CaseContext<'_> {
             }
         }
         if !self.ref_pairs {
-            rows.retain(|r| r.pair.0 == OURS);
+            rows.retain(|r| r.pair.is_ours());
         }
         Ok(rows)
     }
@@ -271,7 +271,7 @@ impl CaseContext<'_> {
             (rule.allowed(err_peer, truth_max), rule.allowed_rms(rms_peer, truth_rms));
         let passed = err_ours <= allowed && rms_ours <= allowed_rms;
         let ratio_of = |ours: f64, peer: f64| (peer > 0.0).then(|| ours / peer);
-        let row = rows.iter_mut().find(|r| r.pair.0 == OURS && &r.pair.1 == truth).expect("found above");
+        let row = rows.iter_mut().find(|r| r.pair.is_ours() && &r.pair.1 == truth).expect("found above");
         row.passed &= passed;
         row.accuracy = Some(Accuracy {
             truth: truth.clone(),
@@ -326,10 +326,10 @@ impl CaseContext<'_> {
         // (a peer engine that is off itself): nothing in ours to diagnose against that one.
         let feed = &self.sources.refs[self.sources.feed()].name;
         let truth = self.sources.truth.map(|t| &self.sources.refs[t].name);
-        let ours_passes_feed = rows.iter().any(|r| r.pair.0 == OURS && &r.pair.1 == feed && r.passed);
+        let ours_passes_feed = rows.iter().any(|r| r.pair.is_ours() && &r.pair.1 == feed && r.passed);
         let suspect = |r: &Row| {
             let only_another_reference_disagrees = ours_passes_feed && Some(&r.pair.1) != truth;
-            !r.passed && r.pair.0 == OURS && !r.pair.is_self() && !only_another_reference_disagrees
+            !r.passed && r.pair.is_ours() && !r.pair.is_self() && !only_another_reference_disagrees
         };
         let Some(row) = rows.iter_mut().find(|r| suspect(r)) else {
             return;

@@ -26,7 +26,7 @@ use crate::engine::tokenizer::Gpt2Tokenizer;
 use crate::engine::weights::Weights;
 use crate::validation::reference::Case;
 use crate::validation::result::{Report, Row, Search};
-use crate::validation::spec::{Checkpoint, Mode, Phase};
+use crate::validation::spec::{Checkpoint, Mode, Phase, Place};
 use case::CaseRun;
 use checks::{CaseContext, HeatmapRequest};
 use sources::Sources;
@@ -38,14 +38,10 @@ pub enum Layers {
     All,
 }
 
-/// One place a checkpoint is checked: (phase, checkpoint, layer), the layer only for
-/// checkpoints 1–7.
-pub type SiteKey = (Phase, Checkpoint, Option<usize>);
-
 /// The sites of `checkpoints` at `layers` in `phases`, in the order the work reaches them: the
 /// prompt's pass (embeddings, then layer by layer checkpoints 1–7, then the head 8–11), then
 /// the decode step's (0–9 the same way), then the generation (12).
-pub fn plan(checkpoints: &[Checkpoint], layers: &[usize], phases: &[Phase]) -> Vec<SiteKey> {
+pub fn plan(checkpoints: &[Checkpoint], layers: &[usize], phases: &[Phase]) -> Vec<Place> {
     let mut sites = Vec::new();
     for &phase in phases {
         let has = |cp: &Checkpoint| {
@@ -54,16 +50,18 @@ pub fn plan(checkpoints: &[Checkpoint], layers: &[usize], phases: &[Phase]) -> V
                 && (phase == Phase::Prefill || cp.on_decode_step())
         };
         if has(&Checkpoint::Embeddings) {
-            sites.push((phase, Checkpoint::Embeddings, None));
+            sites.push(Place::new(phase, Checkpoint::Embeddings, None));
         }
         for &l in layers {
             let per_layer = Checkpoint::ALL.iter().filter(|c| c.per_layer() && has(c));
-            sites.extend(per_layer.map(|&c| (phase, c, Some(l))));
+            sites.extend(per_layer.map(|&c| Place::new(phase, c, Some(l))));
         }
-        sites.extend(Checkpoint::ALL.iter().filter(|c| c.index() >= 8 && has(c)).map(|&c| (phase, c, None)));
+        sites.extend(
+            Checkpoint::ALL.iter().filter(|c| c.index() >= 8 && has(c)).map(|&c| Place::new(phase, c, None)),
+        );
     }
     if phases.contains(&Phase::Prefill) && checkpoints.contains(&Checkpoint::Generation) {
-        sites.push((Phase::Prefill, Checkpoint::Generation, None));
+        sites.push(Place::new(Phase::Prefill, Checkpoint::Generation, None));
     }
     sites
 }
@@ -148,7 +146,7 @@ impl Validator {
     pub fn check(
         &self,
         case: &str,
-        sites: &[SiteKey],
+        sites: &[Place],
         modes: &[Mode],
         stop_at_first_failure: bool,
     ) -> Result<Vec<Row>> {
@@ -168,7 +166,8 @@ impl Validator {
                 config: self.engine.config(),
             };
             // Generation is end to end in every mode: it runs once.
-            let sites = sites.iter().copied().filter(|s| i == 0 || s.1 != Checkpoint::Generation).collect();
+            let sites =
+                sites.iter().copied().filter(|s| i == 0 || s.checkpoint != Checkpoint::Generation).collect();
             let mut run = CaseRun { validator: self, ctx, sites, stop_at_first_failure, rows: Vec::new() };
             run.run()?;
             rows.extend(run.rows);
@@ -176,13 +175,13 @@ impl Validator {
                 break;
             }
         }
-        let order: HashMap<SiteKey, usize> = plan(&Checkpoint::ALL, &self.layers(Layers::All)?, &Phase::ALL)
+        let order: HashMap<Place, usize> = plan(&Checkpoint::ALL, &self.layers(Layers::All)?, &Phase::ALL)
             .into_iter()
             .enumerate()
             .map(|(i, site)| (site, i))
             .collect();
         // Stable: the pairs of one tensor, and the tensors of one site, keep their order.
-        rows.sort_by_key(|r| order.get(&(r.phase, r.checkpoint, r.layer)).copied());
+        rows.sort_by_key(|r| order.get(&r.place()).copied());
         // Chained, a phase's first diagnosed failure in forward order keeps its diagnosis; the
         // later ones are mostly its drift.
         for phase in Phase::ALL {

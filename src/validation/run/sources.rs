@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::engine::Config;
 use crate::validation::reference::{Case, Precision, Reference};
-use crate::validation::result::{OURS, Source};
+use crate::validation::result::{OURS, Role, Source};
 
 /// One reference dump and the name its rows carry.
 pub struct RefSource {
@@ -124,17 +124,17 @@ impl Sources {
             name: OURS.into(),
             dir: None,
             precision: Precision::Float32,
-            role: "engine",
+            role: Role::Engine,
             generator: None,
             omitted: Vec::new(),
         }];
         for (i, r) in self.refs.iter().enumerate() {
             let role = if Some(i) == self.truth {
-                "truth"
+                Role::Truth
             } else if Some(i) == self.peer {
-                "peer"
+                Role::Peer
             } else {
-                "reference"
+                Role::Reference
             };
             out.push(Source {
                 name: r.name.clone(),

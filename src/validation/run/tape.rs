@@ -12,17 +12,10 @@ use ndarray::{ArrayD, ArrayViewD};
 
 use crate::engine::tape::{Site, Tape};
 use crate::validation::result::Row;
-use crate::validation::spec::Checkpoint;
-use crate::validation::spec::Checks;
+use crate::validation::spec::{Checkpoint, Checks, Phase, Place};
 
-/// A checkpoint of the pass the tape records, and its layer (for checkpoints 1–7).
-pub type At = (Checkpoint, Option<usize>);
-
-/// A kept tensor: (checkpoint, layer, manifest name).
-pub type Key = (Checkpoint, Option<usize>, &'static str);
-
-/// The tensors kept for the checks after the pass.
-pub type Kept = HashMap<Key, ArrayD<f32>>;
+/// The tensors kept for the checks after the pass, by the site the pass recorded them at.
+pub type Kept = HashMap<Site, ArrayD<f32>>;
 
 /// The checks a recorded tensor goes to: returns its rows.
 pub type Check<'a> = dyn FnMut(Site, ArrayViewD<'_, f32>) -> Result<Vec<Row>> + 'a;
@@ -30,11 +23,23 @@ pub type Check<'a> = dyn FnMut(Site, ArrayViewD<'_, f32>) -> Result<Vec<Row>> + 
 /// Isolated mode's source of stage inputs: the reference's tensor at a site.
 pub type Feed<'a> = dyn FnMut(Site) -> Result<ArrayD<f32>> + 'a;
 
+/// What a pass's tape records: the places (all of one phase, the pass's) whose tensors go to
+/// the checks, and those kept for a check after the pass.
+#[derive(Default)]
+pub struct Wanted {
+    pub phase: Phase,
+    pub compare: BTreeSet<Place>,
+    pub keep: BTreeSet<Place>,
+}
+
+impl Wanted {
+    fn contains(&self, place: &Place) -> bool {
+        self.compare.contains(place) || self.keep.contains(place)
+    }
+}
+
 pub struct CheckingTape<'a> {
-    /// Sites whose tensors go to the checks.
-    compare: BTreeSet<At>,
-    /// Sites whose tensors are kept for a check after the pass.
-    keep: BTreeSet<At>,
+    wanted: Wanted,
     /// Tensors the pass will record for `compare` and `keep`: once all are in, it may stop.
     expected: usize,
     recorded: usize,
@@ -51,18 +56,17 @@ pub struct CheckingTape<'a> {
 
 impl<'a> CheckingTape<'a> {
     pub fn new(
-        compare: BTreeSet<At>,
-        keep: BTreeSet<At>,
+        wanted: Wanted,
         full_pass: bool,
         stop_at_first_failure: bool,
         check: &'a mut Check<'a>,
         feed: Option<&'a mut Feed<'a>>,
         progress: &'a ProgressBar,
     ) -> CheckingTape<'a> {
-        let expected = compare.union(&keep).map(|(cp, _)| cp.spec().tensors.len()).sum();
+        let places = wanted.compare.union(&wanted.keep);
+        let expected = places.map(|place| place.checkpoint.spec().tensors.len()).sum();
         CheckingTape {
-            compare,
-            keep,
+            wanted,
             expected,
             recorded: 0,
             full_pass,
@@ -79,18 +83,18 @@ impl<'a> CheckingTape<'a> {
 
 impl Tape for CheckingTape<'_> {
     fn wants(&self, checkpoint: Checkpoint, layer: Option<usize>) -> bool {
-        self.compare.contains(&(checkpoint, layer)) || self.keep.contains(&(checkpoint, layer))
+        self.wanted.contains(&Place::new(self.wanted.phase, checkpoint, layer))
     }
 
     fn record(&mut self, site: Site, tensor: ArrayViewD<'_, f32>) -> Result<()> {
-        let at = (site.checkpoint, site.layer);
-        if self.compare.contains(&at) {
+        let at = Place::new(self.wanted.phase, site.checkpoint, site.layer);
+        if self.wanted.compare.contains(&at) {
             let rows = (self.check)(site, tensor.view())?;
             self.failed |= rows.iter().any(|r| !r.passed);
             self.rows.extend(rows);
         }
-        if self.keep.contains(&at) {
-            self.kept.insert((site.checkpoint, site.layer, site.name), tensor.to_owned());
+        if self.wanted.keep.contains(&at) {
+            self.kept.insert(site, tensor.to_owned());
         }
         self.recorded += 1;
         self.progress.inc(1);
@@ -106,7 +110,7 @@ impl Tape for CheckingTape<'_> {
     fn replacement(&mut self, site: Site) -> Result<Option<ArrayD<f32>>> {
         let Some(feed) = self.feed.as_mut() else { return Ok(None) };
         let tensor = feed(site)?;
-        if let Some(kept) = self.kept.get_mut(&(site.checkpoint, site.layer, site.name)) {
+        if let Some(kept) = self.kept.get_mut(&site) {
             kept.clone_from(&tensor);
         }
         Ok(Some(tensor))

@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use super::{Exporter, sci, words};
 use crate::validation::compare::Tolerance;
-use crate::validation::result::{OURS, Report, Row};
+use crate::validation::result::{Report, Role, Row};
 use crate::validation::spec::{Checkpoint, Mode, Phase};
 use charts::Series;
 
@@ -152,7 +152,7 @@ fn failures(report: &Report) -> String {
 /// One chart per per-layer checkpoint and pass: each pair's worst max |diff| and RMS over the
 /// checkpoint's tensors and the cases, against layer (chained rows).
 fn growth(report: &Report) -> String {
-    let truth = report.sources.iter().find(|s| s.role == "truth").map(|s| s.name.clone());
+    let truth = report.source(Role::Truth).map(|s| s.name.clone());
     // (phase, checkpoint) -> pair label -> layer -> (max, rms, failed)
     type ByLayer = BTreeMap<usize, (f64, f64, bool)>;
     type PairSeries = (String, bool, ByLayer); // (pair, against the truth, points)
@@ -176,7 +176,7 @@ fn growth(report: &Report) -> String {
         point.0 = point.0.max(stats.max_abs);
         point.1 = point.1.max(stats.rms);
         point.2 |= !row.passed;
-        if let (Tolerance::Close { atol: a, .. }, true) = (row.tolerance, row.pair.0 == OURS) {
+        if let (Tolerance::Close { atol: a, .. }, true) = (row.tolerance, row.pair.is_ours()) {
             atol.entry((row.phase, row.checkpoint)).or_insert(a);
         }
     }
