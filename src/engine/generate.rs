@@ -17,14 +17,8 @@ pub struct Generation<'m> {
 impl<'m> Generation<'m> {
     /// Runs the prompt through the model (prefill), with cache room for `max_new` more tokens.
     pub fn start(model: &'m Gpt2, prompt: &[u32], max_new: usize) -> Result<Generation<'m>> {
-        let context = model.config.n_positions;
         ensure!(!prompt.is_empty(), "the prompt is empty: there is nothing to continue");
-        ensure!(
-            prompt.len() + max_new <= context,
-            "the prompt ({} tokens) plus {max_new} new tokens exceeds the model's context of \
-             {context} tokens",
-            prompt.len()
-        );
+        fits_context(prompt.len(), max_new, model.config.n_positions).map_err(anyhow::Error::msg)?;
         let mut cache = KvCache::new(&model.config, prompt.len() + max_new)?;
         model.forward(prompt, &mut cache)?;
         Ok(Generation { model, cache })
@@ -39,6 +33,17 @@ impl<'m> Generation<'m> {
     pub fn push(&mut self, token: u32) -> Result<()> {
         self.model.forward(&[token], &mut self.cache)?;
         Ok(())
+    }
+}
+
+/// Whether a prompt of `prompt` tokens and `max_new` more fit a context of `context`: the
+/// reason why not, in words.
+pub fn fits_context(prompt: usize, max_new: usize, context: usize) -> Result<(), String> {
+    match prompt.checked_add(max_new) {
+        Some(n) if n <= context => Ok(()),
+        _ => Err(format!(
+            "the prompt ({prompt} tokens) plus {max_new} new tokens exceeds the model's context of {context} tokens"
+        )),
     }
 }
 

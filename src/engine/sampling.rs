@@ -2,7 +2,7 @@
 //! top-k, top-p, in the order `generate` applies them), softmax, argmax and seeded sampling.
 //! Checkpoints 10 and 11 validate exactly this code; `llorch generate` runs it.
 
-use anyhow::{Result, ensure};
+use anyhow::Result;
 use rand::Rng;
 
 /// Sampling settings. `temperature` 0 means greedy (argmax); top-k and top-p are off when None.
@@ -16,16 +16,21 @@ pub struct Sampling {
 impl Sampling {
     pub const GREEDY: Sampling = Sampling { temperature: 0.0, top_k: None, top_p: None };
 
-    pub fn new(temperature: f32, top_k: Option<usize>, top_p: Option<f32>) -> Result<Sampling> {
-        ensure!(
-            temperature.is_finite() && temperature >= 0.0,
-            "temperature must be 0 (greedy) or positive, not {temperature}"
-        );
-        if let Some(k) = top_k {
-            ensure!(k > 0, "top-k must be at least 1 (leave it out to keep every token)");
+    pub fn new(temperature: f32, top_k: Option<usize>, top_p: Option<f32>) -> Result<Sampling, BadSetting> {
+        if !(temperature.is_finite() && temperature >= 0.0) {
+            return Err(BadSetting::new(
+                "temperature",
+                format!("must be 0 (greedy) or positive, not {temperature}"),
+            ));
         }
-        if let Some(p) = top_p {
-            ensure!(p > 0.0 && p <= 1.0, "top-p must be in (0, 1], not {p}");
+        if top_k == Some(0) {
+            return Err(BadSetting::new(
+                "top_k",
+                "must be at least 1 (leave it out to keep every token)".into(),
+            ));
+        }
+        if let Some(p) = top_p.filter(|&p| !(p > 0.0 && p <= 1.0)) {
+            return Err(BadSetting::new("top_p", format!("must be in (0, 1], not {p}")));
         }
         Ok(Sampling { temperature, top_k, top_p })
     }
@@ -34,6 +39,28 @@ impl Sampling {
         self.temperature == 0.0
     }
 }
+
+/// A sampling setting out of its range: which one (`temperature`, `top_k`, `top_p`) and why.
+#[derive(Debug)]
+pub struct BadSetting {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+impl BadSetting {
+    fn new(setting: &'static str, problem: String) -> BadSetting {
+        BadSetting { setting, problem }
+    }
+}
+
+impl std::fmt::Display for BadSetting {
+    /// "top-k must be at least 1 (...)", in the command line's words.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.setting.replace('_', "-"), self.problem)
+    }
+}
+
+impl std::error::Error for BadSetting {}
 
 /// The warpers' working memory, kept by a sampler from one token to the next so that picking a
 /// token allocates nothing.

@@ -312,6 +312,14 @@ pub struct Search {
     pub first_failure: Option<Location>,
 }
 
+/// The worst of a group of rows: largest max |diff|, largest RMS, and whether any failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Worst {
+    pub max_abs: f64,
+    pub rms: f64,
+    pub failed: bool,
+}
+
 /// (worst max |diff|, worst RMS) against the truth, per (phase, checkpoint), per source name.
 pub type ErrorsAgainstTruth<'a> = BTreeMap<(Phase, Checkpoint), BTreeMap<&'a str, (f64, f64)>>;
 
@@ -358,18 +366,35 @@ impl Report {
     /// Every source's error against the float64 truth, per (phase, checkpoint): the worst max
     /// |diff| and the worst RMS over the chained rows of that checkpoint (its tensors, layers
     /// and cases), keyed by source name. Empty without a truth.
-    pub fn errors_against_truth(&self) -> ErrorsAgainstTruth<'_> {
+    pub fn errors_against_truth<'r>(&'r self) -> ErrorsAgainstTruth<'r> {
         let mut errors = ErrorsAgainstTruth::new();
         let Some(truth) = self.source(Role::Truth) else { return errors };
-        for row in self.rows.iter().filter(|r| r.mode == Mode::Chained && r.pair.contains(&truth.name)) {
-            let (Some(stats), false) = (&row.stats, row.pair.is_self()) else { continue };
-            let source = if row.pair.0 == truth.name { &row.pair.1 } else { &row.pair.0 };
-            let entry =
-                errors.entry((row.phase, row.checkpoint)).or_default().entry(source).or_insert((0.0, 0.0));
-            entry.0 = entry.0.max(stats.max_abs);
-            entry.1 = entry.1.max(stats.rms);
+        let against_truth = |r: &'r Row| {
+            let source = if r.pair.0 == truth.name { &r.pair.1 } else { &r.pair.0 };
+            (r.pair.contains(&truth.name) && !r.pair.is_self()).then_some((
+                r.phase,
+                r.checkpoint,
+                source.as_str(),
+            ))
+        };
+        for ((phase, cp, source), worst) in self.worst_by(against_truth) {
+            errors.entry((phase, cp)).or_default().insert(source, (worst.max_abs, worst.rms));
         }
         errors
+    }
+
+    /// The chained rows with diff statistics, grouped by `key` (None leaves a row out): each
+    /// group's worst.
+    pub fn worst_by<'r, K: Ord>(&'r self, key: impl Fn(&'r Row) -> Option<K>) -> BTreeMap<K, Worst> {
+        let mut groups: BTreeMap<K, Worst> = BTreeMap::new();
+        for row in self.rows.iter().filter(|r| r.mode == Mode::Chained) {
+            let (Some(stats), Some(k)) = (&row.stats, key(row)) else { continue };
+            let worst = groups.entry(k).or_default();
+            worst.max_abs = worst.max_abs.max(stats.max_abs);
+            worst.rms = worst.rms.max(stats.rms);
+            worst.failed |= !row.passed;
+        }
+        groups
     }
 
     pub fn worst_ratios(&self) -> BTreeMap<Checkpoint, (f64, f64)> {

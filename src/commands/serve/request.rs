@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::engine::Config;
+use crate::engine::generate::fits_context;
 use crate::engine::sampling::Sampling;
 use crate::engine::tokenizer::Gpt2Tokenizer;
 
@@ -68,16 +69,9 @@ pub fn parse(body: &[u8], config: &Config, tokenizer: Option<&Gpt2Tokenizer>) ->
             if n == 0 {
                 return Err(BadRequest::new("max_tokens", "must be at least 1"));
             }
-            if prompt_ids.len() as u64 + n > context as u64 {
-                return Err(BadRequest::new(
-                    "max_tokens",
-                    format!(
-                        "the prompt ({} tokens) plus {n} new tokens exceeds the model's context of {context}",
-                        prompt_ids.len()
-                    ),
-                ));
-            }
-            n as usize
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            fits_context(prompt_ids.len(), n, context).map_err(|e| BadRequest::new("max_tokens", e))?;
+            n
         }
     };
 
@@ -85,38 +79,20 @@ pub fn parse(body: &[u8], config: &Config, tokenizer: Option<&Gpt2Tokenizer>) ->
         None => DEFAULT_TEMPERATURE,
         Some(v) => number(v, "temperature")?,
     };
-    if !(temperature.is_finite() && temperature >= 0.0) {
-        return Err(BadRequest::new(
-            "temperature",
-            format!("must be 0 (greedy) or positive, not {temperature}"),
-        ));
-    }
     let top_k = match fields.get("top_k") {
         None | Some(Value::Null) => None,
-        Some(v) => match unsigned(v, "top_k")? {
-            0 => {
-                return Err(BadRequest::new(
-                    "top_k",
-                    "must be at least 1 (leave it out to keep every token)",
-                ));
-            }
-            k => Some(usize::try_from(k).unwrap_or(usize::MAX)),
-        },
+        Some(v) => Some(usize::try_from(unsigned(v, "top_k")?).unwrap_or(usize::MAX)),
     };
     let top_p = match fields.get("top_p") {
         None | Some(Value::Null) => None,
-        Some(v) => match number(v, "top_p")? {
-            p if p > 0.0 && p <= 1.0 => Some(p),
-            p => return Err(BadRequest::new("top_p", format!("must be in (0, 1], not {p}"))),
-        },
+        Some(v) => Some(number(v, "top_p")?),
     };
     let seed = match fields.get("seed") {
         None => 0,
         Some(v) => unsigned(v, "seed")?,
     };
-    // The checks above are Sampling::new's, made per field; it stays the one definition.
-    let sampling = Sampling::new(temperature, top_k, top_p)
-        .map_err(|e| BadRequest::new("temperature", e.to_string()))?;
+    let sampling =
+        Sampling::new(temperature, top_k, top_p).map_err(|e| BadRequest::new(e.setting, e.problem))?;
     Ok(Execute { prompt_ids, max_tokens, sampling, seed })
 }
 

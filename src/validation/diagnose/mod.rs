@@ -20,8 +20,7 @@ use crate::engine::sampling::Sampling;
 use crate::engine::weights::Weights;
 use crate::validation::compare::Tolerance;
 use crate::validation::result::{Diagnosis, Finding};
-use crate::validation::spec::Checkpoint;
-use crate::validation::spec::Checks;
+use crate::validation::spec::{Checkpoint, Checks};
 
 /// A hypothesis fits when ours is at least this many times closer to it than to the reference.
 const CLOSER: f64 = 5.0;

@@ -8,8 +8,7 @@ use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
 
 use super::sources::Sources;
-use crate::validation::spec::Checks;
-use crate::validation::spec::{Checkpoint, Kind, Mode, Phase};
+use crate::validation::spec::{Checkpoint, Checks, Kind, Mode, Phase, Place};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::engine::Config;
@@ -19,6 +18,17 @@ use crate::validation::compare::{self, Heatmap, Mask, Stats, Tolerance};
 use crate::validation::diagnose::{self, Evidence};
 use crate::validation::reference::{Case, Tensor, TensorEntry};
 use crate::validation::result::{Accuracy, OURS, Pair, Row};
+
+/// What one check of a pair found, from which its row is made.
+enum Outcome {
+    /// Float tensors compared element by element within a tolerance.
+    Compared { tolerance: Tolerance, stats: Box<Stats> },
+    /// Values that must be equal (token ids, text, an invariant's bits), and the comparison in
+    /// words.
+    Equal { equal: bool, detail: String },
+    /// The check could not be made: a failure, with the reason.
+    NotChecked { why: String },
+}
 
 /// What every check of one case needs: the references' entries for the case and the tolerance
 /// overrides.
@@ -138,17 +148,21 @@ impl CaseContext<'_> {
         }
     }
 
+    /// A row of this case and mode, complete with what its check found.
     fn row(
         &self,
-        phase: Phase,
-        cp: Checkpoint,
-        layer: Option<usize>,
+        Place { phase, checkpoint: cp, layer }: Place,
         tensor: &str,
         shape: &[usize],
         pair: Pair,
+        outcome: Outcome,
     ) -> Row {
+        let (tolerance, passed, stats, detail) = match outcome {
+            Outcome::Compared { tolerance, stats } => (tolerance, stats.passed(), Some(*stats), None),
+            Outcome::Equal { equal, detail } => (Tolerance::Exact, equal, None, Some(detail)),
+            Outcome::NotChecked { why } => (Tolerance::Exact, false, None, Some(why)),
+        };
         Row {
-            heatmap: None,
             case: self.name.to_string(),
             phase,
             mode: self.mode,
@@ -157,13 +171,14 @@ impl CaseContext<'_> {
             tensor: tensor.to_string(),
             shape: shape.to_vec(),
             pair,
-            tolerance: Tolerance::Exact,
-            passed: false,
-            stats: None,
+            tolerance,
+            passed,
+            stats,
             accuracy: None,
-            detail: None,
+            detail,
             blame: None,
             diagnosis: None,
+            heatmap: None,
         }
     }
 
@@ -216,11 +231,14 @@ impl CaseContext<'_> {
                 let stats = compare_views(a, b, tolerance, mask).with_context(|| {
                     format!("comparing {name} of checkpoint {cp}, {a_name} vs {b_name} ({})", entry.file)
                 })?;
-                let mut row = self.row(phase, cp, layer, name, &entry.shape, Pair::new(a_name, b_name));
-                row.tolerance = tolerance;
-                row.passed = stats.passed();
-                row.stats = Some(stats);
-                Ok(row)
+                let outcome = Outcome::Compared { tolerance, stats: Box::new(stats) };
+                Ok(self.row(
+                    Place::new(phase, cp, layer),
+                    name,
+                    &entry.shape,
+                    Pair::new(a_name, b_name),
+                    outcome,
+                ))
             })
             .collect::<Result<Vec<Row>>>()?;
         self.judge_accuracy(cp, &mut rows);
@@ -362,9 +380,7 @@ impl CaseContext<'_> {
 
     /// A failing row that says why a check could not be made at all.
     pub fn cannot_check(&self, phase: Phase, cp: Checkpoint, tensor: &str, pair: Pair, why: String) -> Row {
-        let mut row = self.row(phase, cp, None, tensor, &[], pair);
-        row.detail = Some(why);
-        row
+        self.row(Place::new(phase, cp, None), tensor, &[], pair, Outcome::NotChecked { why })
     }
 
     /// Values that must be equal (token ids, text): ours against every reference, and the
@@ -383,10 +399,14 @@ impl CaseContext<'_> {
         let mut rows = Vec::new();
         let mut emit = |a_name: &str, a: &T, b_name: &str, b: &T| {
             // Token checks (10, 12) belong to the prompt's pass.
-            let mut row = self.row(Phase::Prefill, cp, None, tensor, shape, Pair::new(a_name, b_name));
-            row.passed = a == b;
-            row.detail = Some(describe(a_name, a, b_name, b));
-            rows.push(row);
+            let outcome = Outcome::Equal { equal: a == b, detail: describe(a_name, a, b_name, b) };
+            rows.push(self.row(
+                Place::new(Phase::Prefill, cp, None),
+                tensor,
+                shape,
+                Pair::new(a_name, b_name),
+                outcome,
+            ));
         };
         for (name, value) in names.iter().zip(theirs) {
             emit(OURS, ours, name, value);
@@ -412,12 +432,13 @@ impl CaseContext<'_> {
         b: ArrayViewD<'_, f32>,
     ) -> Result<Row> {
         let diff = compare::first_bitwise_difference(a.view(), b.view())?;
-        let mut row = self.row(phase, cp, layer, what, a.shape(), Pair::new(OURS, OURS));
-        row.passed = diff.is_none();
-        row.detail = Some(match &diff {
-            None => "bit-identical".to_string(),
-            Some(i) => format!("differ first at {i:?}"),
-        });
-        Ok(row)
+        let outcome = Outcome::Equal {
+            equal: diff.is_none(),
+            detail: match &diff {
+                None => "bit-identical".to_string(),
+                Some(i) => format!("differ first at {i:?}"),
+            },
+        };
+        Ok(self.row(Place::new(phase, cp, layer), what, a.shape(), Pair::new(OURS, OURS), outcome))
     }
 }

@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use super::{Exporter, sci, words};
 use crate::validation::compare::Tolerance;
-use crate::validation::result::{Report, Role, Row};
+use crate::validation::result::{Pair, Report, Role, Row, Worst};
 use crate::validation::spec::{Checkpoint, Mode, Phase};
 use charts::Series;
 
@@ -153,32 +153,34 @@ fn failures(report: &Report) -> String {
 /// checkpoint's tensors and the cases, against layer (chained rows).
 fn growth(report: &Report) -> String {
     let truth = report.source(Role::Truth).map(|s| s.name.clone());
-    // (phase, checkpoint) -> pair label -> layer -> (max, rms, failed)
-    type ByLayer = BTreeMap<usize, (f64, f64, bool)>;
-    type PairSeries = (String, bool, ByLayer); // (pair, against the truth, points)
-    let mut data: BTreeMap<(Phase, Checkpoint), Vec<PairSeries>> = BTreeMap::new();
+    // The pairs in the order the rows first name them (ours first), which sets their colours.
+    let mut pairs: Vec<&Pair> = Vec::new();
     let mut atol: BTreeMap<(Phase, Checkpoint), f64> = BTreeMap::new();
-    let mut layers = 0;
     for row in report.rows.iter().filter(|r| r.mode == Mode::Chained && r.checkpoint.per_layer()) {
-        let (Some(stats), Some(layer)) = (&row.stats, row.layer) else { continue };
-        layers = layers.max(layer + 1);
-        let label = row.pair.to_string();
-        let series = data.entry((row.phase, row.checkpoint)).or_default();
-        let index = match series.iter().position(|s| s.0 == label) {
-            Some(i) => i,
-            None => {
-                let against_truth = truth.as_ref().is_some_and(|t| row.pair.contains(t));
-                series.push((label, against_truth, BTreeMap::new()));
-                series.len() - 1
-            }
-        };
-        let point = series[index].2.entry(layer).or_insert((0.0, 0.0, false));
-        point.0 = point.0.max(stats.max_abs);
-        point.1 = point.1.max(stats.rms);
-        point.2 |= !row.passed;
+        if row.stats.is_some() && !pairs.contains(&&row.pair) {
+            pairs.push(&row.pair);
+        }
         if let (Tolerance::Close { atol: a, .. }, true) = (row.tolerance, row.pair.is_ours()) {
             atol.entry((row.phase, row.checkpoint)).or_insert(a);
         }
+    }
+    let worst = report.worst_by(|r| {
+        let layer = r.layer.filter(|_| r.checkpoint.per_layer())?;
+        let pair = pairs.iter().position(|p| **p == r.pair)?;
+        Some((r.phase, r.checkpoint, pair, layer))
+    });
+    let layers = worst.keys().map(|&(.., layer)| layer + 1).max().unwrap_or(0);
+    // (phase, checkpoint) -> per pair (label, against the truth, points by layer)
+    type PairSeries = (String, bool, BTreeMap<usize, Worst>);
+    let mut data: BTreeMap<(Phase, Checkpoint), Vec<PairSeries>> = BTreeMap::new();
+    for ((phase, cp, pair, layer), w) in worst {
+        let series = data.entry((phase, cp)).or_default();
+        let label = pairs[pair].to_string();
+        if series.last().is_none_or(|s| s.0 != label) {
+            let against_truth = truth.as_ref().is_some_and(|t| pairs[pair].contains(t));
+            series.push((label, against_truth, BTreeMap::new()));
+        }
+        series.last_mut().expect("pushed").2.insert(layer, w);
     }
     if data.is_empty() {
         return String::new();
@@ -200,7 +202,7 @@ fn growth(report: &Report) -> String {
                     .map(|(label, against_truth, by_layer)| Series {
                         label: label.clone(),
                         against_truth: *against_truth,
-                        points: by_layer.iter().map(|(&l, &(m, r, f))| (l, m, r, f)).collect(),
+                        points: by_layer.iter().map(|(&l, w)| (l, w.max_abs, w.rms, w.failed)).collect(),
                     })
                     .collect();
                 let title = format!("checkpoint {cp}: {}", cp.title());
@@ -268,16 +270,9 @@ fn heatmaps(report: &Report) -> String {
 /// The checkpoints that are not per layer (embeddings, logits, probabilities): each pair's
 /// error per pass, the worst over the cases.
 fn whole_model(report: &Report) -> String {
-    type Place = (Phase, Checkpoint, String, String); // (pass, checkpoint, tensor, pair)
-    let mut cells: BTreeMap<Place, (f64, f64, bool)> = BTreeMap::new();
-    for row in report.rows.iter().filter(|r| r.mode == Mode::Chained && !r.checkpoint.per_layer()) {
-        let Some(stats) = &row.stats else { continue };
-        let cell =
-            cells.entry((row.phase, row.checkpoint, row.tensor.clone(), row.pair.to_string())).or_default();
-        cell.0 = cell.0.max(stats.max_abs);
-        cell.1 = cell.1.max(stats.rms);
-        cell.2 |= !row.passed;
-    }
+    let cells = report.worst_by(|r| {
+        (!r.checkpoint.per_layer()).then(|| (r.phase, r.checkpoint, r.tensor.clone(), r.pair.to_string()))
+    });
     if cells.is_empty() {
         return String::new();
     }
@@ -285,7 +280,7 @@ fn whole_model(report: &Report) -> String {
         "<h2 id=whole-model>Whole-model checkpoints</h2>\n<table><tr><th>pass</th><th>checkpoint</th><th>tensor</th>\
          <th>pair</th><th>max |diff|</th><th>rms</th><th>verdict</th></tr>\n",
     );
-    for ((phase, cp, tensor, pair), (max, rms, failed)) in cells {
+    for ((phase, cp, tensor, pair), Worst { max_abs: max, rms, failed }) in cells {
         let verdict = if failed { "<span class=fail>FAIL</span>" } else { "<span class=pass>PASS</span>" };
         let _ = writeln!(
             out,
