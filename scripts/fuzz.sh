@@ -3,7 +3,7 @@
 # the committed seed corpus in fuzz/corpus, copied so the run does not touch the tree.
 # cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them.
 # A crash fails this script and leaves its input in fuzz/artifacts/TARGET/: turn it into a
-# regression test in tests/errors.rs.
+# regression test in tests/it/errors.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}

@@ -1,4 +1,4 @@
-//! A weight matrix laid out once, at load, for the kernels of `kernels.rs`. Every product with
+//! A weight matrix laid out once, at load, for the kernels of `kernels/`. Every product with
 //! a weight is y = x·W, W [K, N]. W is held in panels of 16 columns: panel p is K cache lines,
 //! line k holding W[k, 16p .. 16p + 16] (the last panel padded with zeros). One layout serves
 //! both products of the engine:
@@ -107,8 +107,8 @@ impl PackedMatrix {
         self.lines[j / PANEL * self.k + i].0[j % PANEL]
     }
 
-    /// W as a plain [K, N] array: for the test builds' planted variants, which compute without
-    /// the kernels.
+    /// W as a plain [K, N] array, for code that computes without the kernels (the kernels'
+    /// reference in their tests).
     pub fn to_dense(&self) -> Array2<f32> {
         Array2::from_shape_fn((self.k, self.n), |(i, j)| self.get(i, j))
     }

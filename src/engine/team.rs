@@ -1,4 +1,4 @@
-//! The threads of the engine's parallel work: the products (`kernels.rs`), attention's heads,
+//! The threads of the engine's parallel work: the products (`kernels/`), attention's heads,
 //! GELU's chunks. A decoded token is some fifty products of 2–150 MB each and three rounds of
 //! heads per layer, microseconds apart; a pool whose workers fall asleep between jobs (rayon's)
 //! spends a wake-up on every one. The team's helpers spin for a few milliseconds after each job

@@ -1,4 +1,4 @@
-//! `llorch checkpoints`: the checkpoint table of src/checkpoint.rs, for people and as JSON
+//! `llorch checkpoints`: the checkpoint table of `validation::spec`, for people and as JSON
 //! (which the Python scripts read their tolerances from).
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
