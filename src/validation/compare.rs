@@ -27,6 +27,12 @@ impl Tolerance {
     }
 }
 
+/// 1e-5 as "1e-5", float32's epsilon as "1.2e-7": one digit where that is the value.
+fn short(x: f64) -> String {
+    let one = format!("{x:.0e}");
+    if one.parse::<f64>() == Ok(x) { one } else { format!("{x:.1e}") }
+}
+
 /// JSON: `{"atol": .., "rtol": ..}` or `{"exact": true}`.
 impl Serialize for Tolerance {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -46,8 +52,8 @@ impl Serialize for Tolerance {
 impl fmt::Display for Tolerance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Tolerance::Close { atol, rtol: 0.0 } => write!(f, "atol {atol:.0e}"),
-            Tolerance::Close { atol, rtol } => write!(f, "atol {atol:.0e} rtol {rtol:.0e}"),
+            Tolerance::Close { atol, rtol: 0.0 } => write!(f, "atol {}", short(atol)),
+            Tolerance::Close { atol, rtol } => write!(f, "atol {} rtol {}", short(atol), short(rtol)),
             Tolerance::Exact => write!(f, "exact"),
         }
     }
