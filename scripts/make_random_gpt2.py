@@ -34,15 +34,56 @@ GPT2_VOCAB = 50257
 EOS = 50256
 
 
-def randomize_norms_and_biases(model, scale, generator):
+def randomize_norms_and_biases(model, scale, gain_spread, generator):
     """HF initialises LayerNorm gains to 1 and every bias to 0, which would let a bug that drops
-    a bias or a gain pass unseen. Give them random values too."""
+    a bias or a gain pass unseen. Give them random values too: gains 1 + N(0, gain_spread)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(".bias"):
                 p.copy_(torch.randn(p.shape, generator=generator) * scale)
             elif ".ln_" in name and name.endswith(".weight"):
-                p.copy_(1.0 + torch.randn(p.shape, generator=generator) * 0.1)
+                p.copy_(1.0 + torch.randn(p.shape, generator=generator) * gain_spread)
+
+
+def plant_massive_activations(model, channels, value):
+    """A trained GPT-2's residual stream has a few channels whose value at the first position is
+    in the hundreds to thousands while the rest stay near 1 ("massive activations", Sun et al.
+    2024: GPT-2's reach ~3000). Raise `channels` of position 0 to `value` through wpe[0]: every
+    block's residual then carries them, and LayerNorm of that row is dominated by them."""
+    with torch.no_grad():
+        model.transformer.wpe.weight[0, channels] = value
+
+
+def plant_attention_sink(model, channels, strength, generator):
+    """Trained attention piles onto the first token. Give every query a component along a
+    direction u_h of its head (c_attn's q bias) and make the keys of rows with large values in
+    `channels` (position 0, after plant_massive_activations) point along u_h (c_attn's k weight
+    rows of those channels): the first key then scores high for every query."""
+    config = model.config
+    c, hd = config.n_embd, config.n_embd // config.n_head
+    with torch.no_grad():
+        for block in model.transformer.h:
+            weight, bias = block.attn.c_attn.weight, block.attn.c_attn.bias  # [C, 3C], [3C]
+            for h in range(config.n_head):
+                u = torch.randn(hd, generator=generator, dtype=weight.dtype)
+                u /= u.norm()
+                bias[h * hd:(h + 1) * hd] += strength * u
+                for ch in channels:
+                    weight[ch, c + h * hd:c + (h + 1) * hd] += strength * u
+
+
+def describe_statistics(model_dir, prompt_ids):
+    """What the model's numbers look like on the check prompt: the largest residual value and
+    its position, and how much attention falls on the first key (queries after it, every layer
+    and head), as a trained GPT-2 shows them."""
+    model = dump_reference.load_model(model_dir, torch.float32)
+    with torch.no_grad():
+        out = model(torch.tensor([prompt_ids]), output_hidden_states=True, output_attentions=True)
+    hidden = torch.stack(out.hidden_states[:-1])  # [L, 1, T, C], the stream entering each block
+    where = torch.nonzero(hidden.abs() == hidden.abs().max())[0].tolist()
+    attn = torch.stack(out.attentions)  # [L, 1, H, T, T]
+    sink = attn[..., 1:, 0].mean().item() if len(prompt_ids) > 1 else float("nan")
+    return hidden.abs().max().item(), where[2], sink
 
 
 def openai_state_dict(model):
@@ -93,6 +134,14 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-range", type=float, default=0.05,
                    help="std of the random weights (HF's initializer_range; default 0.05)")
+    p.add_argument("--ln-gain-spread", type=float, default=0.1,
+                   help="LayerNorm gains are 1 + N(0, this) (default 0.1; a trained GPT-2's spread wider)")
+    p.add_argument("--massive-activations", type=float, default=0.0, metavar="VALUE",
+                   help="raise two residual channels of position 0 to VALUE (through wpe[0]), as a "
+                        "trained GPT-2's first token has them in the hundreds to thousands (default off)")
+    p.add_argument("--attention-sink", type=float, default=0.0, metavar="STRENGTH",
+                   help="with --massive-activations: make every query attend to the first token "
+                        "(STRENGTH ~2 gives most of the attention there; default off)")
     p.add_argument("--naming", choices=["hf", "openai"], default="hf",
                    help='tensor names: "hf" as save_pretrained writes them, "openai" as the published gpt2 files')
     p.add_argument("--tokenizer-json", action=argparse.BooleanOptionalAction, default=True,
@@ -108,10 +157,19 @@ def main():
         n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, n_positions=args.n_positions,
         vocab_size=GPT2_VOCAB, initializer_range=args.init_range, bos_token_id=EOS, eos_token_id=EOS,
     )
+    if args.attention_sink and not args.massive_activations:
+        sys.exit("error: --attention-sink builds on the channels of --massive-activations: give both")
     config.llorch_random = {"seed": args.seed, "init_range": args.init_range, "naming": args.naming}
     model = GPT2LMHeadModel(config).eval()
     generator = torch.Generator().manual_seed(args.seed + 1)
-    randomize_norms_and_biases(model, args.init_range, generator)
+    randomize_norms_and_biases(model, args.init_range, args.ln_gain_spread, generator)
+    if args.massive_activations:
+        channels = torch.randperm(args.n_embd, generator=generator)[:2].tolist()
+        plant_massive_activations(model, channels, args.massive_activations)
+        if args.attention_sink:
+            plant_attention_sink(model, channels, args.attention_sink, generator)
+        config.llorch_random.update(massive_activations={"channels": channels, "value": args.massive_activations},
+                                    attention_sink=args.attention_sink, ln_gain_spread=args.ln_gain_spread)
 
     out = Path(args.out)
     if out.exists():
@@ -132,6 +190,9 @@ def main():
     worst, where, gen32, gen64 = float64_check(out, ids)
     print(f"{out}: {args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, init {args.init_range}, "
           f"seed {args.seed}, {args.naming} naming", file=sys.stderr)
+    largest, position, sink = describe_statistics(out, ids)
+    print(f"largest residual value {largest:.1f} (position {position}); attention on the first key "
+          f"{sink:.2f} on average (queries after it, every layer and head)", file=sys.stderr)
     print(f"float32 vs float64 on {args.check_prompt!r}: worst |diff| is {worst:.3f} of the tolerance "
           f"({where}); greedy f32 {gen32}, f64 {gen64}", file=sys.stderr)
     # The float32 reference should use at most a tenth of a tolerance: warn loudly past that.

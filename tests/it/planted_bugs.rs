@@ -1,6 +1,9 @@
 //! The validator proven by the bugs it catches and the correct engines it passes: engine
 //! variants from src/plant/, in a test build of the binary (cargo feature `planted-bugs`),
-//! against the bundled model's float32 and float64 references.
+//! against the bundled model's float32 and float64 references, or another model's:
+//! `LLORCH_PLANTED_MODEL=DIR` names a model directory with `reference` (float32) and
+//! `reference-f64` dumps of the bundled cases (`fixtures/tiny-gpt2.cases.json`); CI runs these
+//! tests again on a trained-like random model that way.
 
 #[cfg(not(feature = "planted-bugs"))]
 #[test]
@@ -9,12 +12,21 @@ fn planted_bugs_need_the_feature() {}
 
 #[cfg(feature = "planted-bugs")]
 mod planted {
-    use crate::common::{reference, run};
+    use std::path::PathBuf;
+
+    use crate::common::{fixture, run};
     use serde_json::Value;
 
+    /// The model the bugs are planted in: the bundled one, or LLORCH_PLANTED_MODEL's.
+    fn model() -> PathBuf {
+        std::env::var_os("LLORCH_PLANTED_MODEL").map_or_else(fixture, PathBuf::from)
+    }
+
     fn validate(variant: &str, extra: &[&str]) -> (i32, Value) {
-        let out =
-            run(&[&["validate", "--plant", variant, "--layer", "all", "--format", "json"], extra].concat());
+        let model = model();
+        let model = model.to_str().expect("a UTF-8 path");
+        let args = ["validate", "--model", model, "--plant", variant, "--layer", "all", "--format", "json"];
+        let out = run(&[&args[..], extra].concat());
         assert!(out.code == 0 || out.code == 1, "exit {}: {}", out.code, out.stderr);
         (out.code, serde_json::from_str(&out.stdout).expect("valid JSON"))
     }
@@ -58,7 +70,7 @@ mod planted {
             assert_eq!(row["stats"]["mismatches"], 0, "{row}");
         }
         // ... as a run against the float32 reference alone shows.
-        let f32_only = reference();
+        let f32_only = model().join("reference");
         let (code, _) = validate("attn-out-shift", &["--reference", f32_only.to_str().unwrap()]);
         assert_eq!(code, 0, "the fixed tolerances alone pass this bug");
     }
