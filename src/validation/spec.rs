@@ -367,7 +367,11 @@ static SPECS: [Spec; 13] = [
         id: Checkpoint::Probabilities,
         tensors: &[float("probs", "[V]")],
         invariants: &[],
-        tolerance: close(1e-6, F32_ROUNDING),
+        // A probability carries its logit's error relative to the others' (|Δp| ≈ p·|Δz|), and
+        // float32 logits of a trained model (tens in magnitude) carry 1e-6 to 1e-5 of it: an
+        // rtol of 1e-4 covers that, where an atol alone failed PyTorch float32 against float64
+        // by 5.8× on the bundled trained model's peaked distribution.
+        tolerance: close(1e-6, 1e-4),
         accuracy: rule(K_MAX, 1e-9),
         common_failures: &[
             "temperature not applied, or multiplied instead of divided",

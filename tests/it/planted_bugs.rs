@@ -93,15 +93,19 @@ mod planted {
     }
 
     /// Decode-path bugs: invisible on the prompt's pass, each found on the decode step at the
-    /// stage that holds it; without the decode step only the end-to-end generation shows them.
+    /// stage that holds it. Without the decode step only the end-to-end generation can show
+    /// them, and it need not: on the trained bundled model, whose greedy text repeats "and the
+    /// LORD,", ten tokens generated through the overwritten cache are HF's own, and the run
+    /// passes with the bug in it.
     #[test]
     fn decode_path_bugs_are_found_at_their_stage_of_the_decode_step() {
+        // (variant, its stage on the decode step, whether generation must show it)
         let cases = [
-            ("decode-mask-ignores-cache", (4, Some(0), "scores")),
-            ("decode-positions-restart", (0, None, "embeddings")),
-            ("decode-cache-overwrite", (3, Some(0), "k_cache")),
+            ("decode-mask-ignores-cache", (4, Some(0), "scores"), true),
+            ("decode-positions-restart", (0, None, "embeddings"), true),
+            ("decode-cache-overwrite", (3, Some(0), "k_cache"), false),
         ];
-        for (variant, (cp, layer, tensor)) in cases {
+        for (variant, (cp, layer, tensor), end_to_end) in cases {
             let (code, doc) = validate(variant, &[]);
             assert_eq!(code, 1, "{variant}");
             let f = first_failure(&doc).expect("caught");
@@ -111,9 +115,19 @@ mod planted {
                 "{variant}"
             );
             let (code, doc) = validate(variant, &["--phase", "prefill"]);
-            assert_eq!(code, 1, "{variant}");
-            let f = first_failure(&doc).expect("caught");
-            assert_eq!(f.checkpoint, 12, "{variant}: the prompt's pass alone sees only the generated tokens");
+            match first_failure(&doc) {
+                Some(f) => {
+                    assert_eq!(code, 1, "{variant}");
+                    assert_eq!(
+                        f.checkpoint, 12,
+                        "{variant}: the prompt's pass alone sees only the generated tokens"
+                    );
+                }
+                None => {
+                    assert_eq!(code, 0, "{variant}");
+                    assert!(!end_to_end, "{variant}: the generated tokens show it");
+                }
+            }
         }
     }
 
