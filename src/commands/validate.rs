@@ -19,19 +19,21 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     #[cfg(feature = "planted-bugs")]
     let plant = args.plant;
     let options = ValidateOptions::resolve(args)?;
-    let engine: Box<dyn Runner> = {
+    // Our engine: the model's, or in a test build one with a planted variant.
+    let open_engine = || -> Result<Box<dyn Runner>> {
         #[cfg(feature = "planted-bugs")]
         if let Some(variant) = plant {
-            Box::new(crate::plant::Planted::load_dir(&options.model_dir, variant)?)
-        } else {
-            Box::new(Gpt2::load_dir(&options.model_dir)?)
+            return Ok(Box::new(crate::plant::Planted::load_dir(&options.model_dir, variant)?));
         }
-        #[cfg(not(feature = "planted-bugs"))]
-        Box::new(Gpt2::load_dir(&options.model_dir)?)
+        Ok(Box::new(Gpt2::load_dir(&options.model_dir)?))
     };
     let written = options.exports.paths();
-    let result = validate_and_report(options, engine);
+    let result = match open_engine() {
+        Ok(engine) => validate_and_report(options, engine),
+        Err(e) => Err(e),
+    };
     if result.is_err() {
+        // No empty or partial file may pose as a report.
         Exports::discard(&written);
     }
     result

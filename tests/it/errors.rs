@@ -361,6 +361,13 @@ fn no_report_file_is_left_behind_by_an_error() {
     let path = dir.path().join("report.txt");
     assert_error(&["validate", "--case", "nope", "--output", path.to_str().unwrap()], "no case \"nope\"");
     assert!(!path.exists(), "an empty report file would pose as a result");
+    // Nor by a model that cannot be loaded.
+    let model = model_with_safetensors(&[]);
+    let junit = dir.path().join("junit.xml");
+    let args = ["--output", path.to_str().unwrap(), "--junit", junit.to_str().unwrap()];
+    let out = run(&[&["validate", "--model", model.path().to_str().unwrap()][..], &args].concat());
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(!path.exists() && !junit.exists(), "an empty report file would pose as a result");
 }
 
 #[test]
