@@ -24,6 +24,12 @@ impl Export {
         Ok(Export { path, file, what })
     }
 
+    /// Writes `text` to the file, consuming it.
+    pub fn write(self, text: &str) -> Result<()> {
+        let Export { path, mut file, what } = self;
+        file.write_all(text.as_bytes()).with_context(|| format!("writing the {what} to {}", path.display()))
+    }
+
     /// `DIR/index.html`, creating DIR.
     pub fn create_in_dir(dir: &Path, name: &str, what: &'static str) -> Result<Export> {
         std::fs::create_dir_all(dir)
@@ -44,12 +50,6 @@ pub struct Exports {
 }
 
 impl Exports {
-    /// Writes `text` to `export`, consuming it.
-    pub fn write(export: Export, text: &str) -> Result<()> {
-        let Export { path, mut file, what } = export;
-        file.write_all(text.as_bytes()).with_context(|| format!("writing the {what} to {}", path.display()))
-    }
-
     /// The files' paths, to remove them after an error.
     pub fn paths(&self) -> Vec<PathBuf> {
         [&self.report, &self.junit, &self.html].into_iter().flatten().map(|e| e.path.clone()).collect()

@@ -78,17 +78,17 @@ fn validate_and_report(options: ValidateOptions, engine: Box<dyn Runner>) -> Res
     };
     let Exports { report: output, junit, html } = options.exports;
     if let Some(junit) = junit {
-        Exports::write(junit, &report::Junit.render(&report))?;
+        junit.write(&report::Junit.render(&report))?;
     }
     if let Some(html) = html {
         let page = report::Html {
             command: std::env::args().collect::<Vec<_>>().join(" "),
             cases: validator.case_prompts(),
         };
-        Exports::write(html, &page.render(&report))?;
+        html.write(&page.render(&report))?;
     }
     match output {
-        Some(output) => Exports::write(output, &text)?,
+        Some(output) => output.write(&text)?,
         None => print_out(&text)?,
     }
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })

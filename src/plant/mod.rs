@@ -122,11 +122,10 @@ impl Runner for Planted {
             Rewriter::new(self.variant, &self.params, &self.config, tape, tokens, past, &cached);
         let logits = self.engine.forward_recorded(tokens, cache, &mut rewriter)?;
         let own_logits = rewriter.last_logits.take();
-        let new_rows = rewriter.new_keys_and_values();
         if self.variant == Variant::DecodeCacheOverwrite && past > 0 && cache.len() == past + tokens.len() {
             // The bug writes the step's K and V over row 0 and leaves row `past` as it was
             // (zero: the cache starts zeroed).
-            for (l, (k, v)) in new_rows.into_iter().enumerate() {
+            for (l, (k, v)) in rewriter.new_keys_and_values().into_iter().enumerate() {
                 let zeros = Array3::<f32>::zeros(k.raw_dim());
                 cache.overwrite(l, past, zeros.view(), zeros.view());
                 cache.overwrite(l, 0, k.view(), v.view());

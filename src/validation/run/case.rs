@@ -11,6 +11,7 @@ use ndarray::{Array1, ArrayView1, ArrayViewD, Axis, s};
 use super::Validator;
 use super::checks::{CaseContext, Checked};
 use super::tape::{CheckingTape, Feed, Kept, Wanted};
+use crate::engine::generate::fits_context;
 use crate::engine::sampling::{self, Sampling};
 use crate::engine::tape::Site;
 use crate::engine::{KvCache, NoTape};
@@ -346,6 +347,7 @@ impl CaseRun<'_> {
         let n = theirs.iter().map(Vec::len).max().unwrap_or(0);
         ensure!(n > 0, "case {:?} has no generated tokens to compare", self.ctx.name);
         let engine = &self.validator.engine;
+        fits_context(self.tokens().len(), n, engine.config().n_positions).map_err(anyhow::Error::msg)?;
         let mut cache = KvCache::new(engine.config(), self.tokens().len() + n)?;
         let mut logits = engine.forward(self.tokens(), &mut cache, &mut NoTape)?.context("a whole pass")?;
         let mut ours = Vec::with_capacity(n);
