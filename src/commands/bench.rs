@@ -20,7 +20,7 @@ use crate::engine::{Gpt2, KvCache};
 /// reads).
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let dir = model_dir(args.model)?;
-    let model = Gpt2::load_dir(&dir)?;
+    let model = Gpt2::load_dir(&dir, args.weights)?;
     eprintln!("llorch bench: {} on {} threads", dir.display(), rayon::current_num_threads());
     let result = measure(&model, args.prompt_tokens, args.decode_tokens, args.repeats)?;
     let text = match args.format {

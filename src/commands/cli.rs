@@ -38,6 +38,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
 
+    /// The format the engine holds its weight matrices in: f32, bf16, f16 or q8_0 (llama.cpp's
+    /// types; Q8_0 = blocks of 32 int8 with an F16 scale). The checkpoint (F32, F16 or BF16) is
+    /// converted at load; activations stay float32 (CHECKPOINTS.md, "Weight formats").
+    #[arg(long, default_value = "f32", value_name = "FORMAT")]
+    pub weights: crate::engine::WeightFormat,
+
     /// Address to listen on; port 0 picks a free port (the address is printed on stderr).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub bind: std::net::SocketAddr,
@@ -52,6 +58,12 @@ pub struct BenchArgs {
     /// HF model directory. Default: the bundled tiny random GPT-2.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
+
+    /// The format the engine holds its weight matrices in: f32, bf16, f16 or q8_0 (llama.cpp's
+    /// types; Q8_0 = blocks of 32 int8 with an F16 scale). The checkpoint (F32, F16 or BF16) is
+    /// converted at load; activations stay float32 (CHECKPOINTS.md, "Weight formats").
+    #[arg(long, default_value = "f32", value_name = "FORMAT")]
+    pub weights: crate::engine::WeightFormat,
 
     /// Prompt length of the prefill timing (and before the decode steps).
     #[arg(long, default_value_t = 128, value_name = "N")]
@@ -83,6 +95,12 @@ pub struct ValidateArgs {
     /// Default: the bundled tiny random GPT-2, fixtures/tiny-gpt2.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
+
+    /// The format the engine holds its weight matrices in: f32, bf16, f16 or q8_0 (llama.cpp's
+    /// types; Q8_0 = blocks of 32 int8 with an F16 scale). The checkpoint (F32, F16 or BF16) is
+    /// converted at load; activations stay float32 (CHECKPOINTS.md, "Weight formats").
+    #[arg(long, default_value = "f32", value_name = "FORMAT")]
+    pub weights: crate::engine::WeightFormat,
 
     /// Reference dump directory (manifest.json + .npy files); repeat it to compare several
     /// references with ours and with each other in one run. A float64 dump is the truth of
@@ -193,6 +211,12 @@ pub struct GenerateArgs {
     /// HF model directory. Default: the bundled tiny random GPT-2.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
+
+    /// The format the engine holds its weight matrices in: f32, bf16, f16 or q8_0 (llama.cpp's
+    /// types; Q8_0 = blocks of 32 int8 with an F16 scale). The checkpoint (F32, F16 or BF16) is
+    /// converted at load; activations stay float32 (CHECKPOINTS.md, "Weight formats").
+    #[arg(long, default_value = "f32", value_name = "FORMAT")]
+    pub weights: crate::engine::WeightFormat,
 
     /// Sampling temperature; 0 picks the most likely token every step (greedy).
     #[arg(long, default_value_t = 1.0, value_name = "T", allow_negative_numbers = true)]

@@ -16,7 +16,7 @@ use crate::engine::tokenizer::{self, Gpt2Tokenizer};
 pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     let dir = model_dir(args.model)?;
     let sampling = Sampling::new(args.temp, args.top_k, args.top_p)?;
-    let model = Gpt2::load_dir(&dir)?;
+    let model = Gpt2::load_dir(&dir, args.weights)?;
     let tokenizer = Gpt2Tokenizer::from_model_dir(&dir)?;
     let prompt_ids = match (&args.tokens, &args.prompt) {
         (Some(spec), _) => tokenizer::parse_token_ids(spec)?,

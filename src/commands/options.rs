@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use super::cli::{ModeArg, PhaseArg, ReportFormat, ValidateArgs};
 use super::exports::{Export, Exports};
+use crate::engine::WeightFormat;
 use crate::validation::report::Detail;
 use crate::validation::run::{self, Layers, Overrides};
 use crate::validation::search::Strategy;
@@ -18,6 +19,9 @@ pub const DEFAULT_MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtur
 
 pub struct ValidateOptions {
     pub model_dir: PathBuf,
+    /// The format our engine holds its weights in; every reference must be of weights rounded
+    /// the same way.
+    pub weights: WeightFormat,
     pub reference_dirs: Vec<PathBuf>,
     pub checkpoints: Vec<Checkpoint>,
     pub layers: Layers,
@@ -55,8 +59,11 @@ fn parse_layers(arg: &str) -> Result<Layers> {
 impl ValidateOptions {
     pub fn resolve(args: ValidateArgs) -> Result<ValidateOptions> {
         let model_dir = model_dir(args.model)?;
-        let reference_dirs =
-            if args.reference.is_empty() { run::default_dirs(&model_dir)? } else { args.reference };
+        let reference_dirs = if args.reference.is_empty() {
+            run::default_dirs(&model_dir, args.weights)?
+        } else {
+            args.reference
+        };
         let search = match (args.until_fail, args.bisect) {
             (true, _) => Some(Strategy::Sequential),
             (_, true) => Some(Strategy::Bisect),
@@ -111,6 +118,7 @@ impl ValidateOptions {
         }
         Ok(ValidateOptions {
             model_dir,
+            weights: args.weights,
             reference_dirs,
             checkpoints,
             layers,

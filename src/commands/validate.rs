@@ -23,9 +23,13 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     let open_engine = || -> Result<Box<dyn Runner>> {
         #[cfg(feature = "planted-bugs")]
         if let Some(variant) = plant {
-            return Ok(Box::new(crate::plant::Planted::load_dir(&options.model_dir, variant)?));
+            return Ok(Box::new(crate::plant::Planted::load_dir(
+                &options.model_dir,
+                variant,
+                options.weights,
+            )?));
         }
-        Ok(Box::new(Gpt2::load_dir(&options.model_dir)?))
+        Ok(Box::new(Gpt2::load_dir(&options.model_dir, options.weights)?))
     };
     let written = options.exports.paths();
     let result = match open_engine() {

@@ -9,6 +9,7 @@ use ndarray::{Array1, Array2, s};
 use super::block::Block;
 use super::checkpoint::Checkpoint;
 use super::config::Config;
+use super::format::WeightFormat;
 use super::kv_cache::KvCache;
 use super::layer_norm::LayerNorm;
 use super::linear::matmul;
@@ -28,11 +29,27 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
-    /// Loads `config.json` and `model.safetensors` from an HF model directory.
-    pub fn load_dir(dir: &Path) -> Result<Gpt2> {
+    /// Loads `config.json` and `model.safetensors` from an HF model directory, the matrices in
+    /// `format`.
+    pub fn load_dir(dir: &Path, format: WeightFormat) -> Result<Gpt2> {
         let config = Config::from_file(&dir.join("config.json"))?;
-        let weights = Weights::open(&dir.join("model.safetensors"))?;
+        let weights = Weights::open(&dir.join("model.safetensors"), format)?;
         Gpt2::load(&weights, config)
+    }
+
+    /// The format the matrices are held in.
+    pub fn format(&self) -> WeightFormat {
+        self.wte.format()
+    }
+
+    /// Bytes of the weights as held: the products' matrices in their format, every other
+    /// weight (wpe, biases, LayerNorm) float32; the last panels' padding not counted.
+    pub fn weight_bytes(&self) -> u64 {
+        let (c, inner) = (self.config.n_embd as u64, self.config.n_inner as u64);
+        let matrices =
+            self.config.vocab_size as u64 * c + self.config.n_layer as u64 * (4 * c * c + 2 * c * inner);
+        let format = self.format();
+        format.bytes_of(matrices as usize) as u64 + 4 * (self.config.parameter_count() - matrices)
     }
 
     pub fn load(weights: &Weights, config: Config) -> Result<Gpt2> {

@@ -20,7 +20,8 @@ impl Simd {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            if has!("avx2") && has!("fma") {
+            // F16C too: the AVX2 kernels widen halves with it (every AVX2 CPU has it).
+            if has!("avx2") && has!("fma") && has!("f16c") {
                 all.push(Simd::Avx2);
             }
             if has!("avx512f") && has!("fma") {

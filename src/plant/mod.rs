@@ -23,7 +23,7 @@ use ndarray::{Array1, Array3};
 
 use crate::engine::sampling::{self, Sampling};
 use crate::engine::weights::Weights;
-use crate::engine::{Config, Gpt2, KvCache, Tape};
+use crate::engine::{Config, Gpt2, KvCache, Tape, WeightFormat};
 use crate::validation::runner::Runner;
 use arithmetic::Params;
 use rewrite::Rewriter;
@@ -88,9 +88,9 @@ pub struct Planted {
 }
 
 impl Planted {
-    pub fn load_dir(dir: &Path, variant: Variant) -> Result<Planted> {
+    pub fn load_dir(dir: &Path, variant: Variant, format: WeightFormat) -> Result<Planted> {
         let config = Config::from_file(&dir.join("config.json"))?;
-        let weights = Weights::open(&dir.join("model.safetensors"))?;
+        let weights = Weights::open(&dir.join("model.safetensors"), format)?;
         let mut engine_config = config.clone();
         if variant == Variant::LnEpsilon {
             engine_config.layer_norm_epsilon = 1e-6;
@@ -104,6 +104,10 @@ impl Planted {
 impl Runner for Planted {
     fn config(&self) -> &Config {
         &self.config
+    }
+
+    fn weights(&self) -> WeightFormat {
+        self.engine.format()
     }
 
     fn forward(

@@ -12,7 +12,7 @@ use ndarray::{ArrayD, ArrayViewD};
 use ndarray_npy::ViewNpyExt;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Config;
+use crate::engine::{Config, WeightFormat};
 use crate::validation::spec::{Checkpoint, Phase};
 
 /// Version 2 added the decode step's tensors (`phase`) and float64 dumps.
@@ -131,6 +131,16 @@ pub struct Reference {
     pub manifest: Manifest,
 }
 
+/// `generator.weights_as` of a manifest's generator: the format whose rounding the dump's weights
+/// had, F32 when absent.
+pub fn weights_as(generator: &BTreeMap<String, serde_json::Value>) -> Result<WeightFormat, String> {
+    match generator.get("weights_as") {
+        None => Ok(WeightFormat::F32),
+        Some(serde_json::Value::String(name)) => name.parse(),
+        Some(other) => Err(format!("is {other}, not a format's name")),
+    }
+}
+
 impl Reference {
     pub fn open(dir: &Path) -> Result<Reference> {
         let path = dir.join("manifest.json");
@@ -174,6 +184,14 @@ impl Reference {
             }
         }
         Ok(precision)
+    }
+
+    /// The rounding of the weights the dump was made on: the manifest's `generator.weights_as`
+    /// (a weight format's name), "f32" when absent (the checkpoint's weights as they are).
+    pub fn weights_as(&self) -> Result<WeightFormat> {
+        weights_as(&self.manifest.generator).map_err(|e| {
+            anyhow::anyhow!("{}: generator.weights_as {e}", self.dir.join("manifest.json").display())
+        })
     }
 
     /// A short name for tables: the manifest's `generator.name` ("pytorch-f32"), else the

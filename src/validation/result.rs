@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::engine::WeightFormat;
 use crate::validation::compare::{Heatmap, Stats, Tolerance};
 use crate::validation::reference::{Omitted, Precision};
 use crate::validation::spec::{Checkpoint, Mode, Phase, Place};
@@ -257,6 +258,8 @@ pub struct Source {
     /// The dump's directory; null for ours.
     pub dir: Option<String>,
     pub precision: Precision,
+    /// The weights' format (ours), or the rounding of the weights a dump was made on.
+    pub weights: WeightFormat,
     pub role: Role,
     /// The manifest's generator (library versions); null for ours.
     pub generator: Option<serde_json::Value>,

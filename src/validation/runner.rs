@@ -6,11 +6,14 @@ use anyhow::Result;
 use ndarray::Array1;
 
 use crate::engine::sampling::{self, Sampling};
-use crate::engine::{Config, Gpt2, KvCache, Tape};
+use crate::engine::{Config, Gpt2, KvCache, Tape, WeightFormat};
 
 pub trait Runner {
     /// The configuration the engine was loaded with.
     fn config(&self) -> &Config;
+
+    /// The format the engine holds its weight matrices in.
+    fn weights(&self) -> WeightFormat;
 
     /// The forward pass of `tokens` at positions cache.len().., recording on `tape`: the last
     /// position's logits [V], or None when the tape had all it wanted and the pass stopped.
@@ -30,6 +33,10 @@ pub trait Runner {
 impl Runner for Gpt2 {
     fn config(&self) -> &Config {
         &self.config
+    }
+
+    fn weights(&self) -> WeightFormat {
+        self.format()
     }
 
     fn forward(

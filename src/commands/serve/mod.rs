@@ -33,7 +33,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let dir = model_dir(args.model)?;
     eprintln!("llorch serve: loading {}", dir.display());
     let loading = Instant::now();
-    let model = Arc::new(Gpt2::load_dir(&dir)?);
+    let model = Arc::new(Gpt2::load_dir(&dir, args.weights)?);
     let tokenizer = Gpt2Tokenizer::from_model_dir(&dir)?.map(Arc::new);
     let config = &model.config;
     eprintln!(

@@ -6,27 +6,31 @@ use std::ops::Range;
 
 use super::driver::{Out, Rows};
 use super::lanes::Lanes;
+use super::widen::Widen;
 use crate::engine::packed::{PANEL, PackedMatrix};
 
-/// The runs of `NP` panels in `panels`, each against every row of x, `MR` rows at a time.
+/// The runs of `NP` panels in `panels`, each against every row of x, `MR` rows at a time, W's
+/// lines widened from format `F`.
 ///
-/// Safety: x holds `x.rows` rows of W's K floats; y has room for those rows of W's N floats.
+/// Safety: x holds `x.rows` rows of W's K floats; y has room for those rows of W's N floats;
+/// W is packed in `F::FORMAT`.
 #[inline(always)]
-pub(super) unsafe fn panels<V: Lanes, const NP: usize, const MR: usize>(
+pub(super) unsafe fn panels<V: Lanes, F: Widen, const NP: usize, const MR: usize>(
     x: Rows,
     w: &PackedMatrix,
     panels: Range<usize>,
     y: Out,
 ) {
+    debug_assert_eq!(w.format(), F::FORMAT, "the kernel set is the matrix's format's");
     let mut p = panels.start;
     while p + NP <= panels.end {
         // Safety: the caller's x and y; panels p..p + NP are W's.
-        unsafe { rows::<V, NP, MR>(x, w, p, y) };
+        unsafe { rows::<V, F, NP, MR>(x, w, p, y) };
         p += NP;
     }
     for p in p..panels.end {
         // Safety: the caller's x and y; panel p is W's.
-        unsafe { rows::<V, 1, MR>(x, w, p, y) };
+        unsafe { rows::<V, F, 1, MR>(x, w, p, y) };
     }
 }
 
@@ -35,25 +39,30 @@ pub(super) unsafe fn panels<V: Lanes, const NP: usize, const MR: usize>(
 /// prefetching of the next NP panels from memory, which would otherwise hold up the first tile
 /// of the next run.
 #[inline(always)]
-unsafe fn rows<V: Lanes, const NP: usize, const MR: usize>(x: Rows, w: &PackedMatrix, p: usize, y: Out) {
+unsafe fn rows<V: Lanes, F: Widen, const NP: usize, const MR: usize>(
+    x: Rows,
+    w: &PackedMatrix,
+    p: usize,
+    y: Out,
+) {
     let tiles = x.rows.div_ceil(MR);
-    let next = w.lines_of((p + NP).min(w.panels())..(p + 2 * NP).min(w.panels()));
-    let share = next.len().div_ceil(tiles);
+    let next = w.bytes_of((p + NP).min(w.panels())..(p + 2 * NP).min(w.panels()));
+    let share = next.len().div_ceil(CACHE_LINE).div_ceil(tiles) * CACHE_LINE;
     let ahead = |tile: usize| {
-        let lines = if tiles > 1 { next.chunks(share.max(1)).nth(tile).unwrap_or(&[]) } else { &[] };
-        Ahead { at: lines.as_ptr().cast::<f32>(), lines: lines.len() }
+        let bytes = if tiles > 1 { next.chunks(share.max(1)).nth(tile).unwrap_or(&[]) } else { &[] };
+        Ahead { at: bytes.as_ptr(), lines: bytes.len().div_ceil(CACHE_LINE) }
     };
     let mut t = 0;
     while t + MR <= x.rows {
         // Safety: rows t..t + MR of x and y exist (the loop's bound).
-        unsafe { tile::<V, MR, NP>(x, w, p, t, y, ahead(t / MR)) };
+        unsafe { tile::<V, F, MR, NP>(x, w, p, t, y, ahead(t / MR)) };
         t += MR;
     }
     macro_rules! rest {
         ($($rows:literal),*) => {$(
             if $rows < MR && x.rows - t >= $rows {
                 // Safety: rows t..t + $rows of x and y exist (the condition).
-                unsafe { tile::<V, $rows, NP>(x, w, p, t, y, ahead(tiles - 1)) };
+                unsafe { tile::<V, F, $rows, NP>(x, w, p, t, y, ahead(tiles - 1)) };
                 t += $rows;
             }
         )*};
@@ -62,12 +71,14 @@ unsafe fn rows<V: Lanes, const NP: usize, const MR: usize>(x: Rows, w: &PackedMa
     debug_assert_eq!(t, x.rows);
 }
 
-/// Lines of the next panels to fetch into cache during a tile, spread over its steps of k.
+/// Cache lines of the next panels to fetch during a tile, spread over its steps of k.
 #[derive(Clone, Copy)]
 struct Ahead {
-    at: *const f32,
+    at: *const u8,
     lines: usize,
 }
+
+const CACHE_LINE: usize = 64;
 
 /// Steps of k summed in an accumulator of their own before it is added to the output's sum: a
 /// float32 sum of K terms in one accumulator has rounding errors growing with K; in blocks they
@@ -80,7 +91,7 @@ pub(super) const BLOCK: usize = 64;
 /// 16 outputs, summing over k in order in blocks of `BLOCK`. The same arithmetic for every
 /// output whatever MR and NP, hence bit for bit the same result.
 #[inline(always)]
-unsafe fn tile<V: Lanes, const MR: usize, const NP: usize>(
+unsafe fn tile<V: Lanes, F: Widen, const MR: usize, const NP: usize>(
     x: Rows,
     w: &PackedMatrix,
     p: usize,
@@ -89,8 +100,7 @@ unsafe fn tile<V: Lanes, const MR: usize, const NP: usize>(
     ahead: Ahead,
 ) {
     let k = w.k();
-    let panel: [*const f32; NP] =
-        std::array::from_fn(|j| w.lines_of(p + j..p + j + 1).as_ptr().cast::<f32>());
+    let panel: [*const u8; NP] = std::array::from_fn(|j| w.bytes_of(p + j..p + j + 1).as_ptr());
     // Safety: rows t..t + MR of x exist (the callers' loops), each K floats.
     let xs: [*const f32; MR] = std::array::from_fn(|r| unsafe { x.at.add((t + r) * x.stride) });
     // Sums of the finished blocks of k, and of the block being summed.
@@ -103,12 +113,12 @@ unsafe fn tile<V: Lanes, const MR: usize, const NP: usize>(
         // Safety: as `sum`.
         let mut acc = [[unsafe { V::zero() }; NP]; MR];
         for i in block..(block + BLOCK).min(k) {
-            // Safety: line i of each panel is within its K lines; x[t + r, i] within row t + r.
-            let lines: [V; NP] = std::array::from_fn(|j| unsafe { V::load(panel[j].add(i * PANEL)) });
+            // Safety: line i of each panel is within its K lines, in F's format.
+            let lines: [V; NP] = std::array::from_fn(|j| unsafe { F::line::<V>(panel[j], i) });
             if countdown == 0 {
                 if fetched < ahead.lines {
                     // Safety: `fetched` counts lines of `ahead`.
-                    unsafe { V::prefetch(ahead.at.add(fetched * PANEL)) };
+                    unsafe { V::prefetch(ahead.at.add(fetched * CACHE_LINE)) };
                     fetched += 1;
                 }
                 countdown = every;

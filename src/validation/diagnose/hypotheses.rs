@@ -45,14 +45,10 @@ impl Evidence<'_> {
         Ok(self.fetch(cp, layer, name)?.into_dimensionality::<Ix3>()?)
     }
 
+    /// A weight as our engine computes with it (a matrix rounded to the engine's format).
     fn weight(&self, name: &str, shape: &[usize]) -> Result<ArrayD<f64>> {
-        let param = self.weights.get(name, shape)?;
-        let values = if shape.len() == 1 {
-            param.view1().mapv(f64::from).into_dyn()
-        } else {
-            param.view2().mapv(f64::from).into_dyn()
-        };
-        Ok(values)
+        let values = self.weights.as_computed(name, shape)?;
+        Ok(ArrayD::from_shape_vec(shape, values.into_iter().map(f64::from).collect())?)
     }
 
     fn weight1(&self, name: &str, n: usize) -> Result<ndarray::Array1<f64>> {

@@ -200,6 +200,9 @@ fn summary(report: &Report, detail: Detail) -> String {
         out.push_str(&line);
         out.push('\n');
     }
+    if let Some(ours) = report.source(Role::Engine) {
+        out.push_str(&format!("ours: weights in {}\n", ours.weights));
+    }
     let (passed, failed) = report.counts();
     match &report.search {
         None => {

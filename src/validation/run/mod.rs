@@ -100,9 +100,9 @@ impl Validator {
         progress: ProgressBar,
     ) -> Result<Validator> {
         progress.set_message("loading model");
-        let weights = Weights::open(&model_dir.join("model.safetensors"))?;
+        let weights = Weights::open(&model_dir.join("model.safetensors"), engine.weights())?;
         let tokenizer = Gpt2Tokenizer::from_model_dir(model_dir)?;
-        let sources = Sources::open(reference_dirs, engine.config())?;
+        let sources = Sources::open(reference_dirs, engine.config(), engine.weights())?;
         for (name, _) in &overrides.scales {
             let names: Vec<&str> = sources.refs.iter().map(|r| r.name.as_str()).collect();
             ensure!(

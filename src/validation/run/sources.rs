@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::engine::Config;
-use crate::validation::reference::{Case, Precision, Reference};
+use crate::engine::WeightFormat;
+use crate::validation::reference::{self, Case, Precision, Reference};
 use crate::validation::result::{OURS, Role, Source};
 
 /// One reference dump and the name its rows carry.
@@ -15,9 +16,13 @@ pub struct RefSource {
     pub name: String,
     pub reference: Reference,
     pub precision: Precision,
+    /// The rounding of the weights the dump was made on.
+    pub weights: WeightFormat,
 }
 
 pub struct Sources {
+    /// The format of our engine's weights.
+    pub weights: WeightFormat,
     pub refs: Vec<RefSource>,
     /// Index into `refs` of the truth: the first float64 dump.
     pub truth: Option<usize>,
@@ -26,25 +31,47 @@ pub struct Sources {
 }
 
 /// The reference directories of a model when none is given: every `MODEL/reference*` directory
-/// holding a manifest, in name order (so `reference`, then `reference-f64`).
-pub fn default_dirs(model_dir: &Path) -> Result<Vec<PathBuf>> {
+/// holding a manifest made on the weights rounded as `weights` rounds them, in name order (so
+/// `reference`, then `reference-f64`; `reference-bf16`, then `reference-bf16-f64`).
+pub fn default_dirs(model_dir: &Path, weights: WeightFormat) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     let listing = std::fs::read_dir(model_dir).with_context(|| format!("listing {}", model_dir.display()))?;
     for entry in listing {
         let entry = entry.with_context(|| format!("listing {}", model_dir.display()))?;
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with("reference") && entry.path().join("manifest.json").is_file() {
-            dirs.push(entry.path());
+        let manifest = entry.path().join("manifest.json");
+        if entry.file_name().to_string_lossy().starts_with("reference") && manifest.is_file() {
+            // Only the generator is read here; the whole dump is checked when it is opened.
+            #[derive(serde::Deserialize)]
+            struct Head {
+                #[serde(default)]
+                generator: std::collections::BTreeMap<String, serde_json::Value>,
+            }
+            let text = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("reading {}", manifest.display()))?;
+            let head: Head = serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a valid llorch reference manifest", manifest.display())
+            })?;
+            if reference::weights_as(&head.generator) == Ok(weights) {
+                dirs.push(entry.path());
+            }
         }
     }
     dirs.sort();
+    let rounding = match weights {
+        WeightFormat::F32 => String::new(),
+        other => format!(" --weights-as {other}"),
+    };
+    let suffix = match weights {
+        WeightFormat::F32 => String::new(),
+        other => format!("-{other}"),
+    };
     ensure!(
         !dirs.is_empty(),
-        "no reference for {}: pass --reference DIR, or make one with \
-         `python scripts/dump_reference.py --model {} --out {}`",
+        "no reference for {} with {weights} weights: pass --reference DIR, or make one with \
+         `python scripts/dump_reference.py --model {}{rounding} --out {}`",
         model_dir.display(),
         model_dir.display(),
-        model_dir.join("reference").display()
+        model_dir.join(format!("reference{suffix}")).display()
     );
     Ok(dirs)
 }
@@ -57,8 +84,9 @@ impl Sources {
         self.peer.unwrap_or(0)
     }
 
-    /// Opens every dump and checks it against the model and against the first dump's cases.
-    pub fn open(dirs: &[PathBuf], config: &Config) -> Result<Sources> {
+    /// Opens every dump and checks it against the model, against the rounding of our engine's
+    /// weights (`weights`) and against the first dump's cases.
+    pub fn open(dirs: &[PathBuf], config: &Config, weights: WeightFormat) -> Result<Sources> {
         let mut refs: Vec<RefSource> = Vec::new();
         let mut seen = Vec::new();
         for dir in dirs {
@@ -70,6 +98,15 @@ impl Sources {
             let reference = Reference::open(dir)?;
             reference.check_model(config)?;
             let precision = reference.precision()?;
+            let rounding = reference.weights_as()?;
+            ensure!(
+                rounding == weights,
+                "{} was made on the model's weights rounded to {rounding}, and our engine holds them \
+                 in {weights}: the two would differ by the rounding, not by their arithmetic; run \
+                 with --weights {rounding}, or dump a reference with `scripts/dump_reference.py \
+                 --weights-as {weights}`",
+                dir.display()
+            );
             let mut name = reference.label();
             // Two dumps of one kind (a fresh one beside an old one, say) are told apart by their
             // directories, and numbered if even those are alike.
@@ -83,7 +120,7 @@ impl Sources {
                 }
                 name = format!("{base}#{n}");
             }
-            refs.push(RefSource { name, reference, precision });
+            refs.push(RefSource { name, reference, precision, weights: rounding });
         }
         if let Some((first, rest)) = refs.split_first() {
             for other in rest {
@@ -92,7 +129,7 @@ impl Sources {
         }
         let truth = refs.iter().position(|r| r.precision == Precision::Float64);
         let peer = truth.and_then(|_| refs.iter().position(|r| r.precision == Precision::Float32));
-        Ok(Sources { refs, truth, peer })
+        Ok(Sources { weights, refs, truth, peer })
     }
 
     /// The case names of the dumps (all dumps have the same).
@@ -124,6 +161,7 @@ impl Sources {
             name: OURS.into(),
             dir: None,
             precision: Precision::Float32,
+            weights: self.weights,
             role: Role::Engine,
             generator: None,
             omitted: Vec::new(),
@@ -140,6 +178,7 @@ impl Sources {
                 name: r.name.clone(),
                 dir: Some(r.reference.dir.display().to_string()),
                 precision: r.precision,
+                weights: r.weights,
                 role,
                 generator: serde_json::to_value(&r.reference.manifest.generator).ok(),
                 omitted: r.reference.manifest.omitted.clone(),
