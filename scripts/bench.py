@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Speed of llorch beside HF PyTorch on the same random-weight GPT-2 models, as one table.
+"""Speed of llorch in every weight format beside HF PyTorch (float32 and bfloat16) and llama.cpp
+(in the same formats) on the same random-weight GPT-2 models, as one table.
 
     source scripts/venv.sh && $PYTHON scripts/bench.py            # GPT-2-small and -medium shapes
     source scripts/venv.sh --with-llamacpp && $PYTHON scripts/bench.py   # and llama.cpp beside them
@@ -9,10 +10,12 @@ Models in the GPT-2-small (124M) and GPT-2-medium (355M) shapes are made with
 scripts/make_random_gpt2.py when absent (cached under ~/.cache/llorch/bench). For each model:
 `llorch bench` times our engine and measures the machine's read bandwidth (the floor of a
 decoded token: every weight read once), PyTorch is timed the same way with the same thread
-count, and `llorch generate` runs once under wait4() for its peak RSS. With the llama.cpp venv,
-llama.cpp is timed too: the model converted by its own converter to an F32 GGUF, its default
-context settings, the same thread count. Speeds are compared as
-ratios measured in one run on one machine; the absolute times say little elsewhere.
+count, and `llorch generate` runs once under wait4() for its peak RSS. Each format of llorch
+(--weights) has its own floor: its own bytes a token at the measured read bandwidth. With the
+llama.cpp venv, llama.cpp is timed too in each format: the model converted by its own converter
+(--outtype f32, bf16, f16, q8_0), its default context settings, the same thread count. Speeds
+are compared as ratios measured in one run on one machine; the absolute times say little
+elsewhere.
 """
 
 import argparse
@@ -53,17 +56,20 @@ def threads_env(args):
     return dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
 
 
-def llorch_bench(llorch, model, args):
-    cmd = [llorch, "bench", "--model", str(model), "--format", "json", "--prompt-tokens",
+FORMATS = ("f32", "bf16", "f16", "q8_0")
+
+
+def llorch_bench(llorch, model, fmt, args):
+    cmd = [llorch, "bench", "--model", str(model), "--weights", fmt, "--format", "json", "--prompt-tokens",
            str(args.prompt_tokens), "--decode-tokens", str(args.decode_tokens), "--repeats", str(args.repeats)]
     env = threads_env(args)
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
 
 
-def llorch_peak_rss(llorch, model, args):
+def llorch_peak_rss(llorch, model, fmt, args):
     """Peak RSS (bytes) of `llorch generate` for the benchmark's prompt and decode length."""
     ids = ",".join(str(i) for i in range(args.prompt_tokens))
-    cmd = [llorch, "generate", "--model", str(model), "--tokens", ids, "--temp", "0",
+    cmd = [llorch, "generate", "--model", str(model), "--weights", fmt, "--tokens", ids, "--temp", "0",
            "--max-tokens", str(args.decode_tokens), "--format", "json"]
     env = threads_env(args)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -73,12 +79,12 @@ def llorch_peak_rss(llorch, model, args):
     return usage.ru_maxrss * 1024
 
 
-def pytorch_bench(model_dir, args):
+def pytorch_bench(model_dir, dtype, args):
     import torch
     from transformers import GPT2LMHeadModel
 
     torch.set_num_threads(args.threads)
-    model = GPT2LMHeadModel.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    model = GPT2LMHeadModel.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
     ids = torch.arange(args.prompt_tokens).unsqueeze(0) % model.config.vocab_size
     best = lambda f: min(timed(f) for _ in range(args.repeats))
     with torch.inference_mode():
@@ -98,22 +104,47 @@ def pytorch_bench(model_dir, args):
             "prefill_ms_all_logits": 1e3 * full, "torch": torch.__version__}
 
 
-def llamacpp_bench(model_dir, args):
-    """llama.cpp on the same model (its converter, F32 GGUF, its default context settings, the
-    same thread count), timed like PyTorch; None when the llama.cpp venv is not set up
-    (`source scripts/venv.sh --with-llamacpp`)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import dump_llamacpp as lc
-    except (ImportError, SystemExit):
-        return None
+def llamacpp_bench(model_dir, fmt, args):
+    """llama.cpp on the same model (its converter to a GGUF in `fmt`, its default context
+    settings, the same thread count), timed like PyTorch, in a child process; None when the
+    llama.cpp venv is not set up (`source scripts/venv.sh --with-llamacpp`).
+
+    llama.cpp's defaults repack weights into its CPU "extra buffer types" where it has kernels
+    for them. On the Intel Xeon with AMX lent here, llama-cpp-python 0.3.36's Q8_0 run with them
+    crashed (a segmentation fault in llama_decode, prompt or decode step, also on the bundled
+    tiny model); when the child dies so, it is run again with `use_extra_bufts = false`, and the
+    result says so (`extra_bufts`)."""
     if not os.environ.get("LLAMACPP_SRC"):
         return None
+    for extra in (True, False):
+        cmd = [sys.executable, __file__, "--llamacpp-child", str(model_dir), fmt, str(extra), "--threads",
+               str(args.threads), "--prompt-tokens", str(args.prompt_tokens), "--decode-tokens",
+               str(args.decode_tokens), "--repeats", str(args.repeats)]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode == 0:
+            return json.loads(run.stdout)
+        print(f"llama.cpp in {fmt} with extra buffer types {extra} failed (exit {run.returncode}): "
+              f"{run.stderr.strip()[-300:]}", file=sys.stderr)
+    sys.exit(f"error: llama.cpp failed in {fmt} on {model_dir}")
+
+
+def llamacpp_child(model_dir, fmt, extra, args):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import dump_llamacpp as lc
     import tempfile
 
     lc.quiet_logs()
+    if not extra:
+        defaults = lc.llama.llama_model_default_params
+
+        def without_extra_buffers():
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        lc.llama.llama_model_default_params = without_extra_buffers
     with tempfile.TemporaryDirectory() as tmp:
-        gguf = lc.convert(model_dir, Path(tmp))
+        gguf = lc.convert(model_dir, Path(tmp), fmt)
         engine = lc.Engine(gguf, args.threads, capture=False)
         engine.open_context(args.prompt_tokens + args.decode_tokens + 8)
         vocab = lc.llama.llama_vocab_n_tokens(engine.vocab)
@@ -134,8 +165,9 @@ def llamacpp_bench(model_dir, args):
             steps.append(timed(lambda: engine.decode([token], args.prompt_tokens + i, all_logits=False)))
         engine.close()
     steps.sort()
-    return {"decode_ms_per_token": 1e3 * steps[len(steps) // 2], "prefill_ms_last_logits": 1e3 * last,
-            "prefill_ms_all_logits": 1e3 * full, "version": lc.llama_cpp.__version__}
+    print(json.dumps({"decode_ms_per_token": 1e3 * steps[len(steps) // 2], "prefill_ms_last_logits": 1e3 * last,
+                      "prefill_ms_all_logits": 1e3 * full, "version": lc.llama_cpp.__version__,
+                      "extra_bufts": extra}))
 
 
 def timed(f):
@@ -148,6 +180,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="small,medium", help="comma-separated: small, medium")
     p.add_argument("--model", action="append", default=[], help="benchmark this model directory instead")
+    p.add_argument("--formats", default=",".join(FORMATS), help="comma-separated weight formats")
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
@@ -155,51 +188,70 @@ def main():
     p.add_argument("--llorch", default=os.environ.get("LLORCH", str(ROOT / "target/release/llorch")))
     p.add_argument("--cache", type=Path, default=Path(os.environ.get("LLORCH_CACHE", Path.home() / ".cache/llorch")) / "bench")
     p.add_argument("--json", type=Path, help="also write the measurements here")
+    p.add_argument("--llamacpp-child", nargs=3, metavar=("MODEL", "FORMAT", "EXTRA_BUFTS"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.llamacpp_child:
+        model_dir, fmt, extra = args.llamacpp_child
+        return llamacpp_child(model_dir, fmt, extra == "True", args)
     if not Path(args.llorch).exists():
         sys.exit(f"error: {args.llorch} does not exist: cargo build --release, or pass --llorch")
+    formats = args.formats.split(",")
+    if unknown := [f for f in formats if f not in FORMATS]:
+        sys.exit(f"error: unknown formats {unknown}; they are {', '.join(FORMATS)}")
 
     models = [(Path(m).name, Path(m)) for m in args.model] or \
         [(f"gpt2-{s}-shape", ensure_model(s, args.cache)) for s in args.shapes.split(",")]
     results = []
     for name, model in models:
-        print(f"benchmarking {name} ({model})", file=sys.stderr)
-        ours = llorch_bench(args.llorch, model, args)
-        ours["peak_rss_bytes"] = llorch_peak_rss(args.llorch, model, args)
-        weights = (model / "model.safetensors").stat().st_size
-        theirs = pytorch_bench(model, args)
-        peer = llamacpp_bench(model, args)
-        results.append({"model": name, "weights_bytes": weights, "llorch": ours, "pytorch": theirs,
-                        "llama.cpp": peer})
+        runs = []
+        for fmt in formats:
+            print(f"benchmarking {name} ({model}) in {fmt}", file=sys.stderr)
+            ours = llorch_bench(args.llorch, model, fmt, args)
+            ours["peak_rss_bytes"] = llorch_peak_rss(args.llorch, model, fmt, args)
+            runs.append({"format": fmt, "llorch": ours, "llama.cpp": llamacpp_bench(model, fmt, args)})
+        pytorch = {dtype: pytorch_bench(model, dtype, args) for dtype in ("float32", "bfloat16")}
+        results.append({"model": name, "formats": runs, "pytorch": pytorch})
 
     print(f"CPU: {cpu_name()}, {args.threads} threads; prompt {args.prompt_tokens} tokens, "
           f"decode median of {args.decode_tokens} steps, prefill best of {args.repeats}")
-    head = ("model", "engine", "decode ms/tok", "tok/s", "vs PyTorch", "vs floor", "prefill ms (last)",
+    head = ("model", "format", "engine", "decode ms/tok", "tok/s", "vs floor", "vs llama.cpp", "prefill ms (last)",
             "prefill ms (all)", "peak RSS / weights")
     rows = []
     for r in results:
-        floor, o, t = r["llorch"]["floor_ms_per_token"], r["llorch"], r["pytorch"]
-        engines = [("llorch", o), ("pytorch " + t["torch"], t)]
-        if r["llama.cpp"]:
-            engines.append(("llama.cpp (llama-cpp-python " + r["llama.cpp"]["version"] + ")", r["llama.cpp"]))
-        for engine, m in engines:
-            rss = f"{m['peak_rss_bytes'] / r['weights_bytes']:.2f}" if "peak_rss_bytes" in m else "-"
-            rows.append((r["model"], engine, f"{m['decode_ms_per_token']:.2f}", f"{1e3 / m['decode_ms_per_token']:.1f}",
-                         f"{t['decode_ms_per_token'] / m['decode_ms_per_token']:.2f}x",
-                         f"{m['decode_ms_per_token'] / floor:.2f}x",
-                         f"{m['prefill_ms_last_logits']:.1f} ({t['prefill_ms_last_logits'] / m['prefill_ms_last_logits']:.2f}x)",
-                         f"{m['prefill_ms_all_logits']:.1f} ({t['prefill_ms_all_logits'] / m['prefill_ms_all_logits']:.2f}x)",
-                         rss))
-        rows.append((r["model"], "floor", f"{floor:.2f}", f"{1e3 / floor:.1f}", "", "1.00x",
-                     f"read {o['read_bandwidth_gbs']:.1f} GB/s", f"{o['bytes_per_token'] / 1e6:.0f} MB/token", ""))
+        for run in r["formats"]:
+            o, peer, fmt = run["llorch"], run["llama.cpp"], run["format"]
+            floor, weights = o["floor_ms_per_token"], o["bytes_per_token"]
+            engines = [("llorch", o)]
+            if peer:
+                repack = "" if peer["extra_bufts"] else ", no repacking (crashed with it)"
+                engines.append((f"llama.cpp {peer['version']}{repack}", peer))
+            for engine, m in engines:
+                rss = f"{m['peak_rss_bytes'] / weights:.2f}" if "peak_rss_bytes" in m else "-"
+                vs = lambda key: f" ({peer[key] / m[key]:.2f}x)" if peer else ""
+                rows.append((r["model"], fmt, engine, f"{m['decode_ms_per_token']:.2f}",
+                             f"{1e3 / m['decode_ms_per_token']:.1f}", f"{m['decode_ms_per_token'] / floor:.2f}x",
+                             f"{peer['decode_ms_per_token'] / m['decode_ms_per_token']:.2f}x" if peer else "-",
+                             f"{m['prefill_ms_last_logits']:.1f}{vs('prefill_ms_last_logits')}",
+                             f"{m['prefill_ms_all_logits']:.1f}{vs('prefill_ms_all_logits')}", rss))
+            spread = o["read_bandwidth_spread_gbs"]
+            rows.append((r["model"], fmt, "floor", f"{floor:.2f}", f"{1e3 / floor:.1f}", "1.00x", "",
+                         f"read {o['read_bandwidth_gbs']:.1f} GB/s (best; median {spread[1]:.1f})",
+                         f"{weights / 1e6:.0f} MB/token", ""))
+        floor = r["formats"][0]["llorch"]["floor_ms_per_token"] if r["formats"][0]["format"] == "f32" else None
+        for dtype, m in r["pytorch"].items():
+            rows.append((r["model"], dtype, "pytorch " + m["torch"], f"{m['decode_ms_per_token']:.2f}",
+                         f"{1e3 / m['decode_ms_per_token']:.1f}",
+                         f"{m['decode_ms_per_token'] / floor:.2f}x (f32's)" if floor else "-", "-",
+                         f"{m['prefill_ms_last_logits']:.1f}", f"{m['prefill_ms_all_logits']:.1f}", "-"))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
     print(line(head))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print(line(row))
-    print("(vs PyTorch: PyTorch's time / this engine's, above 1 is faster; vs floor: this engine's "
-          "time / the bandwidth floor; prefill ratios in brackets are PyTorch's time / this engine's)")
+    print("(vs floor: the engine's time / its format's bandwidth floor; vs llama.cpp: llama.cpp's time in the "
+          "same format / this engine's, above 1 is faster, also in brackets beside prefill; peak RSS over the "
+          "format's weight bytes)")
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu_name(), "threads": args.threads, "results": results}, indent=2))
 

@@ -239,8 +239,9 @@ def stage_weights(src, dst):
           f"(h.N.attn.bias) that it cannot map", file=sys.stderr)
 
 
-def convert(model_dir, work):
-    """llama.cpp's own converter, HF directory -> F32 GGUF. GPT-2's converter reads n_ctx, which
+def convert(model_dir, work, outtype="f32"):
+    """llama.cpp's own converter, HF directory -> GGUF in `outtype` (f32, bf16, f16, q8_0: its
+    --outtype, which keeps norms, biases and position embeddings F32). GPT-2's converter reads n_ctx, which
     the published configs carry and transformers' save_pretrained does not write: the converter
     gets a copy of config.json with n_ctx = n_positions, and the other files as links."""
     src = Path(os.environ.get("LLAMACPP_SRC", "")) / "vendor" / "llama.cpp"
@@ -257,8 +258,8 @@ def convert(model_dir, work):
     config = json.loads((Path(model_dir) / "config.json").read_text())
     config.setdefault("n_ctx", config["n_positions"])
     (staged / "config.json").write_text(json.dumps(config))
-    gguf = work / "model-f32.gguf"
-    run = subprocess.run([sys.executable, str(converter), str(staged), "--outtype", "f32", "--outfile", str(gguf)],
+    gguf = work / f"model-{outtype}.gguf"
+    run = subprocess.run([sys.executable, str(converter), str(staged), "--outtype", outtype, "--outfile", str(gguf)],
                          capture_output=True, text=True)
     if run.returncode != 0:
         sys.exit(f"error: llama.cpp's converter failed on {model_dir}:\n{run.stderr[-4000:]}")

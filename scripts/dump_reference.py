@@ -10,9 +10,14 @@ described in CHECKPOINTS.md ("Reference dump format").
 With --dtype float64 the whole model runs in double precision: that dump is the truth that
 llorch measures both its own engine and PyTorch's float32 run against (the accuracy verdict).
 
+With --weights-as bf16|f16|q8_0 the model's matrices are first rounded as `llorch --weights`
+holds them (scripts/rounding.py: torch's conversion, llama.cpp's gguf-py for Q8_0), in float32,
+before HF runs: the dump then judges an engine's arithmetic on those rounded weights.
+
     python scripts/dump_reference.py --model DIR --prompt "Hello." --out DIR
     python scripts/dump_reference.py --model DIR --cases cases.json --out DIR/reference
     python scripts/dump_reference.py --model DIR --cases cases.json --dtype float64 --out DIR/reference-f64
+    python scripts/dump_reference.py --model DIR --cases cases.json --weights-as bf16 --out DIR/reference-bf16
 """
 
 import argparse
@@ -34,6 +39,7 @@ from transformers.generation.logits_process import (
 from transformers.models.gpt2 import modeling_gpt2
 
 from dump_format import FORMAT, add_case_arguments, read_cases, write_manifest, write_tensors
+from rounding import FORMATS, round_model
 
 DTYPES = {"float32": (torch.float32, np.float32, "f32"), "float64": (torch.float64, np.float64, "f64")}
 
@@ -232,15 +238,24 @@ def main():
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                    help="precision HF runs and the dump is written in (default float32; float64 is the truth "
                         "of llorch's accuracy verdict)")
+    p.add_argument("--weights-as", choices=FORMATS, default="f32",
+                   help="round the model's matrices to this format first, as llorch --weights does "
+                        "(default f32: the checkpoint's weights as they are)")
     args = p.parse_args()
 
     torch.manual_seed(0)
     torch_dtype, _, _ = DTYPES[args.dtype]
-    model = load_model(args.model, torch_dtype)
+    # Rounded in float32, as the engine rounds the checkpoint's float32 values; then widened.
+    model = load_model(args.model, torch.float32)
+    rounding = round_model(model, args.weights_as)
+    model = model.to(torch_dtype)
     tokenizer = load_tokenizer(args.model)
     out = Path(args.out)
-    manifest = {"format": FORMAT, "generator": library_versions(args.dtype), "model": model_info(model.config),
-                "cases": []}
+    generator = library_versions(args.dtype)
+    if rounding is not None:
+        generator["weights_as"] = args.weights_as
+        generator["weights_rounding"] = rounding
+    manifest = {"format": FORMAT, "generator": generator, "model": model_info(model.config), "cases": []}
     for case in read_cases(args):
         if "token_ids" in case:
             token_ids = [int(t) for t in case["token_ids"]]

@@ -8,9 +8,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use llorch::engine::Gpt2;
 use llorch::engine::generate::{Generation, Picker};
 use llorch::engine::sampling::Sampling;
+use llorch::engine::{Gpt2, WeightFormat};
 
 struct Counting;
 
@@ -70,12 +70,17 @@ static GLOBAL: Counting = Counting;
 
 fn main() {
     decode_steps_allocate_nothing_greedy_or_sampled();
-    println!("decode steps allocate nothing, greedy or sampled: ok");
+    println!("decode steps allocate nothing, greedy or sampled, in every weight format: ok");
 }
 
 fn decode_steps_allocate_nothing_greedy_or_sampled() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2");
-    let model = Gpt2::load_dir(&dir).unwrap();
+    for format in WeightFormat::ALL {
+        decode_steps_allocate_nothing(&Gpt2::load_dir(&dir, format).unwrap(), format);
+    }
+}
+
+fn decode_steps_allocate_nothing(model: &Gpt2, format: WeightFormat) {
     let samplings = [
         Sampling::GREEDY,
         Sampling::new(0.8, None, None).unwrap(),
@@ -83,7 +88,7 @@ fn decode_steps_allocate_nothing_greedy_or_sampled() {
     ];
     for sampling in samplings {
         let mut picker = Picker::new(sampling, 7);
-        let mut generation = Generation::start(&model, &[15496, 13], 40).unwrap();
+        let mut generation = Generation::start(model, &[15496, 13], 40).unwrap();
         // The first token sizes the sampler's buffers and starts the kernels' threads.
         let mut token = picker.pick(generation.logits());
         generation.push(token).unwrap();
@@ -93,6 +98,6 @@ fn decode_steps_allocate_nothing_greedy_or_sampled() {
             generation.push(token).unwrap();
         }
         let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
-        assert_eq!(allocated, 0, "{sampling:?}: {allocated} allocations in 30 decoded tokens");
+        assert_eq!(allocated, 0, "{format} {sampling:?}: {allocated} allocations in 30 decoded tokens");
     }
 }

@@ -14,24 +14,34 @@ use std::process::ExitCode;
 use super::cli::{BenchArgs, ReportFormat};
 use super::options::model_dir;
 use super::print_out;
-use crate::engine::{Gpt2, KvCache};
+use crate::engine::{Gpt2, KvCache, WeightFormat};
 
 /// `llorch bench --model DIR`: measures, then prints the table (or the JSON scripts/bench.py
 /// reads).
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let dir = model_dir(args.model)?;
     let model = Gpt2::load_dir(&dir, args.weights)?;
-    eprintln!("llorch bench: {} on {} threads", dir.display(), rayon::current_num_threads());
+    eprintln!(
+        "llorch bench: {} in {} on {} threads",
+        dir.display(),
+        model.format(),
+        rayon::current_num_threads()
+    );
     let result = measure(&model, args.prompt_tokens, args.decode_tokens, args.repeats)?;
     let text = match args.format {
         ReportFormat::Json => serde_json::to_string_pretty(&result)? + "\n",
         ReportFormat::Table => format!(
-            "read bandwidth      {:.1} GB/s ({} threads, median of passes between the decode steps)\n\
+            "weights             {}\n\
+             read bandwidth      {:.1} GB/s ({} threads, best of {} passes; slowest {:.1}, median {:.1})\n\
              weights per token   {:.1} MB: floor {:.2} ms/token\n\
              decode              {:.2} ms/token ({:.2}x the floor), median of {}\n\
              prefill {} tokens   {:.1} ms (last position's logits), {:.1} ms (all logits), best of {}\n",
+            result.weights,
             result.read_bandwidth_gbs,
             result.threads,
+            result.read_passes,
+            result.read_bandwidth_spread_gbs[0],
+            result.read_bandwidth_spread_gbs[1],
             result.bytes_per_token as f64 / 1e6,
             result.floor_ms_per_token,
             result.decode_ms_per_token,
@@ -49,13 +59,20 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
 
 #[derive(Serialize)]
 pub struct BenchResult {
+    /// The format the weight matrices were held in.
+    pub weights: WeightFormat,
     pub threads: usize,
-    /// Median of passes of the decode step's threads summing a 1 GiB buffer, GB/s (1e9 bytes), one
-    /// after every `STEPS_PER_PASS` decode steps: this machine's bandwidth moves by half from one
-    /// minute to the next, so the floor is measured under the conditions the decode steps ran in.
+    /// The best pass of the decode step's threads reading a buffer of 1 GiB or 256 MiB in the
+    /// one-row product's pattern (`BandwidthProbe`), GB/s (1e9 bytes); one pass after every
+    /// `STEPS_PER_PASS` decode steps (this machine's bandwidth moves by half from one minute to
+    /// the next, so the floor is measured under the conditions the decode steps ran in), and a
+    /// few after them.
     pub read_bandwidth_gbs: f64,
-    /// Bytes of weights a decoded token reads: every layer's matrices and vectors, ln_f and the
-    /// tied lm_head (wpe contributes one row: left out).
+    /// The passes' slowest, median and best, GB/s.
+    pub read_bandwidth_spread_gbs: [f64; 3],
+    pub read_passes: usize,
+    /// Bytes of weights a decoded token reads, in the format: every layer's matrices and
+    /// vectors, ln_f and the tied lm_head (wpe contributes one row: left out).
     pub bytes_per_token: u64,
     /// bytes_per_token / read bandwidth.
     pub floor_ms_per_token: f64,
@@ -116,16 +133,25 @@ pub fn measure(
         steps.push(start.elapsed());
         token = crate::engine::sampling::argmax(logits);
         if step % STEPS_PER_PASS == 0 || step == decode_tokens {
-            passes.push(reader.pass());
+            let size = BandwidthProbe::SIZES[passes.len() % BandwidthProbe::SIZES.len()];
+            passes.push(reader.pass(size));
         }
     }
+    // A few more passes (decode steps were few), so that the best is a best.
+    while passes.len() < 2 * BandwidthProbe::SIZES.len() * 3 {
+        passes.push(reader.pass(BandwidthProbe::SIZES[passes.len() % BandwidthProbe::SIZES.len()]));
+    }
     let decode = median(steps);
-    let bandwidth = BandwidthProbe::BYTES as f64 / median(passes).as_secs_f64() / 1e9;
+    passes.sort_by(f64::total_cmp);
+    let bandwidth = *passes.last().expect("passes ran");
     let bytes = bytes_per_token(model);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Ok(BenchResult {
+        weights: model.format(),
         threads: rayon::current_num_threads(),
         read_bandwidth_gbs: bandwidth,
+        read_bandwidth_spread_gbs: [passes[0], passes[passes.len() / 2], bandwidth],
+        read_passes: passes.len(),
         bytes_per_token: bytes,
         floor_ms_per_token: bytes as f64 / (bandwidth * 1e9) * 1e3,
         prompt_tokens,
@@ -143,11 +169,11 @@ pub fn measure(
 /// one that runs as in generation.
 const STEPS_PER_PASS: usize = 4;
 
-/// Float32 weights a decode step reads: all of them but wpe, of which it reads one row (left
-/// out).
+/// Bytes of weights a decode step reads, in the model's format: all of them but wpe (float32),
+/// of which it reads one row (left out).
 fn bytes_per_token(model: &Gpt2) -> u64 {
     let c = &model.config;
-    4 * (c.parameter_count() - (c.n_positions * c.n_embd) as u64)
+    model.weight_bytes() - 4 * (c.n_positions * c.n_embd) as u64
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {
@@ -155,9 +181,11 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
-/// Streaming reads of the thread pool over a buffer larger than any cache: each pass has every
-/// thread sum its own contiguous chunks (integers, so the sum vectorises and nothing but the
-/// reading limits it).
+/// Streaming reads on the decode step's threads over buffers larger than any cache, in the
+/// pattern of the one-row product: each thread its own contiguous share, read as four streams in
+/// step (as the one-row kernel reads four panels at once), with the same prefetch hint one
+/// stream line ahead. Integers are summed, so the sums vectorise and nothing but reading limits
+/// them. The floor takes the best pass: an engine reading its weights once cannot beat it.
 struct BandwidthProbe {
     /// In huge pages where the system grants them, as the weights are (`packed::huge_pages`):
     /// with 4 KiB pages the probe read ~10% slower than the decode step on an Intel Xeon.
@@ -165,7 +193,10 @@ struct BandwidthProbe {
 }
 
 impl BandwidthProbe {
+    /// Passes read the whole buffer or its first quarter (two sizes, both far beyond the
+    /// last-level cache), alternately.
     const BYTES: usize = 1 << 30;
+    const SIZES: [usize; 2] = [Self::BYTES, Self::BYTES / 4];
 
     fn new() -> Result<BandwidthProbe> {
         let mut memory = crate::engine::packed::huge_pages(Self::BYTES)
@@ -173,27 +204,48 @@ impl BandwidthProbe {
         let words: &mut [u64] = bytemuck::cast_slice_mut(&mut memory[..]);
         words.iter_mut().enumerate().for_each(|(i, w)| *w = i as u64);
         let probe = BandwidthProbe { memory };
-        probe.pass(); // warm-up
+        probe.pass(Self::BYTES); // warm-up
         Ok(probe)
     }
 
-    /// The time of one pass over the whole buffer, on the decode step's own threads (`team`),
-    /// each streaming its contiguous share as the one-row product streams its slab of weights:
-    /// a second pool (rayon's, whose workers spin for a while after a job) would still be
-    /// spinning when the next decode step starts and slow it down.
-    fn pass(&self) -> Duration {
-        let data: &[u64] = bytemuck::cast_slice(&self.memory[..]);
+    /// GB/s of one pass over the first `bytes` of the buffer, on the decode step's own threads
+    /// (`team`): a second pool (rayon's, whose workers spin for a while after a job) would still
+    /// be spinning when the next decode step starts and slow it down.
+    fn pass(&self, bytes: usize) -> f64 {
+        const STREAMS: usize = 4;
+        const LINE: usize = 8; // u64 words per cache line
+        let data: &[u64] = bytemuck::cast_slice(&self.memory[..bytes]);
         let team = crate::engine::team::team();
         let share = data.len().div_ceil(team.size());
         let sums: Vec<AtomicU64> = (0..team.size()).map(|_| AtomicU64::new(0)).collect();
         let start = Instant::now();
         team.run(&|part| {
-            let sum =
-                data.chunks(share).nth(part).unwrap_or(&[]).iter().fold(0u64, |a, &b| a.wrapping_add(b));
-            sums[part].store(sum, Ordering::Relaxed);
+            let mine = data.chunks(share).nth(part).unwrap_or(&[]);
+            let stream = mine.len() / STREAMS / LINE * LINE;
+            let mut sum = [0u64; LINE];
+            for line in (0..stream).step_by(LINE) {
+                for s in 0..STREAMS {
+                    let at = s * stream + line;
+                    #[cfg(target_arch = "x86_64")]
+                    if at + 2 * LINE < mine.len() {
+                        // Safety: a prefetch reads nothing, whatever the address; SSE is part
+                        // of x86-64.
+                        unsafe {
+                            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                                mine[at + 2 * LINE..].as_ptr().cast(),
+                            )
+                        };
+                    }
+                    for (sum, &w) in sum.iter_mut().zip(&mine[at..at + LINE]) {
+                        *sum = sum.wrapping_add(w);
+                    }
+                }
+            }
+            let rest = mine[STREAMS * stream..].iter().fold(0u64, |a, &b| a.wrapping_add(b));
+            sums[part].store(sum.iter().fold(rest, |a, &b| a.wrapping_add(b)), Ordering::Relaxed);
         });
         let elapsed = start.elapsed();
         std::hint::black_box(sums);
-        elapsed
+        bytes as f64 / elapsed.as_secs_f64() / 1e9
     }
 }

@@ -62,6 +62,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         let all: Vec<u32> = prompt_ids.iter().chain(&new_ids).copied().collect();
         let text = tokenizer.as_ref().map(|t| t.decode(&all)).transpose()?;
         let json = serde_json::json!({
+            "weights": model.format(),
             "prompt_ids": prompt_ids,
             "generated_ids": new_ids,
             "text": text,

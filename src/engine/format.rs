@@ -184,4 +184,28 @@ mod tests {
         let zero = Q8Block::quantize(&[0.0; Q8_0_BLOCK]);
         assert_eq!((zero.scale, zero.quants), (0, [0; Q8_0_BLOCK]));
     }
+
+    /// Byte for byte what llama.cpp's quantizer makes of the same weights: fixtures/q8_0 holds
+    /// float32 rows (the bundled model's wte and c_fc, random rows at many scales, ties, zeros,
+    /// subnormal scales) and gguf-py's Q8_0 blocks of them (scripts/make_q8_0_fixture.py).
+    #[test]
+    fn q8_0_blocks_are_llama_cpps_byte_for_byte() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/q8_0");
+        let rows: ndarray::Array2<f32> = ndarray_npy::read_npy(dir.join("weights.npy")).unwrap();
+        let blocks: ndarray::Array2<u8> = ndarray_npy::read_npy(dir.join("blocks.npy")).unwrap();
+        assert_eq!(blocks.nrows(), rows.nrows());
+        let mut checked = 0;
+        for (row, bytes) in rows.rows().into_iter().zip(blocks.rows()) {
+            let row = row.to_vec();
+            for (b, block) in row.as_chunks::<Q8_0_BLOCK>().0.iter().enumerate() {
+                let ours = Q8Block::quantize(block);
+                let theirs = &bytes.as_slice().unwrap()[b * 34..(b + 1) * 34];
+                let mut mine = ours.scale.to_le_bytes().to_vec();
+                mine.extend(ours.quants.iter().map(|&q| q as u8));
+                assert_eq!(mine, theirs, "block {b} of {block:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 2 * rows.nrows());
+    }
 }

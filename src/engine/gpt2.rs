@@ -174,3 +174,52 @@ impl Gpt2 {
         Ok(cache.logits())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::TensorView;
+
+    fn fixture() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2")
+    }
+
+    /// The engine in a format is the F32 engine on the rounded weights, bit for bit: the model
+    /// loaded in each format gives the very logits, at every position, of the F32 model loaded
+    /// from a checkpoint of the weights `Weights::as_computed` gives (what references round to).
+    #[test]
+    fn every_format_is_the_f32_engine_on_its_rounded_weights() {
+        let tokens = [15496, 13, 314, 716, 257, 1332, 13, 632, 373];
+        let dir = tempfile::tempdir().unwrap();
+        for format in WeightFormat::ALL {
+            let weights = Weights::open(&fixture().join("model.safetensors"), format).unwrap();
+            let rounded: Vec<(String, Vec<usize>, Vec<u8>)> = weights
+                .tensors()
+                .into_iter()
+                .map(|(name, shape)| {
+                    let values = weights.as_computed(&name, &shape).unwrap();
+                    (name, shape, bytemuck::cast_slice(&values).to_vec())
+                })
+                .collect();
+            let views = rounded.iter().map(|(n, s, b)| {
+                (n.clone(), TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+            });
+            let path = dir.path().join(format!("{format}.safetensors"));
+            safetensors::serialize_to_file(views, None, &path).unwrap();
+            let config = Config::from_file(&fixture().join("config.json")).unwrap();
+            let ours = Gpt2::load(&weights, config.clone()).unwrap();
+            let plain = Gpt2::load(&Weights::open(&path, WeightFormat::F32).unwrap(), config).unwrap();
+            assert_eq!(ours.format(), format);
+            let logits = |model: &Gpt2| {
+                let mut cache = KvCache::new(&model.config, tokens.len()).unwrap();
+                model.forward_all_logits(&tokens, &mut cache).unwrap()
+            };
+            let (a, b) = (logits(&ours), logits(&plain));
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{format}");
+            if format != WeightFormat::F32 {
+                let f32s = Gpt2::load_dir(&fixture(), WeightFormat::F32).unwrap();
+                assert_ne!(a, logits(&f32s), "{format} rounds the weights");
+            }
+        }
+    }
+}

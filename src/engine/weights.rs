@@ -99,6 +99,20 @@ impl Weights {
         self.format
     }
 
+    /// The names of the file's tensors, without the "transformer." prefix, with their shapes.
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let mut all: Vec<(String, Vec<usize>)> = self
+            .metadata
+            .tensors()
+            .into_iter()
+            .filter_map(|(name, info)| {
+                Some((name.strip_prefix(self.prefix)?.to_string(), info.shape.clone()))
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
     /// Tensor `name` as the engine computes with it, in float32: a matrix the engine packs
     /// (`packed_orientation`) rounded to the format exactly as packing rounds it, any other
     /// tensor as stored. For code that recomputes a stage outside the engine (the diagnosis).

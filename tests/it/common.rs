@@ -51,6 +51,22 @@ pub fn run(args: &[&str]) -> Output {
     }
 }
 
+/// A copy of the bundled model directory in `to`, its reference dumps linked rather than copied
+/// (they are read-only here and hundreds of megabytes): edit the model's files freely, and
+/// remove a dump's link to take that dump away.
+pub fn copy_model(to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(fixture()).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::os::unix::fs::symlink(entry.path(), &target).unwrap();
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {

@@ -89,7 +89,7 @@ fn missing_reference_tensor_file() {
 #[test]
 fn missing_safetensors_file() {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), dir.path());
+    copy_model(dir.path());
     fs::remove_file(dir.path().join("model.safetensors")).unwrap();
     assert_error(&["validate", "--model", dir.path().to_str().unwrap()], "model.safetensors");
 }
@@ -97,7 +97,7 @@ fn missing_safetensors_file() {
 #[test]
 fn config_the_engine_cannot_run() {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), dir.path());
+    copy_model(dir.path());
     let path = dir.path().join("config.json");
     let text = fs::read_to_string(&path).unwrap().replace("\"gelu_new\"", "\"relu\"");
     fs::write(&path, text).unwrap();
@@ -117,7 +117,7 @@ fn bad_command_line_is_exit_2() {
 /// A copy of the fixture model (with its reference) whose model.safetensors is `bytes`.
 fn model_with_safetensors(bytes: &[u8]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), dir.path());
+    copy_model(dir.path());
     fs::write(dir.path().join("model.safetensors"), bytes).unwrap();
     dir
 }
@@ -216,15 +216,79 @@ fn weight_with_the_wrong_shape() {
 fn weight_with_an_unsupported_dtype() {
     let dir = edited_model(|t| {
         let ln = t.iter_mut().find(|(n, ..)| n == "transformer.ln_f.bias").unwrap();
-        ln.1 = safetensors::Dtype::F16;
-        ln.3.truncate(64 * 2);
+        ln.1 = safetensors::Dtype::I8;
+        ln.3.truncate(64);
     });
-    assert_model_error(&dir, "is F16; llorch computes in float32");
+    assert_model_error(&dir, "\"transformer.ln_f.bias\" in");
+    assert_model_error(&dir, "is I8; llorch reads F32, F16 and BF16 checkpoints");
+}
+
+/// A weight that a format cannot hold is named, with the format, in every command that loads
+/// the model; the F32 engine (which can hold it) runs.
+#[test]
+fn weight_the_format_cannot_hold() {
+    let dir = edited_model(|t| {
+        let fc = t.iter_mut().find(|(n, ..)| n == "transformer.h.1.mlp.c_fc.weight").unwrap();
+        let at = 4 * (3 * 256 + 7); // element [3, 7] of [64, 256]
+        fc.3[at..at + 4].copy_from_slice(&1e10f32.to_le_bytes());
+    });
+    let model = dir.path().to_str().unwrap();
+    for (format, needle) in [("f16", "is infinite or NaN once converted"), ("q8_0", "Q8_0 block's scale")] {
+        let message = format!(
+            "\"transformer.h.1.mlp.c_fc.weight\" in {model}/model.safetensors cannot be held in {format}: its element [3, 7] (10000000000) "
+        );
+        for command in [
+            &["validate", "--model", model][..],
+            &["generate", "--model", model, "--tokens", "1", "--max-tokens", "1"],
+            &["bench", "--model", model],
+        ] {
+            let mut args = command.to_vec();
+            args.extend(["--weights", format]);
+            assert_error(&args, &message);
+            assert_error(&args, needle);
+        }
+    }
+    let out = run(&["generate", "--model", model, "--tokens", "1", "--max-tokens", "1", "--weights", "bf16"]);
+    assert_eq!(out.code, 0, "bf16 holds 1e10: {}", out.stderr);
+}
+
+#[test]
+fn unknown_weight_format() {
+    assert_error(
+        &["generate", "--weights", "int4", "Hi"],
+        "\"int4\" is no weight format; they are f32, bf16, f16, q8_0",
+    );
+}
+
+/// A dump made on weights rounded otherwise than ours would differ by the rounding, which is not
+/// the arithmetic validation judges: refused, whichever way round.
+#[test]
+fn reference_made_on_other_rounded_weights() {
+    let fixture = fixture();
+    let bf16 = fixture.join("reference-bf16");
+    let f32s = fixture.join("reference");
+    assert_error(
+        &["validate", "--weights", "q8_0", "--reference", bf16.to_str().unwrap()],
+        "reference-bf16 was made on the model's weights rounded to bf16, and our engine holds them in q8_0",
+    );
+    assert_error(
+        &["validate", "--weights", "bf16", "--reference", f32s.to_str().unwrap()],
+        "rounded to f32, and our engine holds them in bf16",
+    );
+    // Without --reference, only the dumps of the format's rounding are taken.
+    let dir = tempfile::tempdir().unwrap();
+    copy_model(dir.path());
+    fs::remove_file(dir.path().join("reference-f16")).unwrap();
+    fs::remove_file(dir.path().join("reference-f16-f64")).unwrap();
+    assert_error(
+        &["validate", "--model", dir.path().to_str().unwrap(), "--weights", "f16"],
+        "with f16 weights: pass --reference DIR, or make one with `python scripts/dump_reference.py",
+    );
 }
 
 fn model_with_config(edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), dir.path());
+    copy_model(dir.path());
     let path = dir.path().join("config.json");
     fs::write(&path, edit(fs::read_to_string(&path).unwrap())).unwrap();
     dir
@@ -252,7 +316,7 @@ fn config_that_is_not_json() {
 #[test]
 fn missing_config() {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), dir.path());
+    copy_model(dir.path());
     fs::remove_file(dir.path().join("config.json")).unwrap();
     assert_model_error(&dir, "reading model config");
 }

@@ -18,3 +18,4 @@ mod references;
 mod report;
 mod serve;
 mod validate;
+mod weight_formats;

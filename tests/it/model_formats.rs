@@ -13,7 +13,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 #[test]
 fn openai_naming_with_mask_buffers_validates_against_the_same_reference() {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), dir.path());
+    copy_model(dir.path());
     let bytes = fs::read(fixture().join("model.safetensors")).unwrap();
     let hf = SafeTensors::deserialize(&bytes).unwrap();
     let mut renamed: HashMap<String, TensorView<'_>> = HashMap::new();
@@ -79,7 +79,7 @@ fn python_made_tokenizer_json_tokenizes_the_same() {
 #[test]
 fn a_model_dir_without_tokenizer_needs_token_ids() {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), dir.path());
+    copy_model(dir.path());
     fs::remove_file(dir.path().join("vocab.json")).unwrap();
     let model = dir.path().to_str().unwrap();
     let out = run(&["generate", "Hello.", "--model", model]);

@@ -77,6 +77,7 @@ async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     Json(json!({
         "status": "ok",
         "model": {
+            "weights": app.model.format(),
             "layers": config.n_layer,
             "heads": config.n_head,
             "width": config.n_embd,
