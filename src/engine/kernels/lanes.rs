@@ -18,8 +18,9 @@ pub(super) trait Lanes: Copy {
     unsafe fn load_bf16(line: *const u16) -> Self;
     /// 16 IEEE halves (32 bytes), widened.
     unsafe fn load_f16(line: *const u16) -> Self;
-    /// 16 int8 quants (16 bytes) times their columns' 16 F16 scales: Q8_0's d·q, exact.
-    unsafe fn load_q8(line: *const i8, scales: *const u16) -> Self;
+    /// 16 int8 quants (16 bytes) times their columns' scales (widened from F16 once per block):
+    /// Q8_0's d·q, exact.
+    unsafe fn load_q8(line: *const i8, scales: Self) -> Self;
     unsafe fn splat(value: f32) -> Self;
     /// self + a·b
     unsafe fn madd(self, a: Self, b: Self) -> Self;
@@ -57,12 +58,10 @@ impl Lanes for Portable {
         Portable(bits.map(f16_value))
     }
     #[inline(always)]
-    unsafe fn load_q8(line: *const i8, scales: *const u16) -> Self {
-        // Safety: the caller's pointers hold 16 quants and 16 scales (the trait's contract).
-        let (quants, scales) = unsafe {
-            (line.cast::<[i8; PANEL]>().read_unaligned(), scales.cast::<[u16; PANEL]>().read_unaligned())
-        };
-        Portable(std::array::from_fn(|i| f16_value(scales[i]) * f32::from(quants[i])))
+    unsafe fn load_q8(line: *const i8, scales: Self) -> Self {
+        // Safety: the caller's pointer holds 16 quants (the trait's contract).
+        let quants = unsafe { line.cast::<[i8; PANEL]>().read_unaligned() };
+        Portable(std::array::from_fn(|i| scales.0[i] * f32::from(quants[i])))
     }
     #[inline(always)]
     unsafe fn splat(value: f32) -> Self {
@@ -120,12 +119,12 @@ pub(super) mod x86 {
             unsafe { Avx512(_mm512_cvtph_ps(_mm256_loadu_si256(line.cast()))) }
         }
         #[inline(always)]
-        unsafe fn load_q8(line: *const i8, scales: *const u16) -> Self {
-            // Safety: the CPU has the unit and the pointers hold 16 quants and 16 scales (the
-            // trait's contract).
+        unsafe fn load_q8(line: *const i8, scales: Self) -> Self {
+            // Safety: the CPU has the unit and the pointer holds 16 quants (the trait's
+            // contract).
             unsafe {
                 let quants = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(line.cast())));
-                Avx512(_mm512_mul_ps(quants, _mm512_cvtph_ps(_mm256_loadu_si256(scales.cast()))))
+                Avx512(_mm512_mul_ps(quants, scales.0))
             }
         }
         #[inline(always)]
@@ -191,15 +190,14 @@ pub(super) mod x86 {
             }
         }
         #[inline(always)]
-        unsafe fn load_q8(line: *const i8, scales: *const u16) -> Self {
-            // Safety: the CPU has the unit with F16C and the pointers hold 16 quants and 16
-            // scales (the trait's contract).
+        unsafe fn load_q8(line: *const i8, scales: Self) -> Self {
+            // Safety: the CPU has the unit and the pointer holds 16 quants (the trait's
+            // contract).
             unsafe {
                 let quants = _mm_loadu_si128(line.cast());
                 let low = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(quants));
                 let high = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(quants)));
-                let scale = |at: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(at.cast()));
-                Avx2(_mm256_mul_ps(low, scale(scales)), _mm256_mul_ps(high, scale(scales.add(8))))
+                Avx2(_mm256_mul_ps(low, scales.0), _mm256_mul_ps(high, scales.1))
             }
         }
         #[inline(always)]

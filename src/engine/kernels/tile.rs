@@ -7,7 +7,7 @@ use std::ops::Range;
 use super::driver::{Out, Rows};
 use super::lanes::Lanes;
 use super::widen::Widen;
-use crate::engine::packed::{PANEL, PackedMatrix};
+use crate::engine::packed::{PANEL, PackedMatrix, line_offset};
 
 /// The runs of `NP` panels in `panels`, each against every row of x, `MR` rows at a time, W's
 /// lines widened from format `F`.
@@ -80,6 +80,9 @@ struct Ahead {
 
 const CACHE_LINE: usize = 64;
 
+/// How far ahead in its own panels the one-row tile prefetches, in bytes.
+const STREAM_AHEAD: usize = 1024;
+
 /// Steps of k summed in an accumulator of their own before it is added to the output's sum: a
 /// float32 sum of K terms in one accumulator has rounding errors growing with K; in blocks they
 /// grow with BLOCK + K / BLOCK, for one extra add per output and block. Measured on the
@@ -109,12 +112,25 @@ unsafe fn tile<V: Lanes, F: Widen, const MR: usize, const NP: usize>(
     // One prefetch every `every` steps of k, spread over the whole tile.
     let every = (k / ahead.lines.max(1)).max(1);
     let (mut countdown, mut fetched) = (0, 0);
+    // Safety: as `sum`.
+    let mut groups = [unsafe { V::zero() }; NP];
+    const { assert!(BLOCK.is_multiple_of(F::GROUP), "a group never spans two blocks") };
     for block in (0..k).step_by(BLOCK) {
         // Safety: as `sum`.
         let mut acc = [[unsafe { V::zero() }; NP]; MR];
         for i in block..(block + BLOCK).min(k) {
-            // Safety: line i of each panel is within its K lines, in F's format.
-            let lines: [V; NP] = std::array::from_fn(|j| unsafe { F::line::<V>(panel[j], i) });
+            if MR == 1 && i.is_multiple_of(F::PER_CACHE_LINE) {
+                for &panel in &panel {
+                    // Safety: a prefetch reads nothing, whatever the address.
+                    unsafe { V::prefetch(panel.wrapping_add(line_offset(F::FORMAT, i).0 + STREAM_AHEAD)) };
+                }
+            }
+            if i.is_multiple_of(F::GROUP) {
+                // Safety: line i of each panel is within its K lines, in F's format.
+                groups = std::array::from_fn(|j| unsafe { F::group::<V>(panel[j], i) });
+            }
+            // Safety: as for the groups.
+            let lines: [V; NP] = std::array::from_fn(|j| unsafe { F::line::<V>(panel[j], i, groups[j]) });
             if countdown == 0 {
                 if fetched < ahead.lines {
                     // Safety: `fetched` counts lines of `ahead`.
