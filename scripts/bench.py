@@ -201,6 +201,10 @@ def main():
 
     models = [(Path(m).name, Path(m)) for m in args.model] or \
         [(f"gpt2-{s}-shape", ensure_model(s, args.cache)) for s in args.shapes.split(",")]
+    # llorch first, for every model, while this process is small: a child's ru_maxrss counts the
+    # forking parent's resident memory at exec (Linux keeps the larger), and PyTorch, run in this
+    # process last, leaves it at gigabytes (measured: every format of the medium shape then
+    # "peaked" at the same 1.5 GB).
     results = []
     for name, model in models:
         runs = []
@@ -208,9 +212,14 @@ def main():
             print(f"benchmarking {name} ({model}) in {fmt}", file=sys.stderr)
             ours = llorch_bench(args.llorch, model, fmt, args)
             ours["peak_rss_bytes"] = llorch_peak_rss(args.llorch, model, fmt, args)
-            runs.append({"format": fmt, "llorch": ours, "llama.cpp": llamacpp_bench(model, fmt, args)})
-        pytorch = {dtype: pytorch_bench(model, dtype, args) for dtype in ("float32", "bfloat16")}
-        results.append({"model": name, "formats": runs, "pytorch": pytorch})
+            runs.append({"format": fmt, "llorch": ours})
+        results.append({"model": name, "formats": runs})
+    for (name, model), result in zip(models, results):
+        for run in result["formats"]:
+            print(f"benchmarking llama.cpp on {name} in {run['format']}", file=sys.stderr)
+            run["llama.cpp"] = llamacpp_bench(model, run["format"], args)
+        print(f"benchmarking PyTorch on {name}", file=sys.stderr)
+        result["pytorch"] = {dtype: pytorch_bench(model, dtype, args) for dtype in ("float32", "bfloat16")}
 
     print(f"CPU: {cpu_name()}, {args.threads} threads; prompt {args.prompt_tokens} tokens, "
           f"decode median of {args.decode_tokens} steps, prefill best of {args.repeats}")

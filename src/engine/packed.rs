@@ -173,6 +173,15 @@ impl PackedMatrix {
         }
     }
 
+    /// A Q8_0 matrix's W[i, j] as its block holds it: (the scale d, widened; the quant q).
+    pub fn q8_parts(&self, i: usize, j: usize) -> (f32, i8) {
+        assert_eq!(self.format, WeightFormat::Q8_0, "a Q8_0 matrix");
+        let panel = self.bytes_of(j / PANEL..j / PANEL + 1);
+        let (line, scales) = line_offset(self.format, i);
+        let at = scales + 2 * (j % PANEL);
+        (f16_value(u16::from_le_bytes([panel[at], panel[at + 1]])), panel[line + j % PANEL] as i8)
+    }
+
     /// W as a plain [K, N] float32 array, for code that computes without the kernels (the
     /// kernels' reference in their tests, the planted variants).
     pub fn to_dense(&self) -> Array2<f32> {

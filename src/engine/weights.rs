@@ -99,6 +99,11 @@ impl Weights {
         self.format
     }
 
+    /// The same file, its matrices to be packed in `format`.
+    pub fn reopened_as(&self, format: WeightFormat) -> Result<Weights> {
+        Weights::open(&self.path, format)
+    }
+
     /// The names of the file's tensors, without the "transformer." prefix, with their shapes.
     pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
         let mut all: Vec<(String, Vec<usize>)> = self

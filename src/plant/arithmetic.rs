@@ -7,31 +7,107 @@
 use anyhow::Result;
 use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis, Zip};
 
-use crate::engine::Config;
+use super::Variant;
+use crate::engine::format::Q8_0_BLOCK;
 use crate::engine::linear::matmul;
-use crate::engine::packed::PackedMatrix;
+use crate::engine::packed::{PANEL, PackedMatrix};
 use crate::engine::weights::{Orientation, Weights};
+use crate::engine::{Config, WeightFormat};
 
-/// A Conv1D's W [in, out] (packed as the engine has it) and bias [out].
+/// A Conv1D's W [in, out] (packed as the engine has it) and bias [out]; for the variants of the
+/// reduced-precision kernels, also the weights as the variant widens them.
 pub struct Linear {
     weight: PackedMatrix,
     bias: Array1<f32>,
+    /// What a misreading variant's kernels make of W, laid out in F32 for the engine's kernels:
+    /// the F32 kernels on widened weights are the format's kernels, bit for bit, so the variant
+    /// differs from the engine by its misreading alone.
+    misread: Option<PackedMatrix>,
 }
 
 impl Linear {
-    fn load(weights: &Weights, prefix: &str, n_in: usize, n_out: usize) -> Result<Linear> {
-        Ok(Linear {
-            weight: weights.get_packed(&format!("{prefix}.weight"), [n_in, n_out], Orientation::AsIs)?,
-            bias: weights.get(&format!("{prefix}.bias"), &[n_out])?.view1().to_owned(),
-        })
+    fn load(weights: &Weights, prefix: &str, n_in: usize, n_out: usize, variant: Variant) -> Result<Linear> {
+        let name = format!("{prefix}.weight");
+        let weight = weights.get_packed(&name, [n_in, n_out], Orientation::AsIs)?;
+        let bias = weights.get(&format!("{prefix}.bias"), &[n_out])?.view1().to_owned();
+        Linear::new(weights, &name, weight, bias, Orientation::AsIs, variant)
+    }
+
+    fn new(
+        weights: &Weights,
+        name: &str,
+        weight: PackedMatrix,
+        bias: Array1<f32>,
+        orientation: Orientation,
+        variant: Variant,
+    ) -> Result<Linear> {
+        let misread = match variant {
+            Variant::Q8ScaleOfPreviousBlock | Variant::Q8ScaleOfNextColumn => {
+                Some(misread(&weight, |i, j| {
+                    let (_, q) = weight.q8_parts(i, j);
+                    let (i, j) = match variant {
+                        // Odd blocks take the scales of the block before them.
+                        Variant::Q8ScaleOfPreviousBlock if (i / Q8_0_BLOCK) % 2 == 1 => (i - Q8_0_BLOCK, j),
+                        Variant::Q8ScaleOfNextColumn => (i, j / PANEL * PANEL + (j % PANEL + 1) % PANEL),
+                        _ => (i, j),
+                    };
+                    // A padding column of the last panel has scale 0.
+                    let scale = if j < weight.n() { weight.q8_parts(i, j).0 } else { 0.0 };
+                    scale * f32::from(q)
+                })?)
+            }
+            Variant::Bf16Truncated => {
+                let original = weights.reopened_as(WeightFormat::F32)?;
+                let (k, n) = (weight.k(), weight.n());
+                let shape = match orientation {
+                    Orientation::AsIs => [k, n],
+                    Orientation::Transposed => [n, k],
+                };
+                let values = original.get(name, &shape)?;
+                let values = values.view2();
+                Some(misread(&weight, |i, j| {
+                    let v = match orientation {
+                        Orientation::AsIs => values[[i, j]],
+                        Orientation::Transposed => values[[j, i]],
+                    };
+                    f32::from_bits(v.to_bits() & 0xffff_0000)
+                })?)
+            }
+            _ => None,
+        };
+        Ok(Linear { weight, bias, misread })
     }
 
     /// x [T, in] -> x·W (+ b) [T, out], through the engine's kernels.
     pub fn forward(&self, x: ArrayView2<'_, f32>, with_bias: bool) -> Array2<f32> {
-        let mut out = Array2::zeros((x.nrows(), self.weight.n()));
-        let bias = with_bias.then(|| self.bias.as_slice().expect("contiguous"));
-        matmul(x.as_standard_layout().view(), &self.weight, bias, out.view_mut());
+        Linear::product(x, &self.weight, with_bias.then_some(&self.bias))
+    }
+
+    fn product(x: ArrayView2<'_, f32>, weight: &PackedMatrix, bias: Option<&Array1<f32>>) -> Array2<f32> {
+        let mut out = Array2::zeros((x.nrows(), weight.n()));
+        let bias = bias.map(|b| b.as_slice().expect("contiguous"));
+        matmul(x.as_standard_layout().view(), weight, bias, out.view_mut());
         out
+    }
+
+    /// x [T, in] -> x·W' + b with W' the variant's misreading of W, through the engine's kernels.
+    pub fn forward_misread(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        Linear::product(x, self.misread.as_ref().expect("a misreading variant"), Some(&self.bias))
+    }
+
+    /// x [T, in] -> x·W + b with each Q8_0 block's 32 terms x·q summed in float32 and then
+    /// multiplied by the block's scale, the blocks' sums added in order.
+    pub fn forward_scaled_per_block(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        let (k, n) = (self.weight.k(), self.weight.n());
+        let parts = Array2::from_shape_fn((k, n), |(i, j)| self.weight.q8_parts(i, j));
+        Array2::from_shape_fn((x.nrows(), n), |(t, j)| {
+            let block_sum = |b: usize| {
+                let terms =
+                    (b * Q8_0_BLOCK..(b + 1) * Q8_0_BLOCK).map(|i| x[[t, i]] * f32::from(parts[[i, j]].1));
+                terms.fold(0.0f32, |acc, term| acc + term) * parts[[b * Q8_0_BLOCK, j]].0
+            };
+            (0..k / Q8_0_BLOCK).map(block_sum).fold(0.0f32, |acc, s| acc + s) + self.bias[j]
+        })
     }
 
     /// x [T, C] -> x·Wᵀ + b: a square W read as nn.Linear's [out, in].
@@ -44,6 +120,21 @@ impl Linear {
     pub fn forward_reverse_order(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
         reverse_order_product(x, self.weight.to_dense().t()) + &self.bias
     }
+
+    /// The product as `variant` computes every product with a weight matrix.
+    pub fn forward_as(&self, x: ArrayView2<'_, f32>, variant: Variant) -> Array2<f32> {
+        match variant {
+            Variant::ReverseOrderMatmul => self.forward_reverse_order(x),
+            Variant::Q8ScaleAfterBlockSum => self.forward_scaled_per_block(x),
+            _ if self.misread.is_some() => self.forward_misread(x),
+            _ => self.forward(x, true),
+        }
+    }
+}
+
+/// W' [K, N] with W'[i, j] = `value(i, j)`, laid out in F32.
+fn misread(w: &PackedMatrix, value: impl Fn(usize, usize) -> f32) -> Result<PackedMatrix> {
+    Ok(PackedMatrix::from_fn(w.k(), w.n(), WeightFormat::F32, value, |_| {})?)
 }
 
 /// x [T, K] · w_t [N, K]ᵀ, each output summed over k from last to first in float32.
@@ -81,28 +172,42 @@ pub struct LayerParams {
 
 /// Every weight of the model, as the variants read them.
 pub struct Params {
+    /// As the engine computes with it: rounded to the engine's format.
     pub wte: Array2<f32>, // [V, C]
+    /// The tied lm_head: W = wteᵀ [C, V] packed as the engine has it, no bias.
+    pub lm_head: Linear,
     pub wpe: Array2<f32>, // [n_positions, C]
     pub h: Vec<LayerParams>,
     pub ln_f: Norm,
 }
 
 impl Params {
-    pub fn load(weights: &Weights, config: &Config) -> Result<Params> {
+    pub fn load(weights: &Weights, config: &Config, variant: Variant) -> Result<Params> {
         let (c, inner) = (config.n_embd, config.n_inner);
         let layer = |l: usize| -> Result<LayerParams> {
             let p = format!("h.{l}");
             Ok(LayerParams {
                 ln_1: Norm::load(weights, &format!("{p}.ln_1"), c)?,
-                c_attn: Linear::load(weights, &format!("{p}.attn.c_attn"), c, 3 * c)?,
-                attn_c_proj: Linear::load(weights, &format!("{p}.attn.c_proj"), c, c)?,
+                c_attn: Linear::load(weights, &format!("{p}.attn.c_attn"), c, 3 * c, variant)?,
+                attn_c_proj: Linear::load(weights, &format!("{p}.attn.c_proj"), c, c, variant)?,
                 ln_2: Norm::load(weights, &format!("{p}.ln_2"), c)?,
-                c_fc: Linear::load(weights, &format!("{p}.mlp.c_fc"), c, inner)?,
-                mlp_c_proj: Linear::load(weights, &format!("{p}.mlp.c_proj"), inner, c)?,
+                c_fc: Linear::load(weights, &format!("{p}.mlp.c_fc"), c, inner, variant)?,
+                mlp_c_proj: Linear::load(weights, &format!("{p}.mlp.c_proj"), inner, c, variant)?,
             })
         };
+        let v = config.vocab_size;
+        let wte = Array2::from_shape_vec((v, c), weights.as_computed("wte.weight", &[v, c])?)?;
+        let lm_head = Linear::new(
+            weights,
+            "wte.weight",
+            weights.get_packed("wte.weight", [v, c], Orientation::Transposed)?,
+            Array1::zeros(v),
+            Orientation::Transposed,
+            variant,
+        )?;
         Ok(Params {
-            wte: weights.get("wte.weight", &[config.vocab_size, c])?.view2().to_owned(),
+            wte,
+            lm_head,
             wpe: weights.get("wpe.weight", &[config.n_positions, c])?.view2().to_owned(),
             h: (0..config.n_layer).map(layer).collect::<Result<_>>()?,
             ln_f: Norm::load(weights, "ln_f", c)?,

@@ -68,12 +68,49 @@ pub enum Variant {
     LnFSkipped,
     /// Bug: sampling multiplies the logits by the temperature instead of dividing.
     TemperatureMultiplied,
+    /// Bug in the Q8_0 kernels (--weights q8_0): every product widens each odd block of 32
+    /// lines with the scales of the block before it (one block's scales reused for the next).
+    Q8ScaleOfPreviousBlock,
+    /// Bug in the Q8_0 kernels (--weights q8_0): every product widens a panel's column j with
+    /// column j + 1's scale (a wrong scale index; the panel's last column takes its first's).
+    Q8ScaleOfNextColumn,
+    /// Bug in the BF16 weights (--weights bf16): truncated to bfloat16 instead of rounded to
+    /// nearest (what torch, and the references, do).
+    Bf16Truncated,
     /// Correct: LayerNorm statistics accumulated in float32, as PyTorch's kernel does.
     F32LayerNormStats,
     /// Correct: GELU evaluated in float32 instead of float64.
     F32Gelu,
     /// Correct: every matrix product as a plain loop accumulating in float32 in reverse order.
     ReverseOrderMatmul,
+    /// Correct (--weights q8_0): every product sums each Q8_0 block's 32 terms x·q in float32,
+    /// then multiplies by the block's scale (as llama.cpp's Q8_0 kernels scale per block).
+    Q8ScaleAfterBlockSum,
+}
+
+impl Variant {
+    /// The weight format a variant of the reduced-precision kernels needs our engine in.
+    pub fn format(self) -> Option<WeightFormat> {
+        match self {
+            Variant::Q8ScaleOfPreviousBlock
+            | Variant::Q8ScaleOfNextColumn
+            | Variant::Q8ScaleAfterBlockSum => Some(WeightFormat::Q8_0),
+            Variant::Bf16Truncated => Some(WeightFormat::Bf16),
+            _ => None,
+        }
+    }
+
+    /// Whether the variant computes every product with a weight matrix its own way.
+    pub fn in_every_product(self) -> bool {
+        matches!(
+            self,
+            Variant::ReverseOrderMatmul
+                | Variant::Q8ScaleOfPreviousBlock
+                | Variant::Q8ScaleOfNextColumn
+                | Variant::Bf16Truncated
+                | Variant::Q8ScaleAfterBlockSum
+        )
+    }
 }
 
 /// The real engine with one variant planted.
@@ -89,6 +126,12 @@ pub struct Planted {
 
 impl Planted {
     pub fn load_dir(dir: &Path, variant: Variant, format: WeightFormat) -> Result<Planted> {
+        if let Some(needed) = variant.format() {
+            anyhow::ensure!(
+                needed == format,
+                "the planted variant {variant:?} is in the {needed} kernels: run it with --weights {needed}"
+            );
+        }
         let config = Config::from_file(&dir.join("config.json"))?;
         let weights = Weights::open(&dir.join("model.safetensors"), format)?;
         let mut engine_config = config.clone();
@@ -96,7 +139,7 @@ impl Planted {
             engine_config.layer_norm_epsilon = 1e-6;
         }
         let engine = Gpt2::load(&weights, engine_config)?;
-        let params = Params::load(&weights, &config)?;
+        let params = Params::load(&weights, &config, variant)?;
         Ok(Planted { engine, config, variant, params })
     }
 }

@@ -182,10 +182,10 @@ impl<'a> Rewriter<'a> {
                 let qkv = self.qkv.as_ref().context("c_attn's output before k")?;
                 Some(arithmetic::split_heads(qkv.view(), if name == "q" { 1 } else { 0 }, nh).into_dyn())
             }
-            (V::ReverseOrderMatmul, Cp::Qkv, Some(l), name) => {
+            (v, Cp::Qkv, Some(l), name) if v.in_every_product() => {
                 if name == "q" {
                     let ln_1 = self.get2(Cp::LayerNorm, Some(l), "ln_1")?;
-                    self.qkv = Some(p.h[l].c_attn.forward_reverse_order(ln_1.view()));
+                    self.qkv = Some(p.h[l].c_attn.forward_as(ln_1.view(), v));
                 }
                 let qkv = self.qkv.as_ref().context("c_attn's output before k and v")?;
                 let third = ["q", "k", "v"].iter().position(|&n| n == name).context("a Q/K/V tensor")?;
@@ -210,16 +210,14 @@ impl<'a> Rewriter<'a> {
             (V::AttnProjTransposed, Cp::AttnOutput, Some(l), _) => {
                 Some(p.h[l].attn_c_proj.forward_transposed(self.merged_heads(l, false)?.view()).into_dyn())
             }
-            (V::ReverseOrderMatmul, Cp::AttnOutput, Some(l), _) => {
-                Some(p.h[l].attn_c_proj.forward_reverse_order(self.merged_heads(l, false)?.view()).into_dyn())
+            (v, Cp::AttnOutput, Some(l), _) if v.in_every_product() => {
+                Some(p.h[l].attn_c_proj.forward_as(self.merged_heads(l, false)?.view(), v).into_dyn())
             }
             (V::AttnOutShift, Cp::AttnOutput, ..) => Some(&engine + 3e-6),
-            (
-                V::ErfGelu | V::F32Gelu | V::GeluCoefficient | V::MlpBiasDropped | V::ReverseOrderMatmul,
-                Cp::Ffn,
-                Some(l),
-                "gelu",
-            ) => {
+            (v, Cp::Ffn, Some(l), "gelu")
+                if v.in_every_product()
+                    || matches!(v, V::ErfGelu | V::F32Gelu | V::GeluCoefficient | V::MlpBiasDropped) =>
+            {
                 let ln_2 = self.get2(Cp::Ffn, Some(l), "ln_2")?;
                 let c_fc = &p.h[l].c_fc;
                 let (pre, form) = match self.variant {
@@ -227,26 +225,26 @@ impl<'a> Rewriter<'a> {
                     V::F32Gelu => (c_fc.forward(ln_2.view(), true), Gelu::TanhFloat32),
                     V::GeluCoefficient => (c_fc.forward(ln_2.view(), true), Gelu::WrongCoefficient),
                     V::MlpBiasDropped => (c_fc.forward(ln_2.view(), false), Gelu::Tanh),
-                    _ => (c_fc.forward_reverse_order(ln_2.view()), Gelu::Tanh),
+                    v => (c_fc.forward_as(ln_2.view(), v), Gelu::Tanh),
                 };
                 Some(pre.mapv(|x| arithmetic::gelu(x, form)).into_dyn())
             }
-            (V::ReverseOrderMatmul, Cp::Ffn, Some(l), "mlp_out") => {
+            (v, Cp::Ffn, Some(l), "mlp_out") if v.in_every_product() => {
                 let gelu = self.get2(Cp::Ffn, Some(l), "gelu")?;
-                Some(p.h[l].mlp_c_proj.forward_reverse_order(gelu.view()).into_dyn())
+                Some(p.h[l].mlp_c_proj.forward_as(gelu.view(), v).into_dyn())
             }
             (V::ResidualDropped, Cp::BlockOutput, Some(l), _) => {
                 Some(self.get(Cp::Ffn, Some(l), "mlp_out")?.clone())
             }
             (V::LnFSkipped, Cp::Logits, None, "ln_f") => Some(self.stream_into(n_layer)?.into_dyn()),
-            (V::ReverseOrderMatmul, Cp::Logits, None, "logits") => {
+            (v, Cp::Logits, None, "logits") if v.in_every_product() => {
                 let ln_f = self.get2(Cp::Logits, None, "ln_f")?;
-                Some(arithmetic::reverse_order_product(ln_f.view(), p.wte.view()).into_dyn())
+                Some(p.lm_head.forward_as(ln_f.view(), v).into_dyn())
             }
-            (V::ReverseOrderMatmul, Cp::SelectedLogits, None, _) => {
+            (v, Cp::SelectedLogits, None, _) if v.in_every_product() => {
                 let ln_f = self.get2(Cp::Logits, None, "ln_f")?;
                 let last = ln_f.slice(s![ln_f.nrows() - 1.., ..]);
-                let logits = arithmetic::reverse_order_product(last, p.wte.view()).row(0).to_owned();
+                let logits = p.lm_head.forward_as(last, v).row(0).to_owned();
                 self.last_logits = Some(logits.clone());
                 Some(logits.into_dyn())
             }

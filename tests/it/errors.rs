@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::common::{RefCopy, copy_dir, fixture, run};
+use crate::common::{RefCopy, copy_model, fixture, run};
 
 /// Runs llorch, expects exit 2 and an error message containing `needle`, and nothing on stdout.
 fn assert_error(args: &[&str], needle: &str) {

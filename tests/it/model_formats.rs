@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs;
 
-use crate::common::{copy_dir, fixture, reference, run};
+use crate::common::{copy_model, fixture, reference, run};
 use llorch::engine::tokenizer::Gpt2Tokenizer;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 

@@ -219,6 +219,45 @@ mod planted {
         }
     }
 
+    /// Bugs in the reduced-precision kernels, each in the format that has them, validated against
+    /// references on the same rounded weights (the model's `reference-FORMAT` dumps): a kernel
+    /// bug is in every product, so the first failing row is the first product's, layer 0's q, in
+    /// both modes. The precision itself never fails (the unplanted engine passes in every format:
+    /// weight_formats.rs), and neither does a correct Q8_0 kernel that scales each block's sum.
+    #[test]
+    fn reduced_precision_kernel_bugs_are_found_at_the_first_product() {
+        for (variant, format) in [
+            ("q8-scale-of-previous-block", "q8_0"),
+            ("q8-scale-of-next-column", "q8_0"),
+            ("bf16-truncated", "bf16"),
+        ] {
+            for mode in ["chained", "isolated"] {
+                let (code, doc) = validate(variant, &["--weights", format, "--mode", mode]);
+                assert_eq!(code, 1, "{variant} {mode}");
+                let f = first_failure(&doc).expect("caught");
+                assert_eq!(
+                    (f.phase.as_str(), f.checkpoint, f.layer, f.tensor.as_str()),
+                    ("prefill", 2, Some(0), "q"),
+                    "{variant} {mode}"
+                );
+                assert_eq!(doc["sources"][0]["weights"], format);
+            }
+        }
+        let (code, doc) =
+            validate("q8-scale-after-block-sum", &["--weights", "q8_0", "--mode", "chained,isolated"]);
+        assert_eq!(code, 0, "first failure {:?}", first_failure(&doc));
+        let with_verdict =
+            doc["rows"].as_array().unwrap().iter().filter(|r| r["accuracy"].is_object()).count();
+        assert!(with_verdict > 100, "the accuracy verdict was applied ({with_verdict} rows)");
+    }
+
+    #[test]
+    fn a_reduced_precision_variant_needs_its_format() {
+        let out = run(&["validate", "--plant", "bf16-truncated", "--weights", "q8_0"]);
+        assert_eq!(out.code, 2);
+        assert!(out.stderr.contains("is in the bf16 kernels: run it with --weights bf16"), "{}", out.stderr);
+    }
+
     /// Correct engines with other numerics: float32 statistics, float32 GELU, a plain loop
     /// summing in another order. Each must pass everything, the accuracy verdict included.
     #[test]
