@@ -134,18 +134,9 @@ def llamacpp_child(model_dir, fmt, extra, args):
     import tempfile
 
     lc.quiet_logs()
-    if not extra:
-        defaults = lc.llama.llama_model_default_params
-
-        def without_extra_buffers():
-            params = defaults()
-            params.use_extra_bufts = False
-            return params
-
-        lc.llama.llama_model_default_params = without_extra_buffers
     with tempfile.TemporaryDirectory() as tmp:
         gguf = lc.convert(model_dir, Path(tmp), fmt)
-        engine = lc.Engine(gguf, args.threads, capture=False)
+        engine = lc.Engine(gguf, args.threads, capture=False, extra_bufts=extra)
         engine.open_context(args.prompt_tokens + args.decode_tokens + 8)
         vocab = lc.llama.llama_vocab_n_tokens(engine.vocab)
         ids = [i % vocab for i in range(args.prompt_tokens)]

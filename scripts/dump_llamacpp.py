@@ -16,6 +16,15 @@ $LLAMACPP_SRC, the unpacked llama-cpp-python release holding the converter).
 
     $PYTHON scripts/dump_llamacpp.py --model DIR --prompt "Hello." --out DIR/reference-llamacpp
     $PYTHON scripts/dump_llamacpp.py --model DIR --cases cases.json --out OUT
+    $PYTHON scripts/dump_llamacpp.py --model DIR --cases cases.json --outtype q8_0 --out OUT
+
+With --outtype bf16|f16|q8_0 the converter writes the GGUF in that type (it keeps norms, biases
+and position embeddings F32), and before anything runs this script checks that the GGUF's
+matrices, dequantized by gguf-py, are bit for bit the model's weights as scripts/rounding.py
+rounds them (what `dump_reference.py --weights-as` and `llorch --weights` use); the manifest
+records `weights_as`. llama.cpp then computes its own way: its BF16, F16 and Q8_0 products
+round the activations to the weights' type (Q8_0 × Q8_0 blocks for Q8_0), which PyTorch's and
+llorch's do not.
 
 How llama.cpp's tensors map to the checkpoints (ggml names are `name-LAYER`):
 
@@ -272,10 +281,11 @@ class Engine:
     installed; without it (scripts/bench.py), llama.cpp runs with its own defaults and no
     callback."""
 
-    def __init__(self, gguf, threads, capture=True):
+    def __init__(self, gguf, threads, capture=True, extra_bufts=True):
         llama.llama_backend_init()
         mparams = llama.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        mparams.use_extra_bufts = extra_bufts
         self.model = llama.llama_model_load_from_file(str(gguf).encode(), mparams)
         if not self.model:
             sys.exit(f"error: llama.cpp could not load {gguf}")
@@ -452,10 +462,44 @@ def capture_case(engine, n_head, token_ids, max_new_tokens):
     return tensors, next_token, generated
 
 
-def generator_info(threads):
+def check_rounded_weights(model_dir, gguf_path, outtype):
+    """The GGUF's matrices, dequantized by gguf-py, must be bit for bit the HF model's weights as
+    scripts/rounding.py rounds them: then llama.cpp's dump is of the same rounded weights as the
+    references made with --weights-as and as llorch --weights."""
+    from safetensors.numpy import load_file
+
+    from rounding import gguf_module, rounded
+
+    gguf = gguf_module()
+    hf = load_file(str(Path(model_dir) / "model.safetensors"))
+    hf = {k.removeprefix("transformer."): v for k, v in hf.items()}
+    names = {"attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_up": "mlp.c_fc",
+             "ffn_down": "mlp.c_proj"}
+    checked = 0
+    for t in gguf.GGUFReader(str(gguf_path)).tensors:
+        if t.name == "token_embd.weight":
+            ours, along_rows = hf["wte.weight"], True
+        elif t.name.startswith("blk.") and t.name.endswith(".weight") and t.name.split(".")[2] in names:
+            layer, kind = t.name.split(".")[1:3]
+            ours, along_rows = hf[f"h.{layer}.{names[kind]}.weight"].T, True  # ggml's rows: [out, in]
+        else:
+            continue
+        theirs = gguf.quants.dequantize(t.data, t.tensor_type).reshape(ours.shape)
+        expected = rounded(np.ascontiguousarray(ours, dtype=np.float32), outtype, along_rows)
+        if not np.array_equal(theirs.view(np.uint32), expected.view(np.uint32)):
+            bad = int(np.sum(theirs != expected))
+            sys.exit(f"error: llama.cpp's {t.name} ({t.tensor_type.name}) differs from the weights rounded to "
+                     f"{outtype} in {bad} elements")
+        checked += 1
+    if checked != 1 + 4 * sum(1 for k in hf if k.endswith("attn.c_attn.weight")):
+        sys.exit(f"error: {gguf_path} has {checked} of the model's matrices")
+    print(f"llama.cpp's {checked} matrices are the model's weights rounded to {outtype}, bit for bit", file=sys.stderr)
+
+
+def generator_info(threads, outtype):
     src = Path(os.environ.get("LLAMACPP_SRC", ""))
-    return {
-        "name": "llama.cpp-f32",
+    info = {
+        "name": f"llama.cpp-{outtype}",
         "script": "scripts/dump_llamacpp.py",
         "python": platform.python_version(),
         "llama_cpp_python": llama_cpp.__version__,
@@ -463,11 +507,17 @@ def generator_info(threads):
         "system_info": llama.llama_print_system_info().decode().strip(),
         "numpy": np.__version__,
         "dtype": "float32",
-        "gguf": "F32, converted by llama.cpp's convert_hf_to_gguf.py",
+        "gguf": f"{outtype.upper()}, converted by llama.cpp's convert_hf_to_gguf.py --outtype {outtype}",
         "kv_cache": "F32",
         "flash_attn": False,
         "threads": threads,
     }
+    if outtype != "f32":
+        info["weights_as"] = outtype
+        info["weights_rounding"] = "llama.cpp's convert_hf_to_gguf.py (checked equal to scripts/rounding.py's)"
+    if outtype == "q8_0":
+        info["extra_bufts"] = False
+    return info
 
 
 _QUIET = llama.llama_log_callback(lambda *_: None)  # kept alive for as long as llama.cpp may call it
@@ -484,7 +534,9 @@ def main():
     p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
     add_case_arguments(p)
     p.add_argument("--threads", type=int, default=2, help="llama.cpp's CPU threads (default 2)")
-    p.add_argument("--keep-gguf", help="also keep the converted F32 GGUF at this path")
+    p.add_argument("--keep-gguf", help="also keep the converted GGUF at this path")
+    p.add_argument("--outtype", choices=("f32", "bf16", "f16", "q8_0"), default="f32",
+                   help="the GGUF's weight type, the converter's --outtype (default f32)")
     args = p.parse_args()
 
     for needed in ("config.json", "model.safetensors"):
@@ -493,11 +545,15 @@ def main():
     cases = read_cases(args)
     quiet_logs()
     with tempfile.TemporaryDirectory() as tmp:
-        gguf = convert(args.model, Path(tmp))
+        gguf = convert(args.model, Path(tmp), args.outtype)
         if args.keep_gguf:
             shutil.copy(gguf, args.keep_gguf)
+        if args.outtype != "f32":
+            check_rounded_weights(args.model, gguf, args.outtype)
         longest = 0
-        engine = Engine(gguf, args.threads)
+        # Q8_0 with llama.cpp's extra buffer types (its repacked weights) crashed in llama_decode
+        # on the Intel Xeon with AMX here (scripts/bench.py says more): without them.
+        engine = Engine(gguf, args.threads, extra_bufts=args.outtype != "q8_0")
         n_ctx_train = llama.llama_model_n_ctx_train(engine.model)
         token_ids_of = {}
         for case in cases:
@@ -512,7 +568,7 @@ def main():
         info = engine.model_info()
         n_head = info["n_head"]
         out = Path(args.out)
-        manifest = {"format": FORMAT, "generator": generator_info(args.threads), "model": info,
+        manifest = {"format": FORMAT, "generator": generator_info(args.threads, args.outtype), "model": info,
                     "omitted": OMITTED, "cases": []}
         for case in cases:
             token_ids = token_ids_of[case["name"]]

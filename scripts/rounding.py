@@ -53,6 +53,17 @@ def q8_0_round(matrix, along_rows):
     return np.ascontiguousarray(rounded if along_rows else rounded.T)
 
 
+def rounded(matrix, fmt, along_rows):
+    """A float32 numpy matrix rounded to `fmt` and widened back (Q8_0's blocks along each row,
+    or down each column)."""
+    if fmt == "f32":
+        return matrix
+    if fmt == "q8_0":
+        return q8_0_round(matrix, along_rows)
+    dtype = {"bf16": torch.bfloat16, "f16": torch.float16}[fmt]
+    return torch.from_numpy(np.ascontiguousarray(matrix)).to(dtype).to(torch.float32).numpy()
+
+
 def round_model(model, fmt):
     """Rounds the model's matrices (float32 parameters) to `fmt` in place; returns a sentence for
     the manifest saying how."""
@@ -63,15 +74,7 @@ def round_model(model, fmt):
             continue
         assert param.dtype == torch.float32, f"{name} must be float32 before rounding"
         with torch.no_grad():
-            if fmt == "bf16":
-                param.copy_(param.to(torch.bfloat16).to(torch.float32))
-            elif fmt == "f16":
-                param.copy_(param.to(torch.float16).to(torch.float32))
-            elif fmt == "q8_0":
-                along_rows = name.endswith("wte.weight")
-                param.copy_(torch.from_numpy(q8_0_round(param.numpy(), along_rows)))
-            else:
-                raise ValueError(fmt)
+            param.copy_(torch.from_numpy(rounded(param.numpy(), fmt, along_rows=name.endswith("wte.weight"))))
         if not torch.isfinite(param).all():
             sys.exit(f"error: {name} is not finite once rounded to {fmt}")
     if fmt == "q8_0":

@@ -136,6 +136,9 @@ fn health_describes_the_model_and_the_queue() {
     let server = Server::start(&[]);
     let health = server.health();
     assert_eq!(health["status"], "ok");
+    assert_eq!(health["model"]["weights"], "f32");
+    let q8 = Server::start(&["--weights", "q8_0"]);
+    assert_eq!(q8.health()["model"]["weights"], "q8_0", "the format the server's engine runs in");
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap()).unwrap();
     for (ours, theirs) in [
