@@ -41,51 +41,29 @@ fn every_format_passes_against_references_on_its_rounded_weights() {
     }
 }
 
+/// `llorch generate --format json` in `format`, greedy from "Hello.".
+fn greedy(format: &str, max_tokens: &str) -> Value {
+    let args =
+        ["generate", "--weights", format, "--temp", "0", "--max-tokens", max_tokens, "--format", "json"];
+    let out = run(&[&args[..], &["Hello."]].concat());
+    assert_eq!(out.code, 0, "{format}: {}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
 #[test]
 fn the_table_says_which_format_ours_ran_in() {
     let out = run(&["validate", "--weights", "q8_0", "--case", "hello", "--checkpoint", "9"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("ours: weights in q8_0\n"), "{}", out.stdout);
-    let out = run(&[
-        "generate",
-        "--weights",
-        "bf16",
-        "--temp",
-        "0",
-        "--max-tokens",
-        "3",
-        "--format",
-        "json",
-        "Hello.",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let json: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(json["weights"], "bf16");
+    assert_eq!(greedy("bf16", "3")["weights"], "bf16");
 }
 
-/// The rounding is real (the formats' logits differ from float32's and from each other), yet
-/// every format continues the bundled model's prompt as float32 does.
+/// The rounding changes every logit (`every_format_is_the_f32_engine_on_its_rounded_weights`
+/// asserts it), yet every format continues the bundled model's prompt as float32 does.
 #[test]
 fn each_format_generates_the_float32_continuation_on_the_bundled_model() {
-    let logits = |format: &str| {
-        let out = run(&[
-            "generate",
-            "--weights",
-            format,
-            "--temp",
-            "0",
-            "--max-tokens",
-            "10",
-            "--format",
-            "json",
-            "Hello.",
-        ]);
-        assert_eq!(out.code, 0, "{format}: {}", out.stderr);
-        let json: Value = serde_json::from_str(&out.stdout).unwrap();
-        json["generated_ids"].clone()
-    };
-    let f32s = logits("f32");
+    let f32s = greedy("f32", "10")["generated_ids"].clone();
     for format in FORMATS {
-        assert_eq!(logits(format), f32s, "{format}");
+        assert_eq!(greedy(format, "10")["generated_ids"], f32s, "{format}");
     }
 }
