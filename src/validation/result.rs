@@ -122,6 +122,21 @@ pub struct Finding {
     pub baseline: f64,
 }
 
+/// Why a token row whose tokens differ passed: a near tie by the truth's logits
+/// (`run/ties.rs`).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Tie {
+    /// The two tokens the pair picked.
+    pub tokens: [u32; 2],
+    /// |z_a − z_b| in the truth's logits at that step.
+    pub truth_gap: f64,
+    /// The largest gap an engine within checkpoint 9's accuracy verdict may flip: twice the
+    /// largest logit error it allows, given the peer's.
+    pub threshold: f64,
+    /// The peer's largest logit error against the truth at that step (the float32 noise).
+    pub peer_error: f64,
+}
+
 /// (case, place, tensor, pair): what a row checks, apart from its mode.
 pub type RowKey<'a> = (&'a str, Place, &'a str, &'a Pair);
 
@@ -151,6 +166,9 @@ pub struct Row {
     pub blame: Option<Blame>,
     /// On the failing row of ours against the reference that feeds isolated mode.
     pub diagnosis: Option<Diagnosis>,
+    /// On a token row (checkpoints 10, 12) whose tokens differ but are a near tie by the
+    /// truth's logits: the evidence (the row passed).
+    pub tie: Option<Tie>,
     /// |diff| of the pair, pooled to a small grid, for the HTML report (only when one is
     /// written: failing tensors and those asked for with --heatmap).
     #[serde(skip)]
@@ -496,6 +514,7 @@ mod tests {
             detail: None,
             blame: None,
             diagnosis: None,
+            tie: None,
         }
     }
 

@@ -17,5 +17,6 @@ mod real_weights;
 mod references;
 mod report;
 mod serve;
+mod ties;
 mod validate;
 mod weight_formats;

@@ -11,6 +11,7 @@ use ndarray::{Array1, ArrayView1, ArrayViewD, Axis, s};
 use super::Validator;
 use super::checks::{CaseContext, Checked};
 use super::tape::{CheckingTape, Feed, Kept, Wanted};
+use super::ties::{self, Evidence};
 use crate::engine::generate::fits_context;
 use crate::engine::sampling::{self, Sampling};
 use crate::engine::tape::Site;
@@ -86,7 +87,7 @@ impl CaseRun<'_> {
         };
         let logits = logits.as_slice();
         if self.wants(Phase::Prefill, Checkpoint::Argmax) && !self.stopped() {
-            self.argmax(logits);
+            self.argmax(logits)?;
         }
         if self.wants(Phase::Prefill, Checkpoint::Probabilities) && !self.stopped() {
             self.probabilities(logits)?;
@@ -296,8 +297,9 @@ impl CaseRun<'_> {
         Ok(())
     }
 
-    /// Checkpoint 10: our next token must be every reference's.
-    fn argmax(&mut self, logits: &[f32]) {
+    /// Checkpoint 10: our next token must be every reference's, or a near tie with it
+    /// (`ties.rs`).
+    fn argmax(&mut self, logits: &[f32]) -> Result<()> {
         let ours = sampling::argmax(logits);
         let theirs: Vec<u32> = self.ctx.cases.iter().map(|c| c.next_token).collect();
         let describe = |a_name: &str, a: &u32, b_name: &str, b: &u32| {
@@ -315,8 +317,27 @@ impl CaseRun<'_> {
                 format!("{a_name} {a}, {b_name} {b}")
             }
         };
-        let rows = self.ctx.equal_rows(Checkpoint::Argmax, "next_token", &[], &ours, &theirs, describe);
+        let mut rows = self.ctx.equal_rows(Checkpoint::Argmax, "next_token", &[], &ours, &theirs, describe);
+        if rows.iter().any(|r| !r.passed)
+            && let Some(evidence) = Evidence::at(&self.ctx, Phase::Prefill)?
+        {
+            for row in &mut rows {
+                let (a, b) =
+                    (self.token_of(&row.pair.0, &ours, &theirs), self.token_of(&row.pair.1, &ours, &theirs));
+                ties::mark(row, evidence.tie(a, b));
+            }
+        }
         self.rows.extend(rows);
+        Ok(())
+    }
+
+    /// What source `name` has among `ours` and the references' `theirs` (in the order of the
+    /// run's dumps).
+    fn token_of<T: Clone>(&self, name: &str, ours: &T, theirs: &[T]) -> T {
+        match self.ctx.sources.refs.iter().position(|r| r.name == name) {
+            Some(i) => theirs[i].clone(),
+            None => ours.clone(),
+        }
     }
 
     /// Checkpoint 11: softmax(warp(logits)) with the case's sampling settings.
@@ -386,6 +407,26 @@ impl CaseRun<'_> {
             Some(i) => format!("first difference at new token {i}: {a_name} {a:?}, {b_name} {b:?}"),
         };
         let mut rows = self.ctx.equal_rows(cp, "generated_ids", &[n], &ours, &theirs, describe);
+        // A near tie where a pair first differs, at a step the truth has logits for: the token
+        // after the prompt, or the one after that if both picked the truth's first token.
+        let mut tied = Vec::new();
+        for row in rows.iter_mut().filter(|r| !r.passed) {
+            let (a, b) =
+                (self.token_of(&row.pair.0, &ours, &theirs), self.token_of(&row.pair.1, &ours, &theirs));
+            let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) else { continue };
+            let truth_first = self.ctx.sources.truth.map(|t| self.ctx.cases[t].next_token);
+            let phase = match i {
+                0 => Phase::Prefill,
+                1 if Some(a[0]) == truth_first => Phase::Decode,
+                _ => continue,
+            };
+            if let Some(evidence) = Evidence::at(&self.ctx, phase)? {
+                ties::mark(row, evidence.tie(a[i], b[i]));
+                if row.tie.is_some() {
+                    tied.push((row.pair.clone(), row.tie.clone()));
+                }
+            }
+        }
         let texts: Option<Vec<String>> = self.ctx.cases.iter().map(|c| c.generated_text.clone()).collect();
         if let (Some(tokenizer), Some(texts)) = (&self.validator.tokenizer, texts) {
             let all: Vec<u32> = self.tokens().iter().chain(&ours).copied().collect();
@@ -393,7 +434,14 @@ impl CaseRun<'_> {
             let describe = |a_name: &str, a: &String, b_name: &str, b: &String| {
                 if a == b { format!("{a:?}") } else { format!("{a_name} {a:?}, {b_name} {b:?}") }
             };
-            rows.extend(self.ctx.equal_rows(cp, "generated_text", &[], &decoded, &texts, describe));
+            let mut text_rows = self.ctx.equal_rows(cp, "generated_text", &[], &decoded, &texts, describe);
+            // The text of tied tokens differs as the tokens do.
+            for row in &mut text_rows {
+                if let Some((_, tie)) = tied.iter().find(|(pair, _)| *pair == row.pair) {
+                    ties::mark(row, tie.clone());
+                }
+            }
+            rows.extend(text_rows);
         }
         // Generation has no isolated form: it is our engine end to end in either mode.
         rows.iter_mut().for_each(|r| r.mode = Mode::Chained);

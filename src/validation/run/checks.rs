@@ -178,6 +178,7 @@ impl CaseContext<'_> {
             detail,
             blame: None,
             diagnosis: None,
+            tie: None,
             heatmap: None,
         }
     }

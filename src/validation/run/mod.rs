@@ -12,6 +12,7 @@ mod case;
 mod checks;
 mod sources;
 mod tape;
+mod ties;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
