@@ -27,20 +27,11 @@ fn near_tie(gap: f64) -> (RefCopy, RefCopy, [u32; 2]) {
     (f32s, f64s, best)
 }
 
-fn validate(f32s: &RefCopy, f64s: &RefCopy) -> (i32, Vec<Value>) {
-    let out = run(&[
-        "validate",
-        "--reference",
-        f32s.path(),
-        "--reference",
-        f64s.path(),
-        "--case",
-        "hello",
-        "--checkpoint",
-        "10",
-        "--format",
-        "json",
-    ]);
+/// Case hello's checkpoint `cp` against both copies: the exit code and the rows.
+fn validate(f32s: &RefCopy, f64s: &RefCopy, cp: &str) -> (i32, Vec<Value>) {
+    let (f32s, f64s) = (f32s.path(), f64s.path());
+    let args = ["validate", "--reference", f32s, "--reference", f64s, "--case", "hello", "--format", "json"];
+    let out = run(&[&args[..], &["--checkpoint", cp]].concat());
     assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
     let doc: Value = serde_json::from_str(&out.stdout).unwrap();
     (out.code, doc["rows"].as_array().unwrap().clone())
@@ -49,7 +40,7 @@ fn validate(f32s: &RefCopy, f64s: &RefCopy) -> (i32, Vec<Value>) {
 #[test]
 fn tokens_the_truth_cannot_tell_apart_are_a_tie() {
     let (f32s, f64s, best) = near_tie(1e-9);
-    let (code, rows) = validate(&f32s, &f64s);
+    let (code, rows) = validate(&f32s, &f64s, "10");
     assert_eq!(code, 0, "{rows:#?}");
     let row = rows.iter().find(|r| r["pair"][0] == "ours" && r["pair"][1] == "pytorch-f32").unwrap();
     assert_eq!(row["passed"], true);
@@ -67,7 +58,7 @@ fn tokens_the_truth_cannot_tell_apart_are_a_tie() {
 #[test]
 fn a_gap_beyond_the_noise_still_fails() {
     let (f32s, f64s, _) = near_tie(1e-2);
-    let (code, rows) = validate(&f32s, &f64s);
+    let (code, rows) = validate(&f32s, &f64s, "10");
     assert_eq!(code, 1);
     let row = rows.iter().find(|r| r["pair"][0] == "ours" && r["pair"][1] == "pytorch-f32").unwrap();
     assert!(row["passed"] == false && row["tie"].is_null(), "{row}");
@@ -91,22 +82,9 @@ fn a_generation_that_parts_at_a_near_tie_is_a_tie() {
     case["generated_ids"][0] = best[1].into();
     case["generated_text"] = "Hello. a different text".into();
     f32s.set_manifest(&manifest);
-    let out = run(&[
-        "validate",
-        "--reference",
-        f32s.path(),
-        "--reference",
-        f64s.path(),
-        "--case",
-        "hello",
-        "--checkpoint",
-        "12",
-        "--format",
-        "json",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stdout);
-    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
-    let tied: Vec<&Value> = doc["rows"].as_array().unwrap().iter().filter(|r| !r["tie"].is_null()).collect();
+    let (code, rows) = validate(&f32s, &f64s, "12");
+    assert_eq!(code, 0, "{rows:#?}");
+    let tied: Vec<&Value> = rows.iter().filter(|r| !r["tie"].is_null()).collect();
     let tensors: Vec<&str> = tied.iter().map(|r| r["tensor"].as_str().unwrap()).collect();
     assert_eq!(tensors, ["generated_ids", "generated_ids", "generated_text", "generated_text"], "{tied:#?}");
 }
