@@ -10,6 +10,10 @@ described in CHECKPOINTS.md ("Reference dump format").
 With --dtype float64 the whole model runs in double precision: that dump is the truth that
 llorch measures both its own engine and PyTorch's float32 run against (the accuracy verdict).
 
+With --dtype bfloat16 or float16 PyTorch computes in that precision (weights and activations
+cast by torch, as users run it): not a reference of correct arithmetic but the yardstick of
+`llorch cost`, what the precision costs PyTorch against the float64 truth.
+
 With --weights-as bf16|f16|q8_0 the model's matrices are first rounded as `llorch --weights`
 holds them (scripts/rounding.py: torch's conversion, llama.cpp's gguf-py for Q8_0), in float32,
 before HF runs: the dump then judges an engine's arithmetic on those rounded weights.
@@ -18,6 +22,7 @@ before HF runs: the dump then judges an engine's arithmetic on those rounded wei
     python scripts/dump_reference.py --model DIR --cases cases.json --out DIR/reference
     python scripts/dump_reference.py --model DIR --cases cases.json --dtype float64 --out DIR/reference-f64
     python scripts/dump_reference.py --model DIR --cases cases.json --weights-as bf16 --out DIR/reference-bf16
+    python scripts/dump_reference.py --model DIR --cases cases.json --dtype bfloat16 --out DIR/pytorch-bf16
 """
 
 import argparse
@@ -41,7 +46,14 @@ from transformers.models.gpt2 import modeling_gpt2
 from dump_format import FORMAT, add_case_arguments, read_cases, write_manifest, write_tensors
 from rounding import FORMATS, round_model
 
-DTYPES = {"float32": (torch.float32, np.float32, "f32"), "float64": (torch.float64, np.float64, "f64")}
+# --dtype: (torch's dtype, the dump's file dtype, the source's name suffix). bfloat16 and float16
+# are what users run PyTorch at to save memory: their values are widened exactly to float32 files.
+DTYPES = {
+    "float32": (torch.float32, "float32", "f32"),
+    "float64": (torch.float64, "float64", "f64"),
+    "bfloat16": (torch.bfloat16, "float32", "bf16"),
+    "float16": (torch.float16, "float32", "f16"),
+}
 
 
 def load_model(model_dir, dtype=torch.float32):
@@ -138,13 +150,22 @@ def run_hooked(model, input_ids, past=None):
     return modules, attention, out
 
 
+def to_numpy(t):
+    """A tensor's values as a numpy copy; numpy has no bfloat16, so the reduced precisions are
+    widened to float32 (exactly: every bfloat16 and float16 value is a float32)."""
+    t = t.detach().cpu()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()
+    return t.numpy().copy()
+
+
 def phase_tensors(cfg, phase, modules, attention, out):
     """The checkpoint tensors 0-9 of one pass, as (phase, checkpoint, layer, name, np.ndarray).
     Copied out at once: the cache is updated in place by the next pass."""
     tensors = []
 
     def add(cp, layer, name, t):
-        tensors.append((phase, cp, layer, name, t.detach().cpu().numpy().copy()))
+        tensors.append((phase, cp, layer, name, to_numpy(t)))
 
     add(0, None, "embeddings", modules[(0, None, "embeddings")][0])
     cache = out.past_key_values
@@ -185,7 +206,7 @@ def capture(model, token_ids, sampling, max_new_tokens):
 
     # Checkpoint 11: HF's warpers on the last logits, then softmax.
     warped = warpers(sampling)(ids, last[None, :].clone())
-    tensors.append(("prefill", 11, None, "probs", torch.softmax(warped, dim=-1)[0].cpu().numpy().copy()))
+    tensors.append(("prefill", 11, None, "probs", to_numpy(torch.softmax(warped, dim=-1)[0])))
 
     # Checkpoints 0-9 of the decode step: the argmax token at position T, through HF's cache.
     modules, attention, step = run_hooked(model, torch.tensor([[next_token]]), out.past_key_values)
@@ -236,15 +257,18 @@ def main():
     p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
     add_case_arguments(p)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                   help="precision HF runs and the dump is written in (default float32; float64 is the truth "
-                        "of llorch's accuracy verdict)")
+                   help="precision HF runs in (default float32; float64 is the truth of llorch's accuracy "
+                        "verdict; bfloat16 and float16, written as float32 files, are the yardsticks of "
+                        "`llorch cost`)")
     p.add_argument("--weights-as", choices=FORMATS, default="f32",
                    help="round the model's matrices to this format first, as llorch --weights does "
                         "(default f32: the checkpoint's weights as they are)")
     args = p.parse_args()
+    if args.weights_as != "f32" and args.dtype in ("bfloat16", "float16"):
+        p.error(f"--dtype {args.dtype} casts the weights itself; --weights-as goes with float32 or float64")
 
     torch.manual_seed(0)
-    torch_dtype, _, _ = DTYPES[args.dtype]
+    torch_dtype, file_dtype, _ = DTYPES[args.dtype]
     # Rounded in float32, as the engine rounds the checkpoint's float32 values; then widened.
     model = load_model(args.model, torch.float32)
     rounding = round_model(model, args.weights_as)
@@ -269,7 +293,7 @@ def main():
             sys.exit(f"error: case {case['name']!r} does not fit the context of {model.config.n_positions}")
         sampling = {k: case[k] for k in ("temperature", "top_k", "top_p")}
         tensors, results = capture(model, token_ids, sampling, case["max_new_tokens"])
-        entries, files = write_tensors(out, case["name"], tensors, args.dtype)
+        entries, files = write_tensors(out, case["name"], tensors, file_dtype)
         text = None
         if tokenizer is not None:
             text = tokenizer.decode(token_ids + results["generated_ids"], skip_special_tokens=False,

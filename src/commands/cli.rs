@@ -20,6 +20,13 @@ pub enum Command {
     /// Exit status: 0 when every check passes, 1 when one fails (a tolerance, the accuracy
     /// verdict against a float64 truth, or two references that disagree), 2 on any error.
     Validate(ValidateArgs),
+    /// What each weight format costs: ours and every dump made at the format against the
+    /// float64 truth on the checkpoint's own weights, stage by stage, the weights' rounding shown
+    /// apart, judged against PyTorch at that precision (or llama.cpp at Q8_0).
+    ///
+    /// Exit status: 0 when ours is no less accurate than the yardstick at every format that has
+    /// one, 1 when it is, 2 on any error.
+    Cost(CostArgs),
     /// Generate text with the same engine (greedy with --temp 0, or sampled).
     Generate(GenerateArgs),
     /// List the 13 checkpoints: their tensors, tolerances and accuracy rules.
@@ -193,6 +200,48 @@ pub struct ValidateArgs {
     pub verbose: bool,
 
     /// Test builds only: run an engine with a planted bug (or a correct variant).
+    #[cfg(feature = "planted-bugs")]
+    #[arg(long, value_enum, hide = true)]
+    pub plant: Option<crate::plant::Variant>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CostArgs {
+    /// HF model directory. Default: the bundled tiny random GPT-2.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+
+    /// The formats to run our engine at, e.g. "bf16,q8_0". Default: f32 and every format a dump
+    /// of the run was made at.
+    #[arg(long, value_delimiter = ',', value_name = "FORMAT[,FORMAT]")]
+    pub weights: Vec<crate::engine::WeightFormat>,
+
+    /// A dump of the run (repeatable): the float64 truth on the checkpoint's weights, float64
+    /// truths on rounded weights (`dump_reference.py --weights-as`), PyTorch at a precision
+    /// (`--dtype bfloat16`), llama.cpp at a format (`dump_llamacpp.py --outtype`). Default: every
+    /// MODEL/reference*.
+    #[arg(long, value_name = "DIR")]
+    pub reference: Vec<PathBuf>,
+
+    /// Only this case of the dumps (default: every case).
+    #[arg(long, value_name = "NAME")]
+    pub case: Option<String>,
+
+    /// Output: a table for people, or one JSON document for scripts.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Also write a self-contained HTML report to DIR/index.html: the error's growth through
+    /// the layers, one line per format.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+
+    /// Test builds only: run an engine with a planted bug (or a correct variant) at the formats
+    /// it is planted in (every format for a variant of no format's kernels).
     #[cfg(feature = "planted-bugs")]
     #[arg(long, value_enum, hide = true)]
     pub plant: Option<crate::plant::Variant>,

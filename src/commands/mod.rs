@@ -4,6 +4,7 @@
 
 mod bench;
 pub mod cli;
+mod cost;
 mod exports;
 mod generate;
 mod options;
@@ -25,6 +26,7 @@ pub use options::DEFAULT_MODEL_DIR;
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Cost(args) => cost::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),

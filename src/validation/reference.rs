@@ -118,12 +118,42 @@ impl Tensor {
 }
 
 /// The float precision a dump was computed in: a float64 dump is the truth of the accuracy
-/// verdict, a float32 one a peer of our engine.
+/// verdict, a float32 one a peer of our engine. A bfloat16 or float16 dump (PyTorch run at that
+/// precision, its values widened to float32 files) is no reference of correct arithmetic but the
+/// yardstick of `llorch cost`: what the precision costs an engine users know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
     Float32,
     Float64,
+    Bfloat16,
+    Float16,
+}
+
+impl Precision {
+    /// The manifest's `generator.dtype` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Float32 => "float32",
+            Precision::Float64 => "float64",
+            Precision::Bfloat16 => "bfloat16",
+            Precision::Float16 => "float16",
+        }
+    }
+
+    /// The dtype of the dump's .npy files: numpy has no bfloat16, and both reduced precisions
+    /// widen exactly to float32.
+    pub fn file_dtype(self) -> &'static str {
+        match self {
+            Precision::Float64 => "float64",
+            _ => "float32",
+        }
+    }
+
+    /// Whether the dump computed at a precision below float32: a yardstick, not a reference.
+    pub fn is_reduced(self) -> bool {
+        matches!(self, Precision::Bfloat16 | Precision::Float16)
+    }
 }
 
 pub struct Reference {
@@ -165,18 +195,18 @@ impl Reference {
     /// made before float64 ones existed). Every tensor entry must agree with it.
     pub fn precision(&self) -> Result<Precision> {
         let dtype = self.manifest.generator.get("dtype").and_then(|v| v.as_str()).unwrap_or("float32");
-        let precision = match dtype {
-            "float32" => Precision::Float32,
-            "float64" => Precision::Float64,
-            other => bail!(
-                "{}: generator.dtype is {other:?}; llorch reads float32 and float64 dumps",
+        let known = [Precision::Float32, Precision::Float64, Precision::Bfloat16, Precision::Float16];
+        let Some(precision) = known.into_iter().find(|p| p.name() == dtype) else {
+            bail!(
+                "{}: generator.dtype is {dtype:?}; llorch reads float32, float64, bfloat16 and float16 dumps",
                 self.dir.join("manifest.json").display()
-            ),
+            )
         };
+        let file_dtype = precision.file_dtype();
         for case in &self.manifest.cases {
-            if let Some(entry) = case.tensors.iter().find(|t| t.dtype != dtype) {
+            if let Some(entry) = case.tensors.iter().find(|t| t.dtype != file_dtype) {
                 bail!(
-                    "{}: {} has dtype {:?} in a {dtype} dump",
+                    "{}: {} has dtype {:?} in a {dtype} dump, whose files are {file_dtype}",
                     self.dir.join("manifest.json").display(),
                     entry.file,
                     entry.dtype

@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod common;
 
+mod cost;
 mod diagnostics;
 mod errors;
 mod generate;

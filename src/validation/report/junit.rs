@@ -7,7 +7,6 @@
 use std::fmt::Write;
 
 use super::{Exporter, words};
-use crate::validation::reference::Precision;
 use crate::validation::result::{Report, Row};
 use crate::validation::spec::{Mode, Phase};
 
@@ -45,7 +44,7 @@ impl Exporter for Junit {
             let _ = writeln!(out, "      <property name=\"model\" value=\"{}\"/>", attr(&report.model));
             for source in &report.sources {
                 let what = match &source.dir {
-                    Some(dir) => format!("{} ({}, {dir})", source.role, precision(source.precision)),
+                    Some(dir) => format!("{} ({}, {dir})", source.role, source.precision.name()),
                     None => source.role.to_string(),
                 };
                 let _ = writeln!(
@@ -63,13 +62,6 @@ impl Exporter for Junit {
         }
         out.push_str("</testsuites>\n");
         out
-    }
-}
-
-fn precision(p: Precision) -> &'static str {
-    match p {
-        Precision::Float32 => "float32",
-        Precision::Float64 => "float64",
     }
 }
 

@@ -3,6 +3,7 @@
 //! cannot disagree.
 
 mod checkpoints;
+pub(crate) mod cost;
 mod html;
 mod junit;
 mod table;
@@ -11,7 +12,8 @@ mod words;
 use crate::validation::result::Report;
 
 pub use checkpoints::{checkpoints_json, checkpoints_table};
-pub use html::Html;
+pub use cost::cost_table;
+pub use html::{Html, cost_html};
 pub use junit::Junit;
 pub use table::Table;
 

@@ -30,33 +30,50 @@ pub struct Sources {
     pub peer: Option<usize>,
 }
 
-/// The reference directories of a model when none is given: every `MODEL/reference*` directory
-/// holding a manifest made on the weights rounded as `weights` rounds them, in name order (so
-/// `reference`, then `reference-f64`; `reference-bf16`, then `reference-bf16-f64`).
-pub fn default_dirs(model_dir: &Path, weights: WeightFormat) -> Result<Vec<PathBuf>> {
-    let mut dirs = Vec::new();
+/// Every `MODEL/reference*` directory holding a manifest, in name order, with the manifest's
+/// generator (only that is read here; the whole dump is checked when it is opened).
+pub fn model_dumps(model_dir: &Path) -> Result<Vec<(PathBuf, Generator)>> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default)]
+        generator: Generator,
+    }
+    let mut dumps = Vec::new();
     let listing = std::fs::read_dir(model_dir).with_context(|| format!("listing {}", model_dir.display()))?;
     for entry in listing {
         let entry = entry.with_context(|| format!("listing {}", model_dir.display()))?;
         let manifest = entry.path().join("manifest.json");
         if entry.file_name().to_string_lossy().starts_with("reference") && manifest.is_file() {
-            // Only the generator is read here; the whole dump is checked when it is opened.
-            #[derive(serde::Deserialize)]
-            struct Head {
-                #[serde(default)]
-                generator: std::collections::BTreeMap<String, serde_json::Value>,
-            }
             let text = std::fs::read_to_string(&manifest)
                 .with_context(|| format!("reading {}", manifest.display()))?;
             let head: Head = serde_json::from_str(&text).with_context(|| {
                 format!("{} is not a valid llorch reference manifest", manifest.display())
             })?;
-            if reference::weights_as(&head.generator) == Ok(weights) {
-                dirs.push(entry.path());
-            }
+            dumps.push((entry.path(), head.generator));
         }
     }
-    dirs.sort();
+    dumps.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(dumps)
+}
+
+/// A manifest's `generator`: who made the dump, with what.
+pub type Generator = std::collections::BTreeMap<String, serde_json::Value>;
+
+/// The reference directories of a model when none is given: every `MODEL/reference*` directory
+/// holding a manifest made on the weights rounded as `weights` rounds them, in name order (so
+/// `reference`, then `reference-f64`; `reference-bf16`, then `reference-bf16-f64`). Dumps
+/// computed below float32 (PyTorch in bfloat16) are `llorch cost`'s, not references.
+pub fn default_dirs(model_dir: &Path, weights: WeightFormat) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for (dir, generator) in model_dumps(model_dir)? {
+        let reduced = generator
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .is_some_and(|d| [Precision::Bfloat16, Precision::Float16].iter().any(|p| p.name() == d));
+        if reference::weights_as(&generator) == Ok(weights) && !reduced {
+            dirs.push(dir);
+        }
+    }
     let rounding = match weights {
         WeightFormat::F32 => String::new(),
         other => format!(" --weights-as {other}"),
@@ -84,48 +101,27 @@ impl Sources {
         self.peer.unwrap_or(0)
     }
 
-    /// Opens every dump and checks it against the model, against the rounding of our engine's
-    /// weights (`weights`) and against the first dump's cases.
+    /// Opens every dump (`open_dumps`) and checks it against the rounding of our engine's
+    /// weights (`weights`) and that it computed in float32 or float64.
     pub fn open(dirs: &[PathBuf], config: &Config, weights: WeightFormat) -> Result<Sources> {
-        let mut refs: Vec<RefSource> = Vec::new();
-        let mut seen = Vec::new();
-        for dir in dirs {
-            // The same dump twice would only compare it with itself.
-            if let Ok(canonical) = dir.canonicalize() {
-                ensure!(!seen.contains(&canonical), "{} is given twice as a reference", dir.display());
-                seen.push(canonical);
-            }
-            let reference = Reference::open(dir)?;
-            reference.check_model(config)?;
-            let precision = reference.precision()?;
-            let rounding = reference.weights_as()?;
+        let refs = open_dumps(dirs, config)?;
+        for r in &refs {
+            let dir = r.reference.dir.display();
+            ensure!(
+                !r.precision.is_reduced(),
+                "{dir} was computed in {}: it shows what that precision costs (`llorch cost`), not \
+                 what correct arithmetic gives, and validate compares only with float32 and float64 \
+                 references",
+                r.precision.name()
+            );
+            let rounding = r.weights;
             ensure!(
                 rounding == weights,
-                "{} was made on the model's weights rounded to {rounding}, and our engine holds them \
+                "{dir} was made on the model's weights rounded to {rounding}, and our engine holds them \
                  in {weights}: the two would differ by the rounding, not by their arithmetic; run \
                  with --weights {rounding}, or dump a reference with `scripts/dump_reference.py \
-                 --weights-as {weights}`",
-                dir.display()
+                 --weights-as {weights}`"
             );
-            let mut name = reference.label();
-            // Two dumps of one kind (a fresh one beside an old one, say) are told apart by their
-            // directories, and numbered if even those are alike.
-            if name == OURS || refs.iter().any(|r| r.name == name) {
-                name = format!("{name}@{}", reference.dir_name());
-            }
-            let base = name.clone();
-            for n in 2.. {
-                if !refs.iter().any(|r| r.name == name) {
-                    break;
-                }
-                name = format!("{base}#{n}");
-            }
-            refs.push(RefSource { name, reference, precision, weights: rounding });
-        }
-        if let Some((first, rest)) = refs.split_first() {
-            for other in rest {
-                same_cases(first, other)?;
-            }
         }
         let truth = refs.iter().position(|r| r.precision == Precision::Float64);
         let peer = truth.and_then(|_| refs.iter().position(|r| r.precision == Precision::Float32));
@@ -186,6 +182,44 @@ impl Sources {
         }
         out
     }
+}
+
+/// Opens every dump, checks it against the model and against the first dump's cases, and names
+/// it: the manifest's generator name, told apart by directory (and a number) when two are alike.
+pub fn open_dumps(dirs: &[PathBuf], config: &Config) -> Result<Vec<RefSource>> {
+    let mut refs: Vec<RefSource> = Vec::new();
+    let mut seen = Vec::new();
+    for dir in dirs {
+        // The same dump twice would only compare it with itself.
+        if let Ok(canonical) = dir.canonicalize() {
+            ensure!(!seen.contains(&canonical), "{} is given twice as a reference", dir.display());
+            seen.push(canonical);
+        }
+        let reference = Reference::open(dir)?;
+        reference.check_model(config)?;
+        let precision = reference.precision()?;
+        let weights = reference.weights_as()?;
+        let mut name = reference.label();
+        // Two dumps of one kind (a fresh one beside an old one, say) are told apart by their
+        // directories, and numbered if even those are alike.
+        if name == OURS || refs.iter().any(|r| r.name == name) {
+            name = format!("{name}@{}", reference.dir_name());
+        }
+        let base = name.clone();
+        for n in 2.. {
+            if !refs.iter().any(|r| r.name == name) {
+                break;
+            }
+            name = format!("{base}#{n}");
+        }
+        refs.push(RefSource { name, reference, precision, weights });
+    }
+    if let Some((first, rest)) = refs.split_first() {
+        for other in rest {
+            same_cases(first, other)?;
+        }
+    }
+    Ok(refs)
 }
 
 /// Two dumps compared in one run must describe the same cases: the same prompts, tokens and

@@ -27,13 +27,20 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(23, 190, 207),
 ];
 
-/// Max |diff| (solid, dots) and RMS (dashed) against layer on a log axis, one colour per pair,
-/// failing points crossed in red, the tolerance's atol as a grey line.
-pub fn error_growth(title: &str, layers: usize, series: &[Series], atol: Option<f64>) -> String {
+/// Max |diff| (solid, dots) and RMS (dashed; left out where NaN) against layer on a log axis, one
+/// colour per pair, failing points crossed in red, the tolerance's atol as a grey line. `y_desc`
+/// names the solid line's measure.
+pub fn error_growth(
+    title: &str,
+    y_desc: &str,
+    layers: usize,
+    series: &[Series],
+    atol: Option<f64>,
+) -> String {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (460, 300)).into_drawing_area();
-        let _ = draw_growth(&root, title, layers, series, atol);
+        let _ = draw_growth(&root, title, y_desc, layers, series, atol);
         let _ = root.present();
     }
     svg
@@ -42,12 +49,17 @@ pub fn error_growth(title: &str, layers: usize, series: &[Series], atol: Option<
 fn draw_growth(
     root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     title: &str,
+    y_desc: &str,
     layers: usize,
     series: &[Series],
     atol: Option<f64>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
-    let values = series.iter().flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.2])).chain(atol);
+    let values = series
+        .iter()
+        .flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.2]))
+        .filter(|v| !v.is_nan())
+        .chain(atol);
     let (lo, hi) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
         let v = if v.is_finite() { v.max(FLOOR) } else { FLOOR };
         (lo.min(v), hi.max(v))
@@ -63,7 +75,7 @@ fn draw_growth(
     chart
         .configure_mesh()
         .x_desc("layer")
-        .y_desc("|diff|")
+        .y_desc(y_desc)
         .x_labels(layers.clamp(1, 12))
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.0e}"))
@@ -85,7 +97,9 @@ fn draw_growth(
             .draw_series(LineSeries::new(max.clone(), style).point_size(2))?
             .label(s.label.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-        chart.draw_series(DashedLineSeries::new(rms, 4, 3, color.mix(0.6).stroke_width(1)))?;
+        if s.points.iter().any(|p| !p.2.is_nan()) {
+            chart.draw_series(DashedLineSeries::new(rms, 4, 3, color.mix(0.6).stroke_width(1)))?;
+        }
         let failed = s
             .points
             .iter()

@@ -5,6 +5,9 @@
 //! tensors, the failures with their diagnoses, then the errors of the whole-model checkpoints.
 
 mod charts;
+mod cost;
+
+pub use cost::cost_html;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -22,7 +25,7 @@ pub struct Html {
     pub cases: Vec<(String, Option<String>, usize)>,
 }
 
-const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1500px}\
+pub(super) const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1500px}\
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ccc}\
 h3{font-size:15px;margin:18px 0 6px}table{border-collapse:collapse;font-size:13px}\
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}\
@@ -206,7 +209,7 @@ fn growth(report: &Report) -> String {
                     })
                     .collect();
                 let title = format!("checkpoint {cp}: {}", cp.title());
-                charts::error_growth(&title, layers, &series, atol.get(&(phase, *cp)).copied())
+                charts::error_growth(&title, "|diff|", layers, &series, atol.get(&(phase, *cp)).copied())
             })
             .collect();
         if !charts.is_empty() {
@@ -297,7 +300,7 @@ fn whole_model(report: &Report) -> String {
     out
 }
 
-fn pass_name(phase: Phase) -> &'static str {
+pub(super) fn pass_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Prefill => "the prompt's pass",
         Phase::Decode => "the decode step",
@@ -305,6 +308,6 @@ fn pass_name(phase: Phase) -> &'static str {
 }
 
 /// Text for HTML content and attribute values.
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
