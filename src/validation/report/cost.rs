@@ -9,43 +9,40 @@ use super::sci;
 use crate::validation::cost::{ColumnKind, CostReport, CostRow, FormatCost, Measured};
 use crate::validation::spec::Phase;
 
-/// A stage of one format: the worst over its tensors and cases.
+/// A stage of one format: its tensors and cases pooled, sqrt(mean(rel_rms²)) per column.
 pub struct Stage {
     pub phase: Phase,
     pub checkpoint: u8,
     pub layer: Option<usize>,
-    /// Per column, the largest relative RMS error (None: no comparable tensor).
+    /// Per column (None: no comparable tensor).
     pub cells: Vec<Option<f64>>,
-    pub ratio: Option<f64>,
-    pub passed: Option<bool>,
 }
 
-/// The rows of a format, folded into stages in forward order.
+/// The rows of a format, pooled into stages in forward order.
 pub fn stages(format: &FormatCost) -> Vec<Stage> {
-    let mut by: BTreeMap<(Phase, u8, Option<usize>), Stage> = BTreeMap::new();
+    // Per column: (count, sum of squares).
+    type Sums = Vec<(usize, f64)>;
+    let mut by: BTreeMap<(Phase, u8, Option<usize>), Sums> = BTreeMap::new();
     for row in &format.rows {
-        let stage = by.entry((row.phase, row.checkpoint, row.layer)).or_insert_with(|| Stage {
-            phase: row.phase,
-            checkpoint: row.checkpoint,
-            layer: row.layer,
-            cells: vec![None; format.columns.len()],
-            ratio: None,
-            passed: None,
-        });
-        for (cell, measured) in stage.cells.iter_mut().zip(&row.cells) {
+        let sums = by
+            .entry((row.phase, row.checkpoint, row.layer))
+            .or_insert_with(|| vec![(0, 0.0); format.columns.len()]);
+        for (sum, measured) in sums.iter_mut().zip(&row.cells) {
             if let Some(Measured { rel_rms, .. }) = measured {
-                *cell = Some(cell.map_or(*rel_rms, |c: f64| c.max(*rel_rms)));
+                *sum = (sum.0 + 1, sum.1 + rel_rms * rel_rms);
             }
         }
-        if let Some(r) = row.ratio {
-            stage.ratio = Some(stage.ratio.map_or(r, |s: f64| s.max(r)));
-        }
-        if let Some(p) = row.passed {
-            stage.passed = Some(stage.passed.unwrap_or(true) && p);
-        }
     }
+    let mut out: Vec<Stage> = by
+        .into_iter()
+        .map(|((phase, checkpoint, layer), sums)| Stage {
+            phase,
+            checkpoint,
+            layer,
+            cells: sums.into_iter().map(|(n, ss)| (n > 0).then(|| (ss / n as f64).sqrt())).collect(),
+        })
+        .collect();
     // Forward order: checkpoint 0, then layer by layer, then the head; prefill before decode.
-    let mut out: Vec<Stage> = by.into_values().collect();
     out.sort_by_key(|s| (s.phase, s.checkpoint >= 8, s.layer, s.checkpoint));
     out
 }
@@ -82,27 +79,36 @@ pub fn verdict(format: &FormatCost) -> String {
             format.format, format.format
         );
     };
-    let worst = format.worst().map(|row| {
-        let used =
-            row.cells[format.ours()].map(|m| m.rms).unwrap_or(f64::NAN) / row.allowed.unwrap_or(f64::NAN);
-        let layer = row.layer.map(|l| format!(" layer {l}")).unwrap_or_default();
+    let worst = format.worst().map(|v| {
         format!(
-            "worst: {used:.2} of its allowance, at {} of checkpoint {}{layer} ({}), case {}",
-            row.tensor, row.checkpoint, row.phase, row.case
+            "worst: {:.2} of its allowance, at {} of checkpoint {} ({}): ours {}, {yardstick} {}",
+            v.used(),
+            v.tensor,
+            v.checkpoint,
+            v.phase,
+            sci(v.ours),
+            sci(v.yardstick)
         )
     });
     let worst = worst.unwrap_or_else(|| "no stage comparable".into());
     let share = rounding_share(format)
         .map(|s| format!("; at the logits the weights' rounding alone is {:.0}% of ours's error", 100.0 * s))
         .unwrap_or_default();
-    let failed = format.rows.iter().filter(|r| r.passed == Some(false)).count();
+    let failed: Vec<String> = format
+        .verdicts
+        .iter()
+        .filter(|v| !v.passed)
+        .map(|v| format!("{} of checkpoint {} ({})", v.tensor, v.checkpoint, v.phase))
+        .collect();
     match format.passed {
         Some(false) => format!(
-            "{}: FAIL: ours is less accurate than {yardstick} in {failed} tensors (k = {}; {worst}){share}",
-            format.format, format.k
+            "{}: FAIL: ours is less accurate than {yardstick} at {} (k = {}; {worst}){share}",
+            format.format,
+            failed.join(", "),
+            format.k
         ),
         _ => format!(
-            "{}: PASS: ours is as accurate as {yardstick} or more at every stage (k = {}; {worst}){share}",
+            "{}: PASS: ours is as accurate as {yardstick} or more at every tensor (k = {}; {worst}){share}",
             format.format, format.k
         ),
     }
@@ -133,7 +139,7 @@ pub fn cost_table(report: &CostReport, color: bool) -> String {
     );
     let _ = writeln!(
         out,
-        "each cell: rms(x - truth) / rms(truth), the worst tensor of the stage over the cases; rounding = the \
+        "each cell: rms(x - truth) / rms(truth), the stage's tensors and cases pooled (root mean square); rounding = the \
          float64 truth on the rounded weights (what every correct engine on them inherits), arith. = ours \
          against it; * = the yardstick; - = not comparable (a decode step after another token)"
     );
@@ -149,6 +155,7 @@ pub fn cost_table(report: &CostReport, color: bool) -> String {
             let _ = write!(out, " {h:>w$}");
         }
         let _ = writeln!(out, " {:>10}", if format.yardstick.is_some() { "ours/yard" } else { "" });
+        let yard = format.columns.iter().position(|c| c.kind == ColumnKind::Yardstick);
         for stage in stages(format) {
             let phase = match stage.phase {
                 Phase::Prefill => "prefill",
@@ -158,14 +165,8 @@ pub fn cost_table(report: &CostReport, color: bool) -> String {
             for (cell, w) in stage.cells.iter().zip(&widths) {
                 let _ = write!(out, " {:>w$}", cell.map(sci).unwrap_or_else(|| "-".into()));
             }
-            match (stage.ratio, stage.passed) {
-                (Some(r), Some(p)) => {
-                    let _ = write!(out, " {:>10}", paint(&format!("{r:.2}"), p));
-                }
-                (None, Some(p)) => {
-                    let _ = write!(out, " {:>10}", paint(if p { "pass" } else { "fail" }, p));
-                }
-                _ => {}
+            if let (Some(y), Some(o)) = (yard.and_then(|c| stage.cells[c]), stage.cells[format.ours()]) {
+                let _ = write!(out, " {:>10}", format!("{:.2}", o / y));
             }
             out.push('\n');
         }

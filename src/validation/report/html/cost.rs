@@ -34,7 +34,7 @@ pub fn cost_html(report: &CostReport, command: &str) -> String {
     }
     page.push_str(
         "</ul>\n<h2>Error growth through the layers</h2>\n<p class=note>rms(x − truth) / rms(truth) at each \
-         layer, the worst tensor of the checkpoint over the cases; ours at each format bold, the weights' \
+         layer, the checkpoint's tensors and the cases pooled (root mean square); ours at each format bold, the weights' \
          rounding alone (the float64 truth on the rounded weights) and the yardstick thin; a failing verdict \
          crossed in red.</p>\n",
     );
@@ -56,7 +56,11 @@ pub fn cost_html(report: &CostReport, command: &str) -> String {
                 let mut by_cp: BTreeMap<u8, Vec<(usize, f64, f64, bool)>> = BTreeMap::new();
                 for s in &stages {
                     if let (Some(layer), Some(value)) = (s.layer, s.cells[c]) {
-                        let failed = column.kind == ColumnKind::Ours && s.passed == Some(false);
+                        let failed = column.kind == ColumnKind::Ours
+                            && format
+                                .verdicts
+                                .iter()
+                                .any(|v| !v.passed && v.phase == phase && v.checkpoint == s.checkpoint);
                         by_cp.entry(s.checkpoint).or_default().push((layer, value, f64::NAN, failed));
                     }
                 }
