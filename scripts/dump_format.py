@@ -27,6 +27,37 @@ def add_case_arguments(parser):
                         help="checkpoint 12 generation length (default 10)")
 
 
+def add_corpus_arguments(parser):
+    """The options of a corpus dump (`llorch validate --corpus`), the same for every engine."""
+    parser.add_argument("--corpus", help="a text file: dump every position's logits over its windows instead of cases")
+    parser.add_argument("--window", type=int, default=128, help="--corpus: tokens per window (default 128)")
+    parser.add_argument("--max-tokens", type=int, help="--corpus: use only the text's first N tokens")
+
+
+def corpus_windows(args, tokens, n_ctx):
+    """The corpus cut as every engine's dump cuts it: consecutive windows of --window tokens from
+    the start, the remainder after the last whole window dropped. Returns (manifest's corpus
+    entry, the windows' token ids); exits with a message when no window fits."""
+    if args.max_tokens is not None:
+        tokens = tokens[:args.max_tokens]
+    window = args.window
+    if not 2 <= window <= n_ctx:
+        sys.exit(f"error: --window {window} must be 2 to the context of {n_ctx}")
+    count = len(tokens) // window
+    if count == 0:
+        sys.exit(f"error: the corpus has {len(tokens)} tokens, fewer than one window of {window}")
+    info = {"file": Path(args.corpus).name, "window": window, "windows": count, "tokens": len(tokens)}
+    return info, [tokens[i * window:(i + 1) * window] for i in range(count)]
+
+
+def corpus_case(i, ids, entries, next_token):
+    """Window i as a case of the manifest: its tokens and its logits' entry."""
+    return {"name": f"w{i:04d}", "prompt": None, "token_ids": ids,
+            "sampling": {"temperature": 1.0, "top_k": None, "top_p": None},
+            "next_token": next_token, "max_new_tokens": 0, "generated_ids": [], "generated_text": None,
+            "tensors": entries}
+
+
 def read_cases(args):
     """The cases of `--cases FILE`, or the single one of `--prompt`/`--name`, with every
     setting filled in; exits with a message on a malformed case."""

@@ -62,7 +62,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dump_format import FORMAT, add_case_arguments, read_cases, write_manifest, write_tensors
+from dump_format import (FORMAT, add_case_arguments, add_corpus_arguments, corpus_case, corpus_windows, read_cases,
+                         write_manifest, write_tensors)
 
 try:
     import llama_cpp
@@ -462,6 +463,16 @@ def capture_case(engine, n_head, token_ids, max_new_tokens):
     return tensors, next_token, generated
 
 
+def capture_corpus(engine, n_head, ids):
+    """One corpus window's pass: every position's logits [W, V] and llama.cpp's greedy token."""
+    engine.reset()
+    with engine.capture.recording():
+        engine.decode(ids, 0, all_logits=True)
+    tensors = checkpoint_tensors("prefill", engine.capture.got, n_head, len(ids), 0)
+    logits = [t for t in tensors if t[1] == 8 and t[3] == "logits"]
+    return logits, int(np.argmax(logits[0][4][-1]))
+
+
 def check_rounded_weights(model_dir, gguf_path, outtype):
     """The GGUF's matrices, dequantized by gguf-py, must be bit for bit the HF model's weights as
     scripts/rounding.py rounds them: then llama.cpp's dump is of the same rounded weights as the
@@ -528,11 +539,30 @@ def quiet_logs():
     llama.llama_log_set(_QUIET, None)
 
 
+def dump_corpus(args, gguf):
+    """The corpus's windows as cases (`llorch validate --corpus`), cut as dump_format cuts it."""
+    engine = Engine(gguf, args.threads, extra_bufts=args.outtype != "q8_0")
+    tokens = engine.tokenize(Path(args.corpus).read_text(encoding="utf-8"))
+    info, windows = corpus_windows(args, tokens, llama.llama_model_n_ctx_train(engine.model))
+    engine.open_context(args.window)
+    model = engine.model_info()
+    manifest = {"format": FORMAT, "generator": generator_info(args.threads, args.outtype), "model": model,
+                "corpus": info, "cases": []}
+    for i, ids in enumerate(windows):
+        tensors, next_token = capture_corpus(engine, model["n_head"], ids)
+        entries, _ = write_tensors(Path(args.out), f"w{i:04d}", tensors, "float32")
+        manifest["cases"].append(corpus_case(i, ids, entries, next_token))
+    engine.close()
+    write_manifest(Path(args.out), manifest)
+    print(f"corpus {args.corpus}: {info['tokens']} tokens, {len(windows)} windows", file=sys.stderr)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="HF model directory (config.json, model.safetensors, tokenizer)")
     p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
     add_case_arguments(p)
+    add_corpus_arguments(p)
     p.add_argument("--threads", type=int, default=2, help="llama.cpp's CPU threads (default 2)")
     p.add_argument("--keep-gguf", help="also keep the converted GGUF at this path")
     p.add_argument("--outtype", choices=("f32", "bf16", "f16", "q8_0"), default="f32",
@@ -542,7 +572,7 @@ def main():
     for needed in ("config.json", "model.safetensors"):
         if not (Path(args.model) / needed).is_file():
             sys.exit(f"error: {args.model} is not an HF GPT-2 model directory: it has no {needed}")
-    cases = read_cases(args)
+    cases = [] if args.corpus else read_cases(args)
     quiet_logs()
     with tempfile.TemporaryDirectory() as tmp:
         gguf = convert(args.model, Path(tmp), args.outtype)
@@ -550,6 +580,9 @@ def main():
             shutil.copy(gguf, args.keep_gguf)
         if args.outtype != "f32":
             check_rounded_weights(args.model, gguf, args.outtype)
+        if args.corpus:
+            dump_corpus(args, gguf)
+            return
         longest = 0
         # Q8_0 with llama.cpp's extra buffer types (its repacked weights) crashed in llama_decode
         # on the Intel Xeon with AMX here (scripts/bench.py says more): without them.

@@ -23,6 +23,12 @@ before HF runs: the dump then judges an engine's arithmetic on those rounded wei
     python scripts/dump_reference.py --model DIR --cases cases.json --dtype float64 --out DIR/reference-f64
     python scripts/dump_reference.py --model DIR --cases cases.json --weights-as bf16 --out DIR/reference-bf16
     python scripts/dump_reference.py --model DIR --cases cases.json --dtype bfloat16 --out DIR/pytorch-bf16
+    python scripts/dump_reference.py --model DIR --corpus text.txt --window 128 --dtype float64 --out DIR/corpus-f64
+
+With --corpus FILE the dump holds a corpus instead of cases (`llorch validate --corpus FILE`):
+the text tokenized, cut into consecutive windows of --window tokens (the remainder after the
+last whole window dropped), each window a case whose one tensor is every position's logits
+(checkpoint 8, the prompt's pass); the manifest's `corpus` says how it was cut.
 """
 
 import argparse
@@ -43,7 +49,8 @@ from transformers.generation.logits_process import (
 )
 from transformers.models.gpt2 import modeling_gpt2
 
-from dump_format import FORMAT, add_case_arguments, read_cases, write_manifest, write_tensors
+from dump_format import (FORMAT, add_case_arguments, add_corpus_arguments, corpus_case, corpus_windows, read_cases,
+                         write_manifest, write_tensors)
 from rounding import FORMATS, round_model
 
 # --dtype: (torch's dtype, the dump's file dtype, the source's name suffix). bfloat16 and float16
@@ -251,6 +258,20 @@ def model_info(cfg):
     }
 
 
+@torch.no_grad()
+def dump_corpus(model, tokenizer, args, out, file_dtype, manifest):
+    """The corpus's windows as cases, each holding every position's logits [W, V]."""
+    if tokenizer is None:
+        sys.exit(f"error: {args.model} has no tokenizer to cut the corpus with")
+    tokens = tokenizer.encode(Path(args.corpus).read_text(encoding="utf-8"), add_special_tokens=False)
+    manifest["corpus"], windows = corpus_windows(args, tokens, model.config.n_positions)
+    for i, ids in enumerate(windows):
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+        entries, _ = write_tensors(out, f"w{i:04d}", [("prefill", 8, None, "logits", to_numpy(logits))], file_dtype)
+        manifest["cases"].append(corpus_case(i, ids, entries, int(torch.argmax(logits[-1]))))
+    print(f"corpus {args.corpus}: {manifest['corpus']['tokens']} tokens, {len(windows)} windows", file=sys.stderr)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="HF model directory")
@@ -263,6 +284,7 @@ def main():
     p.add_argument("--weights-as", choices=FORMATS, default="f32",
                    help="round the model's matrices to this format first, as llorch --weights does "
                         "(default f32: the checkpoint's weights as they are)")
+    add_corpus_arguments(p)
     args = p.parse_args()
     if args.weights_as != "f32" and args.dtype in ("bfloat16", "float16"):
         p.error(f"--dtype {args.dtype} casts the weights itself; --weights-as goes with float32 or float64")
@@ -280,6 +302,10 @@ def main():
         generator["weights_as"] = args.weights_as
         generator["weights_rounding"] = rounding
     manifest = {"format": FORMAT, "generator": generator, "model": model_info(model.config), "cases": []}
+    if args.corpus:
+        dump_corpus(model, tokenizer, args, out, file_dtype, manifest)
+        write_manifest(out, manifest)
+        return
     for case in read_cases(args):
         if "token_ids" in case:
             token_ids = [int(t) for t in case["token_ids"]]

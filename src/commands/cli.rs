@@ -199,6 +199,21 @@ pub struct ValidateArgs {
     #[arg(long, short = 'v')]
     pub verbose: bool,
 
+    /// Compare next-token distributions over a text instead of checkpoints: FILE is cut into
+    /// windows as the corpus dumps were (`dump_reference.py --corpus FILE`), and every source's
+    /// KLD against the float64 truth, top-1 agreement, |Δp| of the top token and perplexity are
+    /// reported. Default dumps: every MODEL/corpus*.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["until_fail", "bisect", "junit", "report", "case", "isolated", "mode"]
+    )]
+    pub corpus: Option<PathBuf>,
+
+    /// With --corpus: fail (exit 1) when ours's mean KLD against the truth exceeds X.
+    #[arg(long, value_name = "X", requires = "corpus", allow_negative_numbers = true)]
+    pub max_kld: Option<f64>,
+
     /// Test builds only: run an engine with a planted bug (or a correct variant).
     #[cfg(feature = "planted-bugs")]
     #[arg(long, value_enum, hide = true)]

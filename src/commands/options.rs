@@ -37,6 +37,8 @@ pub struct ValidateOptions {
     pub exports: Exports,
     /// --heatmap: tensor names that get a heatmap in the HTML report even when they pass.
     pub heatmaps: Vec<String>,
+    /// --corpus FILE and --max-kld: distribution metrics over a text instead of checkpoints.
+    pub corpus: Option<(PathBuf, Option<f64>)>,
 }
 
 pub fn model_dir(arg: Option<PathBuf>) -> Result<PathBuf> {
@@ -59,11 +61,14 @@ fn parse_layers(arg: &str) -> Result<Layers> {
 impl ValidateOptions {
     pub fn resolve(args: ValidateArgs) -> Result<ValidateOptions> {
         let model_dir = model_dir(args.model)?;
-        let reference_dirs = if args.reference.is_empty() {
-            run::default_dirs(&model_dir, args.weights)?
-        } else {
-            args.reference
+        let reference_dirs = match (args.reference.is_empty(), &args.corpus) {
+            (false, _) => args.reference,
+            (true, None) => run::default_dirs(&model_dir, args.weights)?,
+            (true, Some(_)) => run::corpus_dirs(&model_dir)?,
         };
+        if let Some(x) = args.max_kld {
+            ensure!(x.is_finite() && x >= 0.0, "--max-kld must be a non-negative number, not {x}");
+        }
         let search = match (args.until_fail, args.bisect) {
             (true, _) => Some(Strategy::Sequential),
             (_, true) => Some(Strategy::Bisect),
@@ -135,6 +140,7 @@ impl ValidateOptions {
             detail,
             exports: Exports { report, junit, html },
             heatmaps: args.heatmap,
+            corpus: args.corpus.map(|file| (file, args.max_kld)),
         })
     }
 }

@@ -3,13 +3,15 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::cli::{ReportFormat, ValidateArgs};
 use super::exports::Exports;
 use super::options::ValidateOptions;
 use super::{colors_on, print_out};
 use crate::engine::Gpt2;
+use crate::engine::tokenizer::Gpt2Tokenizer;
+use crate::validation::corpus::CorpusRun;
 use crate::validation::report::{self, Exporter};
 use crate::validation::run::{self, Validator};
 use crate::validation::runner::Runner;
@@ -32,15 +34,42 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         Ok(Box::new(Gpt2::load_dir(&options.model_dir, options.weights)?))
     };
     let written = options.exports.paths();
-    let result = match open_engine() {
-        Ok(engine) => validate_and_report(options, engine),
-        Err(e) => Err(e),
+    let result = match (open_engine(), options.corpus.is_some()) {
+        (Ok(engine), false) => validate_and_report(options, engine),
+        (Ok(engine), true) => corpus_and_report(options, engine),
+        (Err(e), _) => Err(e),
     };
     if result.is_err() {
         // No empty or partial file may pose as a report.
         Exports::discard(&written);
     }
     result
+}
+
+/// `--corpus FILE`: our engine over the text's windows, every source's distributions against
+/// the truth's.
+fn corpus_and_report(options: ValidateOptions, engine: Box<dyn Runner>) -> Result<ExitCode> {
+    let (file, max_kld) = options.corpus.clone().expect("a corpus run");
+    let tokenizer = Gpt2Tokenizer::from_model_dir(&options.model_dir)?.with_context(|| {
+        format!("{} has no tokenizer to cut the corpus with", options.model_dir.display())
+    })?;
+    let dumps = run::open_dumps(&options.reference_dirs, engine.config())?;
+    let corpus = CorpusRun::open(&file, dumps, &tokenizer, engine.config())?;
+    let progress = run::progress_bar();
+    let report =
+        corpus.measure(&options.model_dir.display().to_string(), engine.as_ref(), max_kld, &progress)?;
+    progress.finish_and_clear();
+    let text = match options.format {
+        ReportFormat::Table => report::corpus_table(&report),
+        ReportFormat::Json => {
+            serde_json::to_string_pretty(&report).expect("a report always serialises") + "\n"
+        }
+    };
+    match options.exports.report {
+        Some(output) => output.write(&text)?,
+        None => print_out(&text)?,
+    }
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn validate_and_report(options: ValidateOptions, engine: Box<dyn Runner>) -> Result<ExitCode> {

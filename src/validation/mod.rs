@@ -5,6 +5,7 @@
 //! (`report`).
 
 pub(crate) mod compare;
+pub(crate) mod corpus;
 pub(crate) mod cost;
 pub(crate) mod diagnose;
 pub mod reference;

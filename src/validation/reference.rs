@@ -29,7 +29,23 @@ pub struct Manifest {
     /// other missing tensor is an error.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub omitted: Vec<Omitted>,
+    /// Set in a corpus dump (`dump_reference.py --corpus`): its cases are the corpus's windows,
+    /// each holding only every position's logits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<CorpusInfo>,
     pub cases: Vec<Case>,
+}
+
+/// How a corpus dump cut its text: consecutive windows of `window` tokens from the start, the
+/// tokens after the last whole window dropped.
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+pub struct CorpusInfo {
+    /// The text file's name.
+    pub file: String,
+    pub window: usize,
+    pub windows: usize,
+    /// The tokens the dump's tokenizer made of the text (after --max-tokens).
+    pub tokens: usize,
 }
 
 /// A tensor a dump leaves out on purpose, in every case.

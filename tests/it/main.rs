@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod common;
 
+mod corpus;
 mod cost;
 mod diagnostics;
 mod errors;

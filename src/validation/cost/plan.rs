@@ -88,6 +88,9 @@ impl Plan {
     /// The parts at every format of `formats`, or, when None, at f32 and every format some dump
     /// was made at.
     pub fn new(dumps: &[RefSource], formats: Option<&[WeightFormat]>) -> Result<Plan> {
+        if let Some(d) = dumps.iter().find(|d| d.reference.manifest.corpus.is_some()) {
+            bail!("{} is a corpus dump: `llorch validate --corpus FILE` reads it", d.reference.dir.display());
+        }
         let is_truth = |d: &RefSource| d.precision == Precision::Float64 && d.weights == WeightFormat::F32;
         let Some(truth) = dumps.iter().position(is_truth) else {
             bail!(

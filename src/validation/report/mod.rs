@@ -3,6 +3,7 @@
 //! cannot disagree.
 
 mod checkpoints;
+pub(crate) mod corpus;
 pub(crate) mod cost;
 mod html;
 mod junit;
@@ -12,6 +13,7 @@ mod words;
 use crate::validation::result::Report;
 
 pub use checkpoints::{checkpoints_json, checkpoints_table};
+pub use corpus::corpus_table;
 pub use cost::cost_table;
 pub use html::{Html, cost_html};
 pub use junit::Junit;

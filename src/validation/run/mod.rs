@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub use sources::{RefSource, default_dirs, model_dumps, open_dumps};
+pub use sources::{RefSource, corpus_dirs, default_dirs, model_dumps, open_dumps};
 
 use super::runner::Runner;
 use crate::engine::tokenizer::Gpt2Tokenizer;

@@ -33,6 +33,25 @@ pub struct Sources {
 /// Every `MODEL/reference*` directory holding a manifest, in name order, with the manifest's
 /// generator (only that is read here; the whole dump is checked when it is opened).
 pub fn model_dumps(model_dir: &Path) -> Result<Vec<(PathBuf, Generator)>> {
+    dumps_named(model_dir, "reference")
+}
+
+/// `validate --corpus`'s dumps when none is given: every `MODEL/corpus*` directory holding a
+/// manifest, in name order.
+pub fn corpus_dirs(model_dir: &Path) -> Result<Vec<PathBuf>> {
+    let dirs: Vec<PathBuf> = dumps_named(model_dir, "corpus")?.into_iter().map(|(d, _)| d).collect();
+    ensure!(
+        !dirs.is_empty(),
+        "no corpus dump in {}: pass --reference DIR, or make one with `python scripts/dump_reference.py \
+         --model {} --corpus FILE --dtype float64 --out {}`",
+        model_dir.display(),
+        model_dir.display(),
+        model_dir.join("corpus-f64").display()
+    );
+    Ok(dirs)
+}
+
+fn dumps_named(model_dir: &Path, prefix: &str) -> Result<Vec<(PathBuf, Generator)>> {
     #[derive(serde::Deserialize)]
     struct Head {
         #[serde(default)]
@@ -43,7 +62,7 @@ pub fn model_dumps(model_dir: &Path) -> Result<Vec<(PathBuf, Generator)>> {
     for entry in listing {
         let entry = entry.with_context(|| format!("listing {}", model_dir.display()))?;
         let manifest = entry.path().join("manifest.json");
-        if entry.file_name().to_string_lossy().starts_with("reference") && manifest.is_file() {
+        if entry.file_name().to_string_lossy().starts_with(prefix) && manifest.is_file() {
             let text = std::fs::read_to_string(&manifest)
                 .with_context(|| format!("reading {}", manifest.display()))?;
             let head: Head = serde_json::from_str(&text).with_context(|| {
@@ -107,6 +126,11 @@ impl Sources {
         let refs = open_dumps(dirs, config)?;
         for r in &refs {
             let dir = r.reference.dir.display();
+            ensure!(
+                r.reference.manifest.corpus.is_none(),
+                "{dir} is a corpus dump (every position's logits over a text's windows): check it with \
+                 `llorch validate --corpus FILE --reference {dir}`"
+            );
             ensure!(
                 !r.precision.is_reduced(),
                 "{dir} was computed in {}: it shows what that precision costs (`llorch cost`), not \
