@@ -100,7 +100,10 @@ impl Plan {
             )
         };
         let formats: Vec<WeightFormat> = match formats {
-            Some(list) => list.to_vec(),
+            // Each once, in the order given.
+            Some(list) => {
+                list.iter().enumerate().filter(|(i, f)| !list[..*i].contains(f)).map(|(_, &f)| f).collect()
+            }
             None => WeightFormat::ALL
                 .into_iter()
                 .filter(|&f| {
