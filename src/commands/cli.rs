@@ -206,7 +206,10 @@ pub struct ValidateArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["until_fail", "bisect", "junit", "report", "case", "isolated", "mode"]
+        conflicts_with_all = [
+            "until_fail", "bisect", "junit", "report", "case", "isolated", "mode", "checkpoint", "layer",
+            "phase", "atol", "rtol", "tolerance_scale", "heatmap", "quiet", "verbose"
+        ]
     )]
     pub corpus: Option<PathBuf>,
 

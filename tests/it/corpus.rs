@@ -110,6 +110,10 @@ fn bad_corpora_and_dumps_are_one_message_and_exit_2() {
     let out = run(&["validate", "--reference", corpus_dump.to_str().unwrap()]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("is a corpus dump"), "{}", out.stderr);
+    // A checkpoint option, which a corpus run would not use.
+    let out = run(&["validate", "--corpus", &file, "--checkpoint", "4"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("cannot be used with '--checkpoint"), "{}", out.stderr);
     // No float64 truth.
     let f32 = dump("corpus");
     let out = run(&["validate", "--corpus", &file, "--reference", f32.to_str().unwrap()]);
