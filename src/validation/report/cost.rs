@@ -1,6 +1,6 @@
-//! `llorch cost`'s table: per format, one row per stage (checkpoint and layer, the worst tensor
-//! of the stage over the cases), the error of every column against the truth, ours over the
-//! yardstick, and the verdict.
+//! `llorch cost`'s table: per format, one row per stage (checkpoint and layer, its tensors and
+//! the cases pooled), the error of every column against the truth, ours over the yardstick, and
+//! the verdict (per tensor and pass, pooled over cases and layers: `cost::Verdict`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
