@@ -80,9 +80,7 @@ fn measure_and_report(
     let report = cost.report(formats);
     let text = match format {
         ReportFormat::Table => report::cost_table(&report, colors_on()),
-        ReportFormat::Json => {
-            serde_json::to_string_pretty(&report).expect("a report always serialises") + "\n"
-        }
+        ReportFormat::Json => report::json(&report),
     };
     let Exports { report: output, html, .. } = exports;
     if let Some(html) = html {

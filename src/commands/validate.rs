@@ -34,9 +34,9 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         Ok(Box::new(Gpt2::load_dir(&options.model_dir, options.weights)?))
     };
     let written = options.exports.paths();
-    let result = match (open_engine(), options.corpus.is_some()) {
-        (Ok(engine), false) => validate_and_report(options, engine),
-        (Ok(engine), true) => corpus_and_report(options, engine),
+    let result = match (open_engine(), options.corpus.clone()) {
+        (Ok(engine), None) => validate_and_report(options, engine),
+        (Ok(engine), Some((file, max_kld))) => corpus_and_report(options, engine, &file, max_kld),
         (Err(e), _) => Err(e),
     };
     if result.is_err() {
@@ -48,22 +48,24 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
 
 /// `--corpus FILE`: our engine over the text's windows, every source's distributions against
 /// the truth's.
-fn corpus_and_report(options: ValidateOptions, engine: Box<dyn Runner>) -> Result<ExitCode> {
-    let (file, max_kld) = options.corpus.clone().expect("a corpus run");
+fn corpus_and_report(
+    options: ValidateOptions,
+    engine: Box<dyn Runner>,
+    file: &std::path::Path,
+    max_kld: Option<f64>,
+) -> Result<ExitCode> {
     let tokenizer = Gpt2Tokenizer::from_model_dir(&options.model_dir)?.with_context(|| {
         format!("{} has no tokenizer to cut the corpus with", options.model_dir.display())
     })?;
     let dumps = run::open_dumps(&options.reference_dirs, engine.config())?;
-    let corpus = CorpusRun::open(&file, dumps, &tokenizer, engine.config())?;
+    let corpus = CorpusRun::open(file, dumps, &tokenizer, engine.config())?;
     let progress = run::progress_bar();
     let report =
         corpus.measure(&options.model_dir.display().to_string(), engine.as_ref(), max_kld, &progress)?;
     progress.finish_and_clear();
     let text = match options.format {
         ReportFormat::Table => report::corpus_table(&report),
-        ReportFormat::Json => {
-            serde_json::to_string_pretty(&report).expect("a report always serialises") + "\n"
-        }
+        ReportFormat::Json => report::json(&report),
     };
     match options.exports.report {
         Some(output) => output.write(&text)?,

@@ -166,6 +166,13 @@ impl Precision {
         }
     }
 
+    /// The precision of a manifest's `generator.dtype` name, if it is one.
+    pub fn from_name(name: &str) -> Option<Precision> {
+        [Precision::Float32, Precision::Float64, Precision::Bfloat16, Precision::Float16]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+
     /// Whether the dump computed at a precision below float32: a yardstick, not a reference.
     pub fn is_reduced(self) -> bool {
         matches!(self, Precision::Bfloat16 | Precision::Float16)
@@ -211,8 +218,7 @@ impl Reference {
     /// made before float64 ones existed). Every tensor entry must agree with it.
     pub fn precision(&self) -> Result<Precision> {
         let dtype = self.manifest.generator.get("dtype").and_then(|v| v.as_str()).unwrap_or("float32");
-        let known = [Precision::Float32, Precision::Float64, Precision::Bfloat16, Precision::Float16];
-        let Some(precision) = known.into_iter().find(|p| p.name() == dtype) else {
+        let Some(precision) = Precision::from_name(dtype) else {
             bail!(
                 "{}: generator.dtype is {dtype:?}; llorch reads float32, float64, bfloat16 and float16 dumps",
                 self.dir.join("manifest.json").display()

@@ -188,10 +188,8 @@ impl CorpusRun {
             progress.set_message(format!("corpus window {} of {}", w + 1, window_names.len()));
             let tokens = &self.dumps[self.truth].reference.manifest.cases[w].token_ids;
             let truth = self.logits(self.truth, w)?;
-            let noise = match self.peer {
-                Some(p) => Some(noise(&self.logits(p, w)?, &truth)),
-                None => None,
-            };
+            let peer = self.peer.map(|p| self.logits(p, w)).transpose()?;
+            let noise = peer.as_ref().map(|peer| noise(peer, &truth));
             truth_nll.extend(next_token_nll(&truth, tokens));
             let mut cache = KvCache::new(engine.config(), tokens.len())?;
             let mut tape = LogitsTape(None);
@@ -200,7 +198,16 @@ impl CorpusRun {
             let ours = ours.mapv(f64::from).into_dimensionality()?;
             per_source[0].extend(positions(&ours, &truth, tokens, noise.as_deref()));
             for (k, &i) in others.iter().enumerate() {
-                per_source[k + 1].extend(positions(&self.logits(i, w)?, &truth, tokens, noise.as_deref()));
+                // The peer's logits are in hand already.
+                let loaded;
+                let logits = match (&peer, Some(i) == self.peer) {
+                    (Some(peer), true) => peer,
+                    _ => {
+                        loaded = self.logits(i, w)?;
+                        &loaded
+                    }
+                };
+                per_source[k + 1].extend(positions(logits, &truth, tokens, noise.as_deref()));
             }
             progress.inc(1);
         }

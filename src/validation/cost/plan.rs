@@ -191,11 +191,12 @@ impl FormatPlan {
     }
 
     pub fn ours_column(&self) -> usize {
-        usize::from(self.rounded_truth.is_some())
+        self.sources().iter().position(|m| matches!(m, Measure::Ours)).expect("every format has ours")
     }
 
     pub fn yardstick_column(&self) -> Option<usize> {
-        self.yardstick.map(|_| self.ours_column() + 1 + usize::from(self.rounded_truth.is_some()))
+        let yardstick = self.yardstick?;
+        self.sources().iter().position(|m| matches!(m, Measure::Dump(i) if *i == yardstick))
     }
 
     /// The verdict's k: the float32 rule's k_rms at f32 (the yardstick is PyTorch's float32 run,

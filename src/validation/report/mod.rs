@@ -39,8 +39,13 @@ pub struct Json;
 
 impl Exporter for Json {
     fn render(&self, report: &Report) -> String {
-        serde_json::to_string_pretty(report).expect("a report always serialises") + "\n"
+        json(report)
     }
+}
+
+/// One pretty-printed JSON document of any report (validate's, cost's, the corpus run's).
+pub fn json(report: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(report).expect("a report always serialises") + "\n"
 }
 
 /// 3 significant digits in scientific notation.

@@ -85,10 +85,8 @@ pub type Generator = std::collections::BTreeMap<String, serde_json::Value>;
 pub fn default_dirs(model_dir: &Path, weights: WeightFormat) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     for (dir, generator) in model_dumps(model_dir)? {
-        let reduced = generator
-            .get("dtype")
-            .and_then(|d| d.as_str())
-            .is_some_and(|d| [Precision::Bfloat16, Precision::Float16].iter().any(|p| p.name() == d));
+        let dtype = generator.get("dtype").and_then(|d| d.as_str());
+        let reduced = dtype.and_then(Precision::from_name).is_some_and(Precision::is_reduced);
         if reference::weights_as(&generator) == Ok(weights) && !reduced {
             dirs.push(dir);
         }
