@@ -5,7 +5,8 @@ three-way run: ours, PyTorch float32 and float64, and the peer), and prints it:
 - every failing row involves the peer: ours and PyTorch agree with each other everywhere;
 - in every case the peer's first failing tensor, in forward order, is the expected one;
 - the peer is named the odd one out, and nothing else is;
-- the peer's tokens (checkpoints 10 and 12) agree with everyone's.
+- the peer's tokens (checkpoints 10 and 12) agree with everyone's;
+- with --truths N: the run had N float64 truths, and they agreed with each other on every tensor.
 
     python scripts/check_peer.py REPORT.json --peer llama.cpp-f32 --first prefill:6:0:gelu
 """
@@ -25,6 +26,7 @@ def main():
     p.add_argument("report", help="llorch validate --format json output")
     p.add_argument("--peer", required=True, help="the peer's source name, e.g. llama.cpp-f32")
     p.add_argument("--first", required=True, help="PHASE:CHECKPOINT:LAYER:TENSOR of its expected first deviation")
+    p.add_argument("--truths", type=int, help="the number of float64 truths the run must have, all agreeing")
     args = p.parse_args()
 
     report = json.load(open(args.report))
@@ -51,6 +53,13 @@ def main():
         problems.append(f"{args.peer}'s tokens disagree: {[r['detail'] for r in tokens if not r['passed']]}")
     else:
         print(f"{args.peer}'s next tokens and greedy generations agree with every other source ({len(tokens)} rows)")
+    if args.truths is not None:
+        truths = report.get("truths") or {"sources": [], "disagreements": 0}
+        if len(truths["sources"]) != args.truths or truths["disagreements"]:
+            problems.append(f"truths {truths['sources']} with {truths['disagreements']} disagreements, expected "
+                            f"{args.truths} agreeing")
+        else:
+            print(f"the {args.truths} truths {truths['sources']} agree (worst |diff| {truths['worst_abs']:.2g})")
     if problems:
         sys.exit("check_peer: " + "; ".join(problems))
 

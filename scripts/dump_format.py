@@ -79,6 +79,78 @@ def read_cases(args):
     return cases
 
 
+def model_info(cfg):
+    """The manifest's `model` from an HF GPT2Config (every transformers version spells it so)."""
+    return {
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_embd": cfg.n_embd,
+        "n_positions": cfg.n_positions,
+        "vocab_size": cfg.vocab_size,
+        "layer_norm_epsilon": cfg.layer_norm_epsilon,
+        "n_inner": cfg.n_inner if cfg.n_inner is not None else 4 * cfg.n_embd,
+    }
+
+
+def hf_tokenizer(model_dir):
+    """(encode, decode) of the model directory's tokenizer by HF transformers, as dump_reference.py
+    tokenizes; (None, None) when the directory has no tokenizer files (cases then give token_ids)."""
+    d = Path(model_dir)
+    if not ((d / "tokenizer.json").is_file() or (d / "vocab.json").is_file()):
+        return None, None
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return (lambda text: tok.encode(text, add_special_tokens=False),
+            lambda ids: tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False))
+
+
+def check_model_dir(model_dir):
+    """Exits with a message unless `model_dir` holds an HF GPT-2 checkpoint."""
+    for needed in ("config.json", "model.safetensors"):
+        if not (Path(model_dir) / needed).is_file():
+            sys.exit(f"error: {model_dir} is not an HF GPT-2 model directory: it has no {needed}")
+
+
+def case_token_ids(case, encode, n_ctx):
+    """A case's prompt tokens: its token_ids, or its prompt through `encode` (None when the
+    engine has no tokenizer); exits with a message on an empty prompt or one that leaves no room
+    for the generation in the context of `n_ctx`."""
+    if "token_ids" in case:
+        ids = [int(t) for t in case["token_ids"]]
+    elif encode is None:
+        sys.exit(f"error: the model has no tokenizer; give case {case['name']!r} token_ids")
+    else:
+        ids = list(encode(case["prompt"]))
+    if not ids:
+        sys.exit(f"error: case {case['name']!r} has an empty prompt")
+    if len(ids) + case["max_new_tokens"] > n_ctx:
+        sys.exit(f"error: case {case['name']!r} does not fit the context of {n_ctx}")
+    return ids
+
+
+def case_entry(case, token_ids, next_token, generated, text, entries):
+    """One case of the manifest: its inputs and settings, the token-level outcomes
+    (checkpoints 10 and 12) and its tensors' entries."""
+    return {
+        "name": case["name"],
+        "prompt": case.get("prompt"),
+        "token_ids": token_ids,
+        "sampling": {k: case[k] for k in ("temperature", "top_k", "top_p")},
+        "next_token": next_token,
+        "max_new_tokens": case["max_new_tokens"],
+        "generated_ids": generated,
+        "generated_text": text,
+        "tensors": entries,
+    }
+
+
+def stop_at_eos(ids, eos):
+    """A greedy continuation cut as HF's `generate` returns it: through the first end-of-text
+    token, which it keeps."""
+    ids = [int(t) for t in ids]
+    return ids[:ids.index(eos) + 1] if eos in ids else ids
+
+
 def file_name(case, phase, cp, layer, name):
     at = "" if layer is None else f"_l{layer:02d}"
     prefix = "" if phase == "prefill" else f"{phase}_"

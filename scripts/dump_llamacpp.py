@@ -62,8 +62,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dump_format import (FORMAT, add_case_arguments, add_corpus_arguments, corpus_case, corpus_windows, read_cases,
-                         write_manifest, write_tensors)
+from dump_format import (FORMAT, add_case_arguments, add_corpus_arguments, case_entry, case_token_ids, corpus_case,
+                         corpus_windows, read_cases, write_manifest, write_tensors)
 
 try:
     import llama_cpp
@@ -590,11 +590,7 @@ def main():
         n_ctx_train = llama.llama_model_n_ctx_train(engine.model)
         token_ids_of = {}
         for case in cases:
-            ids = [int(t) for t in case["token_ids"]] if "token_ids" in case else engine.tokenize(case["prompt"])
-            if not ids:
-                sys.exit(f"error: case {case['name']!r} has an empty prompt")
-            if len(ids) + case["max_new_tokens"] > n_ctx_train:
-                sys.exit(f"error: case {case['name']!r} does not fit the context of {n_ctx_train}")
+            ids = case_token_ids(case, engine.tokenize, n_ctx_train)
             token_ids_of[case["name"]] = ids
             longest = max(longest, len(ids) + case["max_new_tokens"] + 1)
         engine.open_context(longest)
@@ -607,17 +603,8 @@ def main():
             token_ids = token_ids_of[case["name"]]
             tensors, next_token, generated = capture_case(engine, n_head, token_ids, case["max_new_tokens"])
             entries, files = write_tensors(out, case["name"], tensors, "float32")
-            manifest["cases"].append({
-                "name": case["name"],
-                "prompt": case.get("prompt"),
-                "token_ids": token_ids,
-                "sampling": {k: case[k] for k in ("temperature", "top_k", "top_p")},
-                "next_token": next_token,
-                "max_new_tokens": case["max_new_tokens"],
-                "generated_ids": generated,
-                "generated_text": engine.detokenize(token_ids + generated),
-                "tensors": entries,
-            })
+            manifest["cases"].append(case_entry(case, token_ids, next_token, generated,
+                                                engine.detokenize(token_ids + generated), entries))
             print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {files} "
                   f"files, greedy continuation {generated}", file=sys.stderr)
         engine.close()

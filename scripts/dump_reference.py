@@ -49,8 +49,8 @@ from transformers.generation.logits_process import (
 )
 from transformers.models.gpt2 import modeling_gpt2
 
-from dump_format import (FORMAT, add_case_arguments, add_corpus_arguments, corpus_case, corpus_windows, read_cases,
-                         write_manifest, write_tensors)
+from dump_format import (FORMAT, add_case_arguments, add_corpus_arguments, case_entry, case_token_ids, corpus_case,
+                         corpus_windows, model_info, read_cases, write_manifest, write_tensors)
 from rounding import FORMATS, round_model
 
 # --dtype: (torch's dtype, the dump's file dtype, the source's name suffix). bfloat16 and float16
@@ -246,18 +246,6 @@ def library_versions(dtype):
     }
 
 
-def model_info(cfg):
-    return {
-        "n_layer": cfg.n_layer,
-        "n_head": cfg.n_head,
-        "n_embd": cfg.n_embd,
-        "n_positions": cfg.n_positions,
-        "vocab_size": cfg.vocab_size,
-        "layer_norm_epsilon": cfg.layer_norm_epsilon,
-        "n_inner": cfg.n_inner if cfg.n_inner is not None else 4 * cfg.n_embd,
-    }
-
-
 @torch.no_grad()
 def dump_corpus(model, tokenizer, args, out, file_dtype, manifest):
     """The corpus's windows as cases, each holding every position's logits [W, V]."""
@@ -306,17 +294,9 @@ def main():
         dump_corpus(model, tokenizer, args, out, file_dtype, manifest)
         write_manifest(out, manifest)
         return
+    encode = None if tokenizer is None else (lambda text: tokenizer.encode(text, add_special_tokens=False))
     for case in read_cases(args):
-        if "token_ids" in case:
-            token_ids = [int(t) for t in case["token_ids"]]
-        elif tokenizer is None:
-            sys.exit(f"error: {args.model} has no tokenizer; give case {case['name']!r} token_ids")
-        else:
-            token_ids = tokenizer.encode(case["prompt"], add_special_tokens=False)
-        if not token_ids:
-            sys.exit(f"error: case {case['name']!r} has an empty prompt")
-        if len(token_ids) + case["max_new_tokens"] > model.config.n_positions:
-            sys.exit(f"error: case {case['name']!r} does not fit the context of {model.config.n_positions}")
+        token_ids = case_token_ids(case, encode, model.config.n_positions)
         sampling = {k: case[k] for k in ("temperature", "top_k", "top_p")}
         tensors, results = capture(model, token_ids, sampling, case["max_new_tokens"])
         entries, files = write_tensors(out, case["name"], tensors, file_dtype)
@@ -324,17 +304,8 @@ def main():
         if tokenizer is not None:
             text = tokenizer.decode(token_ids + results["generated_ids"], skip_special_tokens=False,
                                     clean_up_tokenization_spaces=False)
-        manifest["cases"].append({
-            "name": case["name"],
-            "prompt": case.get("prompt"),
-            "token_ids": token_ids,
-            "sampling": sampling,
-            "next_token": results["next_token"],
-            "max_new_tokens": case["max_new_tokens"],
-            "generated_ids": results["generated_ids"],
-            "generated_text": text,
-            "tensors": entries,
-        })
+        manifest["cases"].append(case_entry(case, token_ids, results["next_token"], results["generated_ids"], text,
+                                            entries))
         print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {files} files, "
               f"greedy continuation {results['generated_ids']}", file=sys.stderr)
     write_manifest(out, manifest)

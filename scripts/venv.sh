@@ -5,11 +5,32 @@
 #
 #     source scripts/venv.sh                   # HF transformers + PyTorch
 #     source scripts/venv.sh --with-llamacpp   # and llama.cpp (scripts/requirements-llamacpp.txt)
+#     source scripts/venv.sh --others          # Flax, keras-hub, tinygrad: a venv of their own
+#                                              # (scripts/requirements-others.txt), in $PYTHON
 #
 # With --with-llamacpp, llama-cpp-python is built from its source release into the same venv
 # (about 4.5 minutes on 2 cores, once per pin) and the release stays unpacked at
 # $LLAMACPP_SRC, whose vendor/llama.cpp holds the converter (convert_hf_to_gguf.py) that
 # scripts/dump_llamacpp.py runs.
+if [ "${1:-}" = "--others" ]; then
+    # transformers 4.57.6 (the last with Flax) cannot share a venv with transformers 5 and torch.
+    _oreq="$(dirname "${BASH_SOURCE[0]}")/requirements-others.txt"
+    _okey=$(sha256sum "$_oreq" | cut -c1-16)
+    _ovenv="${LLORCH_CACHE:-$HOME/.cache/llorch}/others-$_okey"
+    if ! "$_ovenv/bin/python" -c "import flax, jax, keras_hub, tinygrad, transformers" 2>/dev/null; then
+        echo "creating $_ovenv from $_oreq (about two minutes)"
+        rm -rf "$_ovenv"
+        mkdir -p "$(dirname "$_ovenv")"
+        python3 -m venv "$_ovenv"
+        "$_ovenv/bin/pip" install --quiet --upgrade pip
+        "$_ovenv/bin/pip" install --quiet -r "$_oreq"
+        "$_ovenv/bin/pip" install --quiet --no-deps "$(grep -o "keras-hub==[0-9.]*" "$_oreq")"
+    fi
+    PYTHON="$_ovenv/bin/python"
+    export PYTHON
+    return 0 2>/dev/null || exit 0
+fi
+
 _req="$(dirname "${BASH_SOURCE[0]}")/requirements.txt"
 _key=$(sha256sum "$_req" | cut -c1-16)
 _venv="${LLORCH_CACHE:-$HOME/.cache/llorch}/venv-$_key"

@@ -320,6 +320,54 @@ pub struct OddOneOut {
     pub tensors: usize,
 }
 
+/// How the float64 truths agreed with each other, when a run has two or more: every tensor they
+/// share compared at `spec::TRUTHS_AGREE`, float64 against float64.
+#[derive(Serialize, Clone, Debug)]
+pub struct Truths {
+    pub sources: Vec<String>,
+    /// The largest |a − b| over every pair of truths and every tensor they share.
+    pub worst_abs: f64,
+    /// Tensors on which some pair of truths disagreed.
+    pub disagreements: usize,
+    /// The first such tensor, in forward order.
+    pub first: Option<Location>,
+    /// The truths that disagree with every other truth while those agree (three or more truths).
+    pub odd_ones_out: Vec<String>,
+}
+
+impl Truths {
+    /// From the rows of pairs of float64 sources, when there are two or more of them.
+    fn of(sources: &[Source], rows: &[Row]) -> Option<Truths> {
+        let names: Vec<&str> =
+            sources.iter().filter(|s| s.precision == Precision::Float64).map(|s| s.name.as_str()).collect();
+        if names.len() < 2 {
+            return None;
+        }
+        let between: Vec<Row> = rows
+            .iter()
+            .filter(|r| {
+                r.stats.is_some() && names.contains(&r.pair.0.as_str()) && names.contains(&r.pair.1.as_str())
+            })
+            .cloned()
+            .collect();
+        let worst_abs =
+            between.iter().filter_map(|r| r.stats.as_ref()).map(|s| s.max_abs).fold(0.0, f64::max);
+        let failing: Vec<&Row> = between.iter().filter(|r| !r.agrees()).collect();
+        let mut tensors: Vec<Location> =
+            failing.iter().map(|r| Location { pair: None, ..r.location() }).collect();
+        let first = tensors.first().cloned();
+        tensors.dedup();
+        let odd_ones_out = odd_ones_out(&between).into_iter().map(|o| o.source).collect();
+        Some(Truths {
+            sources: names.iter().map(|n| n.to_string()).collect(),
+            worst_abs,
+            disagreements: tensors.len(),
+            first,
+            odd_ones_out,
+        })
+    }
+}
+
 /// The outcome of a search for the first failing (checkpoint, layer).
 #[derive(Serialize, Clone, Debug)]
 pub struct Search {
@@ -350,6 +398,9 @@ pub struct Report {
     pub sources: Vec<Source>,
     pub rows: Vec<Row>,
     pub odd_ones_out: Vec<OddOneOut>,
+    /// The float64 truths checked against each other, when there are two or more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truths: Option<Truths>,
     /// What a --until-fail or --bisect search did, when one ran.
     pub search: Option<Search>,
 }
@@ -358,7 +409,8 @@ impl Report {
     pub fn new(model: String, sources: Vec<Source>, mut rows: Vec<Row>, search: Option<Search>) -> Report {
         blame(&mut rows);
         let odd_ones_out = odd_ones_out(&rows);
-        Report { model, sources, rows, odd_ones_out, search }
+        let truths = Truths::of(&sources, &rows);
+        Report { model, sources, rows, odd_ones_out, truths, search }
     }
 
     /// The source of `role` (the first, for `Role::Reference`).
@@ -455,9 +507,11 @@ fn blame(rows: &mut [Row]) {
     }
 }
 
-/// For each tensor checked by three or more sources: a source whose every pair disagrees while
-/// every pair without it agrees is the odd one out. Counted per source; the first in forward
-/// order is kept.
+/// For each tensor checked by three or more sources: the sources that disagree with every other
+/// source are the odd ones out, provided the rest (at least two, and more than half of all)
+/// agree pair by pair. With three sources that is the one that disagrees with two agreeing
+/// others; among eight, a reference made from a nudged model and llama.cpp's GELU are both
+/// named where both are off. Counted per source; the first tensor in forward order is kept.
 fn odd_ones_out(rows: &[Row]) -> Vec<OddOneOut> {
     let mut found: Vec<OddOneOut> = Vec::new();
     let mut i = 0;
@@ -466,30 +520,44 @@ fn odd_ones_out(rows: &[Row]) -> Vec<OddOneOut> {
         let same = |r: &Row| r.same_tensor(&rows[i]) && r.mode == rows[i].mode;
         let end = i + rows[i..].iter().take_while(|r| same(r)).count();
         let group: Vec<&Row> = rows[i..end].iter().filter(|r| !r.pair.is_self()).collect();
-        let mut sources: Vec<&str> =
-            group.iter().flat_map(|r| [r.pair.0.as_str(), r.pair.1.as_str()]).collect();
-        sources.sort_unstable();
-        sources.dedup();
-        if sources.len() >= 3 {
-            for source in &sources {
-                let (with, without): (Vec<&&Row>, Vec<&&Row>) =
-                    group.iter().partition(|r| r.pair.contains(source));
-                if !with.is_empty() && with.iter().all(|r| !r.agrees()) && without.iter().all(|r| r.agrees())
-                {
-                    match found.iter_mut().find(|o| o.source == *source) {
-                        Some(o) => o.tensors += 1,
-                        None => {
-                            let mut first = group[0].location();
-                            first.pair = None;
-                            found.push(OddOneOut { source: source.to_string(), first, tensors: 1 });
-                        }
-                    }
+        for source in odd_in_group(&group) {
+            match found.iter_mut().find(|o| o.source == source) {
+                Some(o) => o.tensors += 1,
+                None => {
+                    let mut first = group[0].location();
+                    first.pair = None;
+                    found.push(OddOneOut { source: source.to_string(), first, tensors: 1 });
                 }
             }
         }
         i = end;
     }
     found
+}
+
+/// The odd ones out among the pairs of one tensor (see `odd_ones_out`).
+fn odd_in_group<'r>(group: &[&'r Row]) -> Vec<&'r str> {
+    let mut sources: Vec<&str> = group.iter().flat_map(|r| [r.pair.0.as_str(), r.pair.1.as_str()]).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    if sources.len() < 3 {
+        return Vec::new();
+    }
+    let isolated: Vec<&str> = sources
+        .iter()
+        .copied()
+        .filter(|s| {
+            let with: Vec<&&Row> = group.iter().filter(|r| r.pair.contains(s)).collect();
+            !with.is_empty() && with.iter().all(|r| !r.agrees())
+        })
+        .collect();
+    let rest = sources.len() - isolated.len();
+    let rest_agree =
+        group.iter().filter(|r| !isolated.iter().any(|s| r.pair.contains(s))).all(|r| r.agrees());
+    if isolated.is_empty() || rest < 2 || 2 * rest <= sources.len() || !rest_agree {
+        return Vec::new();
+    }
+    isolated
 }
 
 #[cfg(test)]
@@ -525,6 +593,31 @@ mod tests {
         assert_eq!(odd.len(), 1);
         assert_eq!(odd[0].source, "b");
         assert_eq!(odd[0].first.tensor.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn two_sources_off_among_many_are_both_named_when_the_rest_agree() {
+        let names = ["ours", "a", "b", "c", "gelu", "nudged"];
+        let off = |s: &str| s == "gelu" || s == "nudged";
+        let mut rows = Vec::new();
+        for (i, x) in names.iter().enumerate() {
+            for y in &names[i + 1..] {
+                rows.push(row((x, y), !off(x) && !off(y)));
+            }
+        }
+        let odd = odd_ones_out(&rows);
+        let named: Vec<&str> = odd.iter().map(|o| o.source.as_str()).collect();
+        assert_eq!(named, ["gelu", "nudged"]);
+        // Three off among five: the agreeing rest is no majority, so nobody is blamed.
+        let names = ["ours", "a", "x", "y", "z"];
+        let off = |s: &str| ["x", "y", "z"].contains(&s);
+        let mut rows = Vec::new();
+        for (i, p) in names.iter().enumerate() {
+            for q in &names[i + 1..] {
+                rows.push(row((p, q), !off(p) && !off(q)));
+            }
+        }
+        assert!(odd_ones_out(&rows).is_empty());
     }
 
     #[test]

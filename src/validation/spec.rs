@@ -127,6 +127,13 @@ pub struct AccuracyRule {
 /// float32's machine epsilon, 2^-23.
 pub const F32_EPSILON: f64 = f32::EPSILON as f64;
 
+/// How closely two float64 truths must agree, |a − b| ≤ atol + rtol·|b| on every element,
+/// before either judges anyone (their rows fail otherwise, and the run says which is off). On
+/// the bundled model, PyTorch, Flax, tinygrad and Candle in float64, every checkpoint of both
+/// phases, agreed within |Δ| 2.8e-14 (1.5e-15 of the tensor's largest value); a float32
+/// source is some 1e-7 off. 1e-12 + 1e-11·|b| sits 35 times above the one and 10⁴ below the other.
+pub const TRUTHS_AGREE: Tolerance = Tolerance::Close { atol: 1e-12, rtol: 1e-11 };
+
 impl AccuracyRule {
     /// The largest max error against the truth ours may have, given the peer's and the
     /// truth's largest magnitude.

@@ -174,7 +174,11 @@ impl Table {
 /// the counts (or the search's outcome).
 fn summary(report: &Report, detail: Detail) -> String {
     let mut out = String::new();
-    for line in words::odd_ones_out(report).into_iter().chain(words::not_checked(report)) {
+    let notes = words::truths(report)
+        .into_iter()
+        .chain(words::odd_ones_out(report))
+        .chain(words::not_checked(report));
+    for line in notes {
         out.push_str(&line);
         out.push('\n');
     }

@@ -2,8 +2,8 @@
 //! diagnosis in lines, a tensor element with all its float32 digits.
 
 use super::sci;
-use crate::validation::result::{Blame, Diagnosis, Report, Row};
-use crate::validation::spec::{Checkpoint, Phase};
+use crate::validation::result::{Blame, Diagnosis, Report, Role, Row};
+use crate::validation::spec::{Checkpoint, Phase, TRUTHS_AGREE};
 
 /// A sentence for rows that need more than numbers: exact checks, accuracy failures, masked
 /// entries (once per tensor), and the worst element of every failure. Without the row's place:
@@ -100,6 +100,35 @@ pub fn odd_ones_out(report: &Report) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// How the float64 truths agreed with each other, when there are two or more.
+pub fn truths(report: &Report) -> Option<String> {
+    let t = report.truths.as_ref()?;
+    let names = t.sources.join(", ");
+    let rule = format!("float64 against float64 at {TRUTHS_AGREE}");
+    Some(match &t.first {
+        None => format!(
+            "truths: {names} agree on every tensor they share ({rule}; worst |diff| {:.1e})",
+            t.worst_abs
+        ),
+        Some(first) => {
+            let which = if !t.odd_ones_out.is_empty() {
+                format!("the one off is {}", t.odd_ones_out.join(", "))
+            } else if t.sources.len() == 2 {
+                "with two truths a third float64 source would say which one is off".to_string()
+            } else {
+                "no one truth is the odd one out".to_string()
+            };
+            format!(
+                "truths disagree: {names} differ beyond {rule} on {} tensor{}, first at {first}; {which}; the \
+                 accuracy verdict is measured against {}",
+                t.disagreements,
+                if t.disagreements == 1 { "" } else { "s" },
+                report.source(Role::Truth).map_or("the first", |s| s.name.as_str())
+            )
+        }
+    })
 }
 
 /// What a dump left out, and why.

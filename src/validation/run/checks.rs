@@ -8,7 +8,7 @@ use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
 
 use super::sources::Sources;
-use crate::validation::spec::{Checkpoint, Checks, Kind, Mode, Phase, Place};
+use crate::validation::spec::{Checkpoint, Checks, Kind, Mode, Phase, Place, TRUTHS_AGREE};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::engine::Config;
@@ -16,7 +16,7 @@ use crate::engine::sampling::Sampling;
 use crate::engine::weights::Weights;
 use crate::validation::compare::{self, Heatmap, Mask, Stats, Tolerance};
 use crate::validation::diagnose::{self, Evidence};
-use crate::validation::reference::{Case, Tensor, TensorEntry};
+use crate::validation::reference::{Case, Precision, Tensor, TensorEntry};
 use crate::validation::result::{Accuracy, OURS, Pair, Row};
 
 /// What one check of a pair found, from which its row is made.
@@ -216,19 +216,22 @@ impl CaseContext<'_> {
         }
         // Every pair: ours with each reference, then the references among themselves; compared
         // on all cores (a full-size run spends most of its time here), rows kept in this order.
-        let mut pairs: Vec<(View<'_>, &str, View<'_>, &str, &TensorEntry)> = Vec::new();
+        // Two float64 truths are held to each other's float64 agreement, not to float32's.
+        let mut pairs: Vec<(View<'_>, &str, View<'_>, &str, &TensorEntry, Tolerance)> = Vec::new();
         for (i, entry, tensor) in &theirs {
-            pairs.push((View::F32(ours[*i].view()), OURS, view(tensor), &refs[*i].name, entry));
+            pairs.push((View::F32(ours[*i].view()), OURS, view(tensor), &refs[*i].name, entry, tolerance));
         }
         for (a, (i, ei, ti)) in theirs.iter().enumerate() {
             for (j, _, tj) in &theirs[a + 1..] {
-                pairs.push((view(ti), &refs[*i].name, view(tj), &refs[*j].name, ei));
+                let truths = [*i, *j].iter().all(|&k| refs[k].precision == Precision::Float64);
+                let base = if truths { TRUTHS_AGREE } else { tolerance };
+                pairs.push((view(ti), &refs[*i].name, view(tj), &refs[*j].name, ei, base));
             }
         }
         let mut rows = pairs
             .par_iter()
-            .map(|(a, a_name, b, b_name, entry)| {
-                let tolerance = self.pair_tolerance(tolerance, a_name, b_name);
+            .map(|(a, a_name, b, b_name, entry, base)| {
+                let tolerance = self.pair_tolerance(*base, a_name, b_name);
                 let stats = compare_views(a, b, tolerance, mask).with_context(|| {
                     format!("comparing {name} of checkpoint {cp}, {a_name} vs {b_name} ({})", entry.file)
                 })?;
@@ -251,7 +254,7 @@ impl CaseContext<'_> {
             if let Some(i) = rows.iter().position(|r| kept(r) && (asked || !r.passed))
                 && request.take()
             {
-                let (a, _, b, _, _) = &pairs[i];
+                let (a, _, b, _, _, _) = &pairs[i];
                 rows[i].heatmap = Some(heatmap_views(a, b, mask));
             }
         }

@@ -97,6 +97,7 @@ impl Html {
         if let Some(first) = report.first_failure() {
             notes.push(format!("first failure: {}", first.location()));
         }
+        notes.extend(words::truths(report));
         notes.extend(words::odd_ones_out(report));
         notes.extend(words::not_checked(report));
         notes.extend(words::blame_summary(report));
