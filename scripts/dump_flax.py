@@ -24,13 +24,11 @@ holds no torch: the safetensors are read by transformers' Flax loader.
 import argparse
 import contextlib
 import platform
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from dump_format import (FORMAT, add_case_arguments, case_entry, case_token_ids, check_model_dir, hf_tokenizer,
-                         model_info, read_cases, write_manifest, write_tensors)
+from dump_format import FORMAT, add_case_arguments, check_model_dir, dump_cases, hf_tokenizer, model_info
 
 DTYPES = {"float32": "f32", "float64": "f64"}
 
@@ -243,16 +241,9 @@ def main():
     out = Path(args.out)
     manifest = {"format": FORMAT, "generator": generator_info(args.dtype), "model": model_info(model.config),
                 "cases": []}
-    for case in read_cases(args):
-        token_ids = case_token_ids(case, encode, model.config.n_positions)
-        sampling = {k: case[k] for k in ("temperature", "top_k", "top_p")}
-        tensors, next_token, generated = capture(model, token_ids, sampling, case["max_new_tokens"])
-        entries, files = write_tensors(out, case["name"], tensors, args.dtype)
-        text = None if decode is None else decode(token_ids + generated)
-        manifest["cases"].append(case_entry(case, token_ids, next_token, generated, text, entries))
-        print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {files} files, "
-              f"greedy continuation {generated}", file=sys.stderr)
-    write_manifest(out, manifest)
+    sampling = lambda case: {k: case[k] for k in ("temperature", "top_k", "top_p")}  # noqa: E731
+    dump_cases(args, out, manifest, lambda case, ids: capture(model, ids, sampling(case), case["max_new_tokens"]),
+               encode, decode, args.dtype)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,21 @@ def case_entry(case, token_ids, next_token, generated, text, entries):
     }
 
 
+def dump_cases(args, out, manifest, capture, encode=None, decode=None, dtype="float32"):
+    """The case loop every engine's script runs: each case of `args` tokenized (`encode`, or
+    its token_ids), run by `capture(case, token_ids)` -> (tensors, next token, generated ids),
+    written as `dtype` files under `out` and entered into `manifest`, which is then written."""
+    for case in read_cases(args):
+        token_ids = case_token_ids(case, encode, manifest["model"]["n_positions"])
+        tensors, next_token, generated = capture(case, token_ids)
+        entries, files = write_tensors(out, case["name"], tensors, dtype)
+        text = None if decode is None else decode(token_ids + generated)
+        manifest["cases"].append(case_entry(case, token_ids, next_token, generated, text, entries))
+        print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {files} files, "
+              f"greedy continuation {generated}", file=sys.stderr)
+    write_manifest(out, manifest)
+
+
 def stop_at_eos(ids, eos):
     """A greedy continuation cut as HF's `generate` returns it: through the first end-of-text
     token, which it keeps."""

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import platform
-import sys
 from pathlib import Path
 
 os.environ["KERAS_BACKEND"] = "jax"
@@ -39,8 +38,7 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from dump_format import (FORMAT, add_case_arguments, case_entry, case_token_ids, check_model_dir,  # noqa: E402
-                         hf_tokenizer, read_cases, write_manifest, write_tensors)
+from dump_format import FORMAT, add_case_arguments, check_model_dir, dump_cases, hf_tokenizer  # noqa: E402
 
 OMITTED = [{
     "phase": "prefill",
@@ -228,15 +226,7 @@ def main():
     out = Path(args.out)
     manifest = {"format": FORMAT, "generator": generator_info(), "model": model_info(backbone, eps),
                 "omitted": OMITTED, "cases": []}
-    for case in read_cases(args):
-        token_ids = case_token_ids(case, encode, backbone.max_sequence_length)
-        tensors, next_token, generated = capture(lm, token_ids, case["max_new_tokens"], eos)
-        entries, files = write_tensors(out, case["name"], tensors, "float32")
-        text = None if decode is None else decode(token_ids + generated)
-        manifest["cases"].append(case_entry(case, token_ids, next_token, generated, text, entries))
-        print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {files} files, "
-              f"greedy continuation {generated}", file=sys.stderr)
-    write_manifest(out, manifest)
+    dump_cases(args, out, manifest, lambda case, ids: capture(lm, ids, case["max_new_tokens"], eos), encode, decode)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import platform
-import sys
 from pathlib import Path
 
 os.environ.setdefault("DEV", "CPU")
@@ -32,8 +31,7 @@ import tinygrad  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 from tinygrad import Tensor, dtypes  # noqa: E402
 
-from dump_format import (FORMAT, add_case_arguments, case_entry, case_token_ids, check_model_dir,  # noqa: E402
-                         hf_tokenizer, read_cases, stop_at_eos, write_manifest, write_tensors)
+from dump_format import FORMAT, add_case_arguments, check_model_dir, dump_cases, hf_tokenizer, stop_at_eos  # noqa: E402
 
 DTYPES = {"float32": (dtypes.float32, "f32"), "float64": (dtypes.float64, "f64")}
 
@@ -198,16 +196,9 @@ def main():
     encode, decode = hf_tokenizer(args.model)
     out = Path(args.out)
     manifest = {"format": FORMAT, "generator": generator_info(args.dtype), "model": m.info, "cases": []}
-    for case in read_cases(args):
-        token_ids = case_token_ids(case, encode, m.info["n_positions"])
-        sampling = {k: case[k] for k in ("temperature", "top_k", "top_p")}
-        tensors, next_token, generated = capture(m, token_ids, sampling, case["max_new_tokens"])
-        entries, files = write_tensors(out, case["name"], tensors, args.dtype)
-        text = None if decode is None else decode(token_ids + generated)
-        manifest["cases"].append(case_entry(case, token_ids, next_token, generated, text, entries))
-        print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {files} files, "
-              f"greedy continuation {generated}", file=sys.stderr)
-    write_manifest(out, manifest)
+    sampling = lambda case: {k: case[k] for k in ("temperature", "top_k", "top_p")}  # noqa: E731
+    dump_cases(args, out, manifest, lambda case, ids: capture(m, ids, sampling(case), case["max_new_tokens"]),
+               encode, decode, args.dtype)
 
 
 if __name__ == "__main__":

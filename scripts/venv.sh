@@ -17,7 +17,7 @@ if [ "${1:-}" = "--others" ]; then
     _oreq="$(dirname "${BASH_SOURCE[0]}")/requirements-others.txt"
     _okey=$(sha256sum "$_oreq" | cut -c1-16)
     _ovenv="${LLORCH_CACHE:-$HOME/.cache/llorch}/others-$_okey"
-    if ! "$_ovenv/bin/python" -c "import flax, jax, keras_hub, tinygrad, transformers" 2>/dev/null; then
+    if ! KERAS_BACKEND=jax "$_ovenv/bin/python" -c "import flax, jax, keras_hub, tinygrad, transformers" 2>/dev/null; then
         echo "creating $_ovenv from $_oreq (about two minutes)"
         rm -rf "$_ovenv"
         mkdir -p "$(dirname "$_ovenv")"
