@@ -595,6 +595,51 @@ mod tests {
         assert_eq!(odd[0].first.tensor.as_deref(), Some("k"));
     }
 
+    /// A row of `pair` comparing [1.0] with [1.0 + off] at the truths' tolerance.
+    fn compared(pair: (&str, &str), off: f64) -> Row {
+        let a = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[1]), 1.0f64);
+        let b = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[1]), 1.0 + off);
+        let tolerance = crate::validation::spec::TRUTHS_AGREE;
+        let stats = crate::validation::compare::compare(
+            a.view(),
+            b.view(),
+            tolerance,
+            crate::validation::compare::Mask::All,
+        )
+        .expect("same shapes");
+        Row { passed: stats.passed(), stats: Some(stats), tolerance, ..row(pair, true) }
+    }
+
+    fn truth(name: &str) -> Source {
+        Source {
+            name: name.into(),
+            dir: None,
+            precision: Precision::Float64,
+            weights: WeightFormat::F32,
+            role: Role::Reference,
+            generator: None,
+            omitted: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn truths_that_agree_say_so_and_one_off_among_three_is_named() {
+        let sources: Vec<Source> = ["t1", "t2", "t3"].iter().map(|n| truth(n)).collect();
+        let agree =
+            vec![compared(("t1", "t2"), 1e-15), compared(("t1", "t3"), 0.0), compared(("t2", "t3"), 1e-15)];
+        let t = Truths::of(&sources, &agree).expect("three truths");
+        assert_eq!((t.disagreements, t.first.is_none()), (0, true));
+        assert!(t.worst_abs > 0.0 && t.worst_abs < 1e-14);
+        // t3 off by 1e-9: far below float32's noise, far above float64's.
+        let off =
+            vec![compared(("t1", "t2"), 1e-15), compared(("t1", "t3"), 1e-9), compared(("t2", "t3"), 1e-9)];
+        let t = Truths::of(&sources, &off).expect("three truths");
+        assert_eq!(t.disagreements, 1);
+        assert_eq!(t.odd_ones_out, ["t3"]);
+        // Fewer than two float64 sources: no truths to compare.
+        assert!(Truths::of(&sources[..1], &agree).is_none());
+    }
+
     #[test]
     fn two_sources_off_among_many_are_both_named_when_the_rest_agree() {
         let names = ["ours", "a", "b", "c", "gelu", "nudged"];
