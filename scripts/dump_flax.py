@@ -21,23 +21,19 @@ holds no torch: the safetensors are read by transformers' Flax loader.
     python scripts/dump_flax.py --model DIR --cases cases.json --dtype float64 --out DIR/flax-f64
 """
 
-import argparse
 import contextlib
 import platform
 from pathlib import Path
 
 import numpy as np
 
-from dump_format import FORMAT, add_case_arguments, check_model_dir, dump_cases, hf_tokenizer, model_info
+from dump_format import FORMAT, check_model_dir, dump_cases, dump_parser, hf_tokenizer, model_info, sampling_of
 
 DTYPES = {"float32": "f32", "float64": "f64"}
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="HF model directory (config.json, model.safetensors, tokenizer)")
-    p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
-    add_case_arguments(p)
+    p = dump_parser(__doc__)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                    help="precision Flax computes in (default float32; float64 enables jax_enable_x64)")
     return p.parse_args()
@@ -241,8 +237,7 @@ def main():
     out = Path(args.out)
     manifest = {"format": FORMAT, "generator": generator_info(args.dtype), "model": model_info(model.config),
                 "cases": []}
-    sampling = lambda case: {k: case[k] for k in ("temperature", "top_k", "top_p")}  # noqa: E731
-    dump_cases(args, out, manifest, lambda case, ids: capture(model, ids, sampling(case), case["max_new_tokens"]),
+    dump_cases(args, out, manifest, lambda case, ids: capture(model, ids, sampling_of(case), case["max_new_tokens"]),
                encode, decode, args.dtype)
 
 

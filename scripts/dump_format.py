@@ -1,8 +1,10 @@
 """The writing half of llorch's reference format (CHECKPOINTS.md, "Reference dump format"),
-shared by every script that dumps an engine: scripts/dump_reference.py (HF transformers) and
-scripts/dump_llamacpp.py (llama.cpp). What a dump holds comes from its engine; how it is laid
-out on disk comes from here, so that all dumps read alike."""
+shared by every script that dumps an engine: scripts/dump_reference.py (HF transformers),
+dump_llamacpp.py (llama.cpp), dump_flax.py, dump_keras.py and dump_tinygrad.py. What a dump
+holds comes from its engine; how it is laid out on disk, which options choose its cases and how
+they are read come from here, so that all dumps read alike."""
 
+import argparse
 import hashlib
 import json
 import shutil
@@ -12,6 +14,17 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "llorch-reference/2"
+
+
+def dump_parser(doc):
+    """The command line every dumper starts from: its docstring as help, the model directory,
+    the output directory and the case options; each script adds its own (--dtype, ...)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True,
+                        help="HF model directory (config.json, model.safetensors, tokenizer)")
+    parser.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
+    add_case_arguments(parser)
+    return parser
 
 
 def add_case_arguments(parser):
@@ -128,6 +141,11 @@ def case_token_ids(case, encode, n_ctx):
     return ids
 
 
+def sampling_of(case):
+    """A case's checkpoint-11 settings, as the manifest records them."""
+    return {k: case[k] for k in ("temperature", "top_k", "top_p")}
+
+
 def case_entry(case, token_ids, next_token, generated, text, entries):
     """One case of the manifest: its inputs and settings, the token-level outcomes
     (checkpoints 10 and 12) and its tensors' entries."""
@@ -135,7 +153,7 @@ def case_entry(case, token_ids, next_token, generated, text, entries):
         "name": case["name"],
         "prompt": case.get("prompt"),
         "token_ids": token_ids,
-        "sampling": {k: case[k] for k in ("temperature", "top_k", "top_p")},
+        "sampling": sampling_of(case),
         "next_token": next_token,
         "max_new_tokens": case["max_new_tokens"],
         "generated_ids": generated,

@@ -22,7 +22,6 @@ Runs in the venv of scripts/requirements-others.txt (`source scripts/venv.sh --o
     python scripts/dump_keras.py --model DIR --cases cases.json --out DIR/keras
 """
 
-import argparse
 import contextlib
 import json
 import os
@@ -38,7 +37,7 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from dump_format import FORMAT, add_case_arguments, check_model_dir, dump_cases, hf_tokenizer  # noqa: E402
+from dump_format import FORMAT, check_model_dir, dump_cases, dump_parser, hf_tokenizer  # noqa: E402
 
 OMITTED = [{
     "phase": "prefill",
@@ -212,10 +211,7 @@ def generator_info():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="HF model directory (config.json, model.safetensors, tokenizer)")
-    p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
-    add_case_arguments(p)
+    p = dump_parser(__doc__)
     args = p.parse_args()
     check_model_dir(args.model)
     backbone = keras_hub.models.GPT2Backbone.from_preset(args.model, dtype="float32")

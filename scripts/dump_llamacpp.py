@@ -48,7 +48,6 @@ How llama.cpp's tensors map to the checkpoints (ggml names are `name-LAYER`):
     cp 12 generated_ids/text llama.cpp's greedy sampler and detokenizer
 """
 
-import argparse
 import contextlib
 import ctypes
 import json
@@ -62,8 +61,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dump_format import (FORMAT, add_case_arguments, add_corpus_arguments, case_entry, case_token_ids, corpus_case,
-                         corpus_windows, read_cases, write_manifest, write_tensors)
+from dump_format import (FORMAT, add_corpus_arguments, case_entry, case_token_ids, check_model_dir, corpus_case,
+                         corpus_windows, dump_parser, read_cases, write_manifest, write_tensors)
 
 try:
     import llama_cpp
@@ -558,10 +557,7 @@ def dump_corpus(args, gguf):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="HF model directory (config.json, model.safetensors, tokenizer)")
-    p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
-    add_case_arguments(p)
+    p = dump_parser(__doc__)
     add_corpus_arguments(p)
     p.add_argument("--threads", type=int, default=2, help="llama.cpp's CPU threads (default 2)")
     p.add_argument("--keep-gguf", help="also keep the converted GGUF at this path")
@@ -569,9 +565,7 @@ def main():
                    help="the GGUF's weight type, the converter's --outtype (default f32)")
     args = p.parse_args()
 
-    for needed in ("config.json", "model.safetensors"):
-        if not (Path(args.model) / needed).is_file():
-            sys.exit(f"error: {args.model} is not an HF GPT-2 model directory: it has no {needed}")
+    check_model_dir(args.model)
     cases = [] if args.corpus else read_cases(args)
     quiet_logs()
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,6 @@ last whole window dropped), each window a case whose one tensor is every positio
 (checkpoint 8, the prompt's pass); the manifest's `corpus` says how it was cut.
 """
 
-import argparse
 import contextlib
 import platform
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from transformers import AutoTokenizer, GPT2LMHeadModel
+from transformers import GPT2LMHeadModel
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     TemperatureLogitsWarper,
@@ -49,8 +48,8 @@ from transformers.generation.logits_process import (
 )
 from transformers.models.gpt2 import modeling_gpt2
 
-from dump_format import (FORMAT, add_case_arguments, add_corpus_arguments, case_entry, case_token_ids, corpus_case,
-                         corpus_windows, model_info, read_cases, write_manifest, write_tensors)
+from dump_format import (FORMAT, add_corpus_arguments, check_model_dir, corpus_case, corpus_windows, dump_cases,
+                         dump_parser, hf_tokenizer, model_info, sampling_of, write_manifest, write_tensors)
 from rounding import FORMATS, round_model
 
 # --dtype: (torch's dtype, the dump's file dtype, the source's name suffix). bfloat16 and float16
@@ -66,14 +65,6 @@ DTYPES = {
 def load_model(model_dir, dtype=torch.float32):
     model = GPT2LMHeadModel.from_pretrained(model_dir, attn_implementation="eager", dtype=dtype)
     return model.eval()
-
-
-def load_tokenizer(model_dir):
-    """The model directory's tokenizer, or None when it has no tokenizer files."""
-    d = Path(model_dir)
-    if not ((d / "tokenizer.json").is_file() or (d / "vocab.json").is_file()):
-        return None
-    return AutoTokenizer.from_pretrained(model_dir)
 
 
 @contextlib.contextmanager
@@ -202,8 +193,8 @@ def phase_tensors(cfg, phase, modules, attention, out):
 @torch.no_grad()
 def capture(model, token_ids, sampling, max_new_tokens):
     """Runs HF on `token_ids` (the prefill), then one decode step with its argmax through HF's
-    cache, and returns (tensors, results): tensors is a list of (phase, checkpoint, layer, name,
-    np.ndarray), results the token-level outcomes."""
+    cache, and returns (tensors, next token, greedy continuation): tensors is a list of (phase,
+    checkpoint, layer, name, np.ndarray)."""
     cfg = model.config
     ids = torch.tensor([token_ids])
     modules, attention, out = run_hooked(model, ids)
@@ -229,8 +220,7 @@ def capture(model, token_ids, sampling, max_new_tokens):
         pad_token_id=eos,
         eos_token_id=eos,
     )[0, len(token_ids):].tolist()
-    results = {"next_token": next_token, "generated_ids": generated}
-    return tensors, results
+    return tensors, next_token, generated
 
 
 def library_versions(dtype):
@@ -247,11 +237,11 @@ def library_versions(dtype):
 
 
 @torch.no_grad()
-def dump_corpus(model, tokenizer, args, out, file_dtype, manifest):
+def dump_corpus(model, encode, args, out, file_dtype, manifest):
     """The corpus's windows as cases, each holding every position's logits [W, V]."""
-    if tokenizer is None:
+    if encode is None:
         sys.exit(f"error: {args.model} has no tokenizer to cut the corpus with")
-    tokens = tokenizer.encode(Path(args.corpus).read_text(encoding="utf-8"), add_special_tokens=False)
+    tokens = encode(Path(args.corpus).read_text(encoding="utf-8"))
     manifest["corpus"], windows = corpus_windows(args, tokens, model.config.n_positions)
     for i, ids in enumerate(windows):
         logits = model(input_ids=torch.tensor([ids])).logits[0]
@@ -261,10 +251,7 @@ def dump_corpus(model, tokenizer, args, out, file_dtype, manifest):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="HF model directory")
-    p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
-    add_case_arguments(p)
+    p = dump_parser(__doc__)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                    help="precision HF runs in (default float32; float64 is the truth of llorch's accuracy "
                         "verdict; bfloat16 and float16, written as float32 files, are the yardsticks of "
@@ -277,13 +264,14 @@ def main():
     if args.weights_as != "f32" and args.dtype in ("bfloat16", "float16"):
         p.error(f"--dtype {args.dtype} casts the weights itself; --weights-as goes with float32 or float64")
 
+    check_model_dir(args.model)
     torch.manual_seed(0)
     torch_dtype, file_dtype, _ = DTYPES[args.dtype]
     # Rounded in float32, as the engine rounds the checkpoint's float32 values; then widened.
     model = load_model(args.model, torch.float32)
     rounding = round_model(model, args.weights_as)
     model = model.to(torch_dtype)
-    tokenizer = load_tokenizer(args.model)
+    encode, decode = hf_tokenizer(args.model)
     out = Path(args.out)
     generator = library_versions(args.dtype)
     if rounding is not None:
@@ -291,24 +279,11 @@ def main():
         generator["weights_rounding"] = rounding
     manifest = {"format": FORMAT, "generator": generator, "model": model_info(model.config), "cases": []}
     if args.corpus:
-        dump_corpus(model, tokenizer, args, out, file_dtype, manifest)
+        dump_corpus(model, encode, args, out, file_dtype, manifest)
         write_manifest(out, manifest)
         return
-    encode = None if tokenizer is None else (lambda text: tokenizer.encode(text, add_special_tokens=False))
-    for case in read_cases(args):
-        token_ids = case_token_ids(case, encode, model.config.n_positions)
-        sampling = {k: case[k] for k in ("temperature", "top_k", "top_p")}
-        tensors, results = capture(model, token_ids, sampling, case["max_new_tokens"])
-        entries, files = write_tensors(out, case["name"], tensors, file_dtype)
-        text = None
-        if tokenizer is not None:
-            text = tokenizer.decode(token_ids + results["generated_ids"], skip_special_tokens=False,
-                                    clean_up_tokenization_spaces=False)
-        manifest["cases"].append(case_entry(case, token_ids, results["next_token"], results["generated_ids"], text,
-                                            entries))
-        print(f"case {case['name']}: {len(token_ids)} prompt tokens, {len(entries)} tensors in {files} files, "
-              f"greedy continuation {results['generated_ids']}", file=sys.stderr)
-    write_manifest(out, manifest)
+    dump_cases(args, out, manifest, lambda case, ids: capture(model, ids, sampling_of(case), case["max_new_tokens"]),
+               encode, decode, file_dtype)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ CPU backend compiles its kernels with clang.
     python scripts/dump_tinygrad.py --model DIR --cases cases.json --dtype float64 --out DIR/tinygrad-f64
 """
 
-import argparse
 import json
 import math
 import os
@@ -31,7 +30,8 @@ import tinygrad  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 from tinygrad import Tensor, dtypes  # noqa: E402
 
-from dump_format import FORMAT, add_case_arguments, check_model_dir, dump_cases, hf_tokenizer, stop_at_eos  # noqa: E402
+from dump_format import (FORMAT, check_model_dir, dump_cases, dump_parser, hf_tokenizer, sampling_of,  # noqa: E402
+                         stop_at_eos)
 
 DTYPES = {"float32": (dtypes.float32, "f32"), "float64": (dtypes.float64, "f64")}
 
@@ -184,10 +184,7 @@ def generator_info(dtype):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="HF model directory (config.json, model.safetensors, tokenizer)")
-    p.add_argument("--out", required=True, help="directory to write manifest.json and the .npy files to")
-    add_case_arguments(p)
+    p = dump_parser(__doc__)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                    help="precision tinygrad computes in (default float32)")
     args = p.parse_args()
@@ -196,8 +193,7 @@ def main():
     encode, decode = hf_tokenizer(args.model)
     out = Path(args.out)
     manifest = {"format": FORMAT, "generator": generator_info(args.dtype), "model": m.info, "cases": []}
-    sampling = lambda case: {k: case[k] for k in ("temperature", "top_k", "top_p")}  # noqa: E731
-    dump_cases(args, out, manifest, lambda case, ids: capture(m, ids, sampling(case), case["max_new_tokens"]),
+    dump_cases(args, out, manifest, lambda case, ids: capture(m, ids, sampling_of(case), case["max_new_tokens"]),
                encode, decode, args.dtype)
 
 
