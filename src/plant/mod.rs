@@ -66,6 +66,14 @@ pub enum Variant {
     ResidualDropped,
     /// Bug: the final LayerNorm is skipped.
     LnFSkipped,
+    /// Bug of a kernel path: the MLP's c_proj skips the pass's last row when it has more than
+    /// one (a many-row kernel's row remainder), leaving it zero.
+    MlpOutLastRowSkipped,
+    /// Bug of a kernel path: the GELU leaves columns 48–63 (one 16-column panel) unwritten,
+    /// zero.
+    GeluPanelUnwritten,
+    /// Bug of a kernel path: head 1's attention scores are head 0's (a head loop's offset).
+    ScoresHeadOffset,
     /// Bug: sampling multiplies the logits by the temperature instead of dividing.
     TemperatureMultiplied,
     /// Bug in the Q8_0 kernels (--weights q8_0): every product widens each odd block of 32

@@ -214,6 +214,23 @@ impl<'a> Rewriter<'a> {
                 Some(p.h[l].attn_c_proj.forward_as(self.merged_heads(l, false)?.view(), v).into_dyn())
             }
             (V::AttnOutShift, Cp::AttnOutput, ..) => Some(&engine + 3e-6),
+            (V::MlpOutLastRowSkipped, Cp::Ffn, Some(_), "mlp_out") if engine.shape()[0] > 1 => {
+                let mut out = engine.to_owned();
+                let last = out.shape()[0] - 1;
+                out.index_axis_mut(Axis(0), last).fill(0.0);
+                Some(out)
+            }
+            (V::GeluPanelUnwritten, Cp::Ffn, Some(_), "gelu") => {
+                let mut out = engine.to_owned();
+                out.slice_mut(s![.., 48..64]).fill(0.0);
+                Some(out)
+            }
+            (V::ScoresHeadOffset, Cp::AttnScores, Some(_), "scores") => {
+                let mut out = engine.to_owned();
+                let head0 = out.index_axis(Axis(0), 0).to_owned();
+                out.index_axis_mut(Axis(0), 1).assign(&head0);
+                Some(out)
+            }
             (v, Cp::Ffn, Some(l), "gelu")
                 if v.in_every_product()
                     || matches!(v, V::ErfGelu | V::F32Gelu | V::GeluCoefficient | V::MlpBiasDropped) =>

@@ -103,6 +103,10 @@ impl fmt::Display for Blame {
 /// then the checkpoint's common failures.
 #[derive(Serialize, Clone, Debug, Default)]
 pub struct Diagnosis {
+    /// Where in the tensor the error sits, when it has structure (some positions, columns or
+    /// heads wrong while the rest is right), with the kernel path that points to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     pub findings: Vec<Finding>,
     /// What usually goes wrong at this checkpoint (CHECKPOINTS.md, "Common failures").
     pub common_failures: Vec<&'static str>,

@@ -192,6 +192,42 @@ mod planted {
         assert_eq!(named, 2 * bugs.len());
     }
 
+    /// Kernel-path bugs that leave one row, one panel or one head wrong while the rest is exact:
+    /// no hypothesis of a whole stage fits them, and the diagnosis says where in the tensor the
+    /// error sits and which kernel path that points to, in both modes.
+    #[test]
+    fn structured_kernel_bugs_are_located_within_the_tensor() {
+        #[rustfmt::skip]
+        let bugs: &[(&str, Place, &[&str])] = &[
+            ("mlp-out-last-row-skipped", ("prefill", 6, Some(0), "mlp_out"),
+             &["position 1 (the last) of ", "ours is zero there", "row remainder"]),
+            ("gelu-panel-unwritten", ("prefill", 6, Some(0), "gelu"),
+             &["columns 48–63 of ", "ours is zero there", "16-column panels"]),
+            ("scores-head-offset", ("prefill", 4, Some(0), "scores"), &["head 1 of 4", "head's loop bound"]),
+        ];
+        for &(variant, (phase, cp, layer, tensor), words) in bugs {
+            for mode in ["chained", "isolated"] {
+                let (code, doc) = validate(variant, &["--mode", mode]);
+                assert_eq!(code, 1, "{variant} {mode}");
+                let row = doc["rows"].as_array().unwrap().iter().find(|r| r["passed"] == false).unwrap();
+                assert_eq!(
+                    (
+                        row["phase"].as_str(),
+                        row["checkpoint"].as_u64(),
+                        row["layer"].as_u64(),
+                        row["tensor"].as_str()
+                    ),
+                    (Some(phase), Some(cp), layer, Some(tensor)),
+                    "{variant} {mode}"
+                );
+                let location = row["diagnosis"]["location"].as_str().unwrap_or_default();
+                for word in words {
+                    assert!(location.contains(word), "{variant} {mode}: {location:?} lacks {word:?}");
+                }
+            }
+        }
+    }
+
     /// In isolated mode every stage after the bug runs on the reference's input, so only the
     /// stage that holds it fails: for each layer-0 bug, the failing rows of ours are that
     /// stage's (every layer has the bug, so the same stage fails on every layer).

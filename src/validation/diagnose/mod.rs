@@ -10,6 +10,7 @@
 //! weight of every linear layer.
 
 mod hypotheses;
+mod location;
 mod stages;
 
 use anyhow::Result;
@@ -80,7 +81,11 @@ pub fn diagnose(e: &Evidence<'_>) -> Diagnosis {
         anyhow::Ok((reference, candidates))
     })();
     match result {
-        Ok((reference, candidates)) => diagnosis.findings = judge(e, &reference, candidates),
+        Ok((reference, candidates)) => {
+            diagnosis.location =
+                location::locate(e.ours.view(), reference.view(), e.tolerance, e.config.n_head);
+            diagnosis.findings = judge(e, &reference, candidates);
+        }
         Err(err) => diagnosis.note = Some(format!("the hypotheses could not be tested: {err:#}")),
     }
     diagnosis

@@ -61,9 +61,10 @@ pub fn reason(row: &Row, first_of_tensor: bool) -> Option<String> {
         .then(|| format!("{} masked future entries excluded from the diff", s.masked))
 }
 
-/// The lines of a diagnosis: the hypotheses that fit, then the checkpoint's common failures.
+/// The lines of a diagnosis: where the error sits (when it has structure), the hypotheses that
+/// fit, then the checkpoint's common failures.
 pub fn diagnosis(d: &Diagnosis) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = d.location.iter().map(|l| format!("where: {l}")).collect();
     for (i, f) in d.findings.iter().enumerate() {
         let lead = if i == 0 { "likely cause" } else { "also fits" };
         out.push(format!("{lead}: {}; {}", f.cause, f.evidence));
