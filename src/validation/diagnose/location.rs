@@ -19,8 +19,9 @@ const PANEL: usize = 16;
 const KEY_BLOCK: usize = 64;
 
 /// A sentence saying where the error sits, with a guess at the kernel path it points to; None
-/// when every row, column and head is wrong (or nothing is). `n_head` names column runs that
-/// are one head's slice of a [T, C] tensor.
+/// when the error has no structure (every row, column and head wrong, scattered elements, a
+/// few points) or there is none. `n_head` names column runs that are one head's slice of a
+/// [T, C] tensor.
 pub fn locate(
     ours: ArrayViewD<'_, f32>,
     reference: ArrayViewD<'_, f64>,
