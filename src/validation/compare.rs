@@ -66,7 +66,7 @@ impl<T: Copy + Into<f64> + Send + Sync> Element for T {}
 
 /// At or below this a score is masked: HF adds the float minimum (−3.4e38 in float32, −1.8e308
 /// in float64), we write −∞.
-const MASKED: f64 = -1e30;
+pub const MASK_THRESHOLD: f64 = -1e30;
 
 /// Which elements take part. Attention scores compare causal entries only: the future ones are
 /// masked (HF fills them with the float minimum, we never compute them).
@@ -288,7 +288,7 @@ impl Partial {
             let inside = included(flat);
             if !inside {
                 // A future key must be masked on both sides; a value there means it was seen.
-                if x64 <= MASKED && r64 <= MASKED {
+                if x64 <= MASK_THRESHOLD && r64 <= MASK_THRESHOLD {
                     p.masked += 1;
                     continue;
                 }

@@ -11,12 +11,12 @@ use std::collections::BTreeSet;
 
 use ndarray::{ArrayViewD, Axis, Ix3};
 
-use crate::validation::compare::Tolerance;
+use crate::engine::kv_cache::KEY_BLOCK;
+use crate::engine::packed::PANEL;
+use crate::validation::compare::{MASK_THRESHOLD, Tolerance};
 
-/// The columns of one panel of the engine's matrix kernels (`engine::kernels`), and of the key
-/// block of its attention: a wrong run that starts or ends on these bounds points at them.
-const PANEL: usize = 16;
-const KEY_BLOCK: usize = 64;
+// The engine's panel width (columns of one packed panel of its matrix kernels) and the key
+// block of its attention: a wrong run that starts or ends on these bounds points at them.
 
 /// A sentence saying where the error sits, with a guess at the kernel path it points to; None
 /// when the error has no structure (every row, column and head wrong, scattered elements, a
@@ -41,17 +41,10 @@ pub fn locate(
     let [h, t, x] = as3(shape);
     let ours3 = ours.to_shape([h, t, x]).ok()?.into_dimensionality::<Ix3>().ok()?;
     let ref3 = reference.to_shape([h, t, x]).ok()?.into_dimensionality::<Ix3>().ok()?;
-    let wrong = |a: f32, b: f64| {
-        let a = a as f64;
-        if a <= -1e30 && b <= -1e30 {
-            return false;
-        }
-        !(a.is_finite() && b.is_finite() && (a - b).abs() <= tolerance.allowed(b))
-    };
     let (mut heads, mut rows, mut cols) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     let (mut n_wrong, mut all_zero) = (0usize, true);
     for ((i, j, k), &a) in ours3.indexed_iter() {
-        if wrong(a, ref3[[i, j, k]]) {
+        if !agrees(a, ref3[[i, j, k]], tolerance) {
             heads.insert(i);
             rows.insert(j);
             cols.insert(k);
@@ -67,13 +60,10 @@ pub fn locate(
     // nothing about a kernel path.
     let located = |set: &BTreeSet<usize>, extent: usize| {
         let runs = dense_runs(set);
-        let covered: usize = runs.iter().map(|&(a, b)| b - a + 1).sum();
-        (runs.len() <= MAX_RUNS && covered < extent).then_some(runs)
+        (runs.len() <= MAX_RUNS && covered(&runs) < extent).then_some(runs)
     };
     let (head_runs, row_runs, col_runs) = (located(&heads, h), located(&rows, t), located(&cols, x));
-    let size = |runs: &Option<Vec<(usize, usize)>>, extent: usize| {
-        runs.as_ref().map_or(extent, |r| r.iter().map(|&(a, b)| b - a + 1).sum())
-    };
+    let size = |runs: &Option<Vec<(usize, usize)>>, extent: usize| runs.as_deref().map_or(extent, covered);
     // ... the located block must be mostly wrong (the error fills it), and it must span a
     // whole axis of more than one index (whole rows, whole columns, whole heads): a few wrong
     // elements alone are points, not a kernel path.
@@ -116,6 +106,19 @@ pub fn locate(
         sentence.push_str(&format!(": {}?", hints.join("; or ")));
     }
     Some(sentence)
+}
+
+/// Whether ours agrees with the reference at one element: both masked, or both finite and
+/// within the tolerance.
+fn agrees(a: f32, b: f64, tolerance: Tolerance) -> bool {
+    let a = a as f64;
+    (a <= MASK_THRESHOLD && b <= MASK_THRESHOLD)
+        || (a.is_finite() && b.is_finite() && (a - b).abs() <= tolerance.allowed(b))
+}
+
+/// The indices a list of runs covers.
+fn covered(runs: &[(usize, usize)]) -> usize {
+    runs.iter().map(|&(a, b)| b - a + 1).sum()
 }
 
 /// At most this many runs of wrong indices along an axis make a location.
@@ -196,12 +199,8 @@ fn stale_row(
 ) -> Option<usize> {
     let t = ours.len_of(Axis(1));
     let equal = |ours_row: usize, ref_row: usize| {
-        ours.index_axis(Axis(1), ours_row).iter().zip(reference.index_axis(Axis(1), ref_row).iter()).all(
-            |(&a, &b)| {
-                let a = a as f64;
-                (a <= -1e30 && b <= -1e30) || (a - b).abs() <= tolerance.allowed(b)
-            },
-        )
+        let (ours, reference) = (ours.index_axis(Axis(1), ours_row), reference.index_axis(Axis(1), ref_row));
+        ours.iter().zip(reference.iter()).all(|(&a, &b)| agrees(a, b, tolerance))
     };
     (0..t).filter(|r| !rows.contains(r)).find(|&from| rows.iter().all(|&r| equal(r, from)))
 }

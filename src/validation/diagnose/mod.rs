@@ -19,7 +19,7 @@ use ndarray::{ArrayD, ArrayViewD};
 use crate::engine::Config;
 use crate::engine::sampling::Sampling;
 use crate::engine::weights::Weights;
-use crate::validation::compare::Tolerance;
+use crate::validation::compare::{MASK_THRESHOLD, Tolerance};
 use crate::validation::result::{Diagnosis, Finding};
 use crate::validation::spec::{Checkpoint, Checks};
 
@@ -138,7 +138,7 @@ fn distance(ours: ArrayViewD<'_, f32>, x: ArrayViewD<'_, f64>) -> (f64, f64) {
     if ours.shape() != x.shape() || ours.is_empty() {
         return (f64::INFINITY, f64::INFINITY);
     }
-    let masked = |v: f64| v <= -1e30;
+    let masked = |v: f64| v <= MASK_THRESHOLD;
     let (max, sum_sq) = ours.iter().zip(x.iter()).fold((0.0f64, 0.0), |(max, sum_sq), (&a, &b)| {
         let a = a as f64;
         let d = match (masked(a), masked(b)) {
@@ -162,7 +162,7 @@ fn generic(e: &Evidence<'_>, reference: &ArrayD<f64>) -> Vec<Candidate> {
         .iter()
         .zip(reference.iter())
         .map(|(&a, &b)| (a as f64, b))
-        .filter(|(a, b)| a.is_finite() && b.is_finite() && *b > -1e30)
+        .filter(|(a, b)| a.is_finite() && b.is_finite() && *b > MASK_THRESHOLD)
         .collect();
     if pairs.is_empty() || reference.shape() != e.ours.shape() {
         return Vec::new();
