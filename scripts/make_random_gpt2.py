@@ -4,7 +4,8 @@
 Real GPT-2 weights are not needed to prove the engine's code paths: a random GPT2LMHeadModel
 has the same architecture, the same file layout and the same tensor names. This script writes
 config.json, model.safetensors (HF naming "transformer.h.0..." or the published checkpoints'
-"h.0..." naming with their attn.bias buffers), and the real GPT-2 tokenizer.
+"h.0..." naming with their attn.bias buffers), and the real GPT-2 tokenizer (none for a smaller
+--vocab-size, whose cases give token ids: fixtures/coverage-gpt2 is made so).
 
 Every model it makes is checked: HF runs the prompt in float32 and in float64, and the script
 refuses a model whose two runs differ by more than a tenth of a checkpoint's tolerance, because
@@ -131,6 +132,9 @@ def main():
     p.add_argument("--n-head", type=int, required=True)
     p.add_argument("--n-embd", type=int, required=True)
     p.add_argument("--n-positions", type=int, default=1024)
+    p.add_argument("--vocab-size", type=int, default=GPT2_VOCAB,
+                   help=f"vocabulary (default GPT-2's {GPT2_VOCAB}); a smaller one gets no tokenizer, since "
+                        "GPT-2's would make ids past it: its cases give token_ids, the check --check-token-ids")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-range", type=float, default=0.05,
                    help="std of the random weights (HF's initializer_range; default 0.05)")
@@ -147,15 +151,23 @@ def main():
     p.add_argument("--tokenizer-json", action=argparse.BooleanOptionalAction, default=True,
                    help="also write tokenizer.json (vocab.json and merges.txt are always written)")
     p.add_argument("--check-prompt", default="Hello.", help="prompt of the float32/float64 check")
+    p.add_argument("--check-token-ids", help="token ids of the float32/float64 check instead of a prompt, "
+                                             "comma-separated (needed with a smaller --vocab-size)")
     p.add_argument("--force", action="store_true", help="keep a model that fails the float64 check")
     args = p.parse_args()
 
     if args.n_embd % args.n_head:
         sys.exit("error: --n-embd must be divisible by --n-head")
+    small_vocab = args.vocab_size < GPT2_VOCAB
+    if args.vocab_size > GPT2_VOCAB or args.vocab_size < 2:
+        sys.exit(f"error: --vocab-size must be between 2 and GPT-2's {GPT2_VOCAB}")
+    if small_vocab and not args.check_token_ids:
+        sys.exit("error: a model with a smaller --vocab-size has no tokenizer: give --check-token-ids")
+    eos = args.vocab_size - 1 if small_vocab else EOS
     torch.manual_seed(args.seed)
     config = GPT2Config(
         n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, n_positions=args.n_positions,
-        vocab_size=GPT2_VOCAB, initializer_range=args.init_range, bos_token_id=EOS, eos_token_id=EOS,
+        vocab_size=args.vocab_size, initializer_range=args.init_range, bos_token_id=eos, eos_token_id=eos,
     )
     if args.attention_sink and not args.massive_activations:
         sys.exit("error: --attention-sink builds on the channels of --massive-activations: give both")
@@ -178,22 +190,28 @@ def main():
     if args.naming == "openai":
         (out / "model.safetensors").unlink()
         save_file(openai_state_dict(model), out / "model.safetensors", metadata={"format": "pt"})
-    for f in ("vocab.json", "merges.txt"):
-        shutil.copy(TOKENIZER / f, out / f)
-    tokenizer = GPT2Tokenizer.from_pretrained(out)  # reads vocab.json + merges.txt
-    if args.tokenizer_json:
-        tokenizer.save_pretrained(out)  # tokenizer.json, tokenizer_config.json
+    if small_vocab:
+        ids = [int(t) for t in args.check_token_ids.split(",")]
+        if max(ids) >= args.vocab_size:
+            sys.exit(f"error: --check-token-ids has an id past the vocabulary of {args.vocab_size}")
+        check = f"token ids {ids}"
     else:
-        (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}) + "\n")
-
-    ids = tokenizer.encode(args.check_prompt, add_special_tokens=False)
+        for f in ("vocab.json", "merges.txt"):
+            shutil.copy(TOKENIZER / f, out / f)
+        tokenizer = GPT2Tokenizer.from_pretrained(out)  # reads vocab.json + merges.txt
+        if args.tokenizer_json:
+            tokenizer.save_pretrained(out)  # tokenizer.json, tokenizer_config.json
+        else:
+            (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}) + "\n")
+        ids = tokenizer.encode(args.check_prompt, add_special_tokens=False)
+        check = repr(args.check_prompt)
     worst, where, gen32, gen64 = float64_check(out, ids)
-    print(f"{out}: {args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, init {args.init_range}, "
+    print(f"{out}: {args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, {args.vocab_size} tokens, init {args.init_range}, "
           f"seed {args.seed}, {args.naming} naming", file=sys.stderr)
     largest, position, sink = describe_statistics(out, ids)
     print(f"largest residual value {largest:.1f} (position {position}); attention on the first key "
           f"{sink:.2f} on average (queries after it, every layer and head)", file=sys.stderr)
-    print(f"float32 vs float64 on {args.check_prompt!r}: worst |diff| is {worst:.3f} of the tolerance "
+    print(f"float32 vs float64 on {check}: worst |diff| is {worst:.3f} of the tolerance "
           f"({where}); greedy f32 {gen32}, f64 {gen64}", file=sys.stderr)
     # The float32 reference should use at most a tenth of a tolerance: warn loudly past that.
     # Past half of it, or when the greedy tokens differ, a correct engine could fail against it:

@@ -19,7 +19,7 @@ pub enum Command {
     ///
     /// Exit status: 0 when every check passes, 1 when one fails (a tolerance, the accuracy
     /// verdict against a float64 truth, or two references that disagree), 2 on any error.
-    Validate(ValidateArgs),
+    Validate(Box<ValidateArgs>),
     /// What each weight format costs: ours and every dump made at the format against the
     /// float64 truth on the checkpoint's own weights, stage by stage, the weights' rounding shown
     /// apart, judged against PyTorch at that precision (or llama.cpp at Q8_0).
@@ -221,6 +221,12 @@ pub struct ValidateArgs {
     #[cfg(feature = "planted-bugs")]
     #[arg(long, value_enum, hide = true)]
     pub plant: Option<crate::plant::Variant>,
+
+    /// Test builds only: write how often the run took each of the engine's remainder paths
+    /// (src/engine/paths.rs) to FILE, as JSON.
+    #[cfg(feature = "path-counters")]
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub path_counts: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -25,7 +25,7 @@ pub use options::DEFAULT_MODEL_DIR;
 /// caller's exit code 2.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Validate(args) => validate::run(args),
+        Command::Validate(args) => validate::run(*args),
         Command::Cost(args) => cost::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),

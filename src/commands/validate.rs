@@ -20,6 +20,8 @@ use crate::validation::search;
 pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     #[cfg(feature = "planted-bugs")]
     let plant = args.plant;
+    #[cfg(feature = "path-counters")]
+    let path_counts = args.path_counts.clone();
     let options = ValidateOptions::resolve(args)?;
     // Our engine: the model's, or in a test build one with a planted variant.
     let open_engine = || -> Result<Box<dyn Runner>> {
@@ -43,7 +45,27 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         // No empty or partial file may pose as a report.
         Exports::discard(&written);
     }
+    #[cfg(feature = "path-counters")]
+    if let (Ok(_), Some(file)) = (&result, path_counts) {
+        write_path_counts(&file)?;
+    }
     result
+}
+
+/// The counts of the engine's remainder paths this run took, as JSON: every path with its
+/// count and whether a validation must reach it on this machine's kernel set.
+#[cfg(feature = "path-counters")]
+fn write_path_counts(file: &std::path::Path) -> Result<()> {
+    use crate::engine::paths;
+    let paths: Vec<_> = paths::counts()
+        .into_iter()
+        .map(|(path, count)| {
+            serde_json::json!({"path": path.to_string(), "count": count, "required": path.required()})
+        })
+        .collect();
+    let doc = serde_json::json!({"paths": paths});
+    std::fs::write(file, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("cannot write the path counts to {}", file.display()))
 }
 
 /// `--corpus FILE`: our engine over the text's windows, every source's distributions against

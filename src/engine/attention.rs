@@ -9,6 +9,7 @@ use super::config::Config;
 use super::kv_cache::{KEY_BLOCK, KvCache};
 use super::linear::Conv1D;
 use super::math::{Simd, exp, sum_f64};
+use super::paths::reached;
 use super::scratch::{AttnScratch, contiguous, view2, view3};
 use super::tape::{Site, Tape, stage};
 use super::team::team;
@@ -115,12 +116,18 @@ fn query_key(q: ArrayView2<'_, f32>, k_t: ArrayView2<'_, f32>, past: usize, scal
     for (i, (row, q)) in att.chunks_exact_mut(s_len).zip(q.rows()).enumerate() {
         let seen = visible_keys(past, i, s_len);
         for block in (0..seen).step_by(KEY_BLOCK) {
+            if block > 0 {
+                reached!(LaterKeyBlock);
+            }
             let mut sums = [0.0f32; KEY_BLOCK];
             for (d, &q) in q.iter().enumerate() {
                 let k = &keys[d * stride + block..][..KEY_BLOCK];
                 sums.iter_mut().zip(k).for_each(|(sum, &k)| *sum += q * k);
             }
             let end = (block + KEY_BLOCK).min(seen);
+            if end - block < KEY_BLOCK {
+                reached!(PartialKeyBlock);
+            }
             row[block..end].iter_mut().zip(sums).for_each(|(score, sum)| *score = sum * scale);
         }
         row[seen..].fill(f32::NEG_INFINITY);
@@ -146,6 +153,7 @@ fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>, out: &mut [f3
         for (d, out) in (0..hd).step_by(VALUE_BLOCK).zip(out.chunks_mut(VALUE_BLOCK)) {
             if let Ok(out) = <&mut [f32; VALUE_BLOCK]>::try_from(&mut *out) {
                 // A whole block: its sums stay in registers.
+                reached!(WholeValueBlock);
                 let mut sums = [0.0f32; VALUE_BLOCK];
                 for (s, &p) in p[..seen].iter().enumerate() {
                     let v = &values[s * hd + d..][..VALUE_BLOCK];
@@ -153,6 +161,7 @@ fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>, out: &mut [f3
                 }
                 *out = sums;
             } else {
+                reached!(PartialValueBlock);
                 for (s, &p) in p[..seen].iter().enumerate() {
                     let v = &values[s * hd + d..][..out.len()];
                     out.iter_mut().zip(v).for_each(|(sum, &v)| *sum += p * v);
@@ -176,6 +185,9 @@ pub fn softmax_in_place(row: &mut [f32]) {
     let mut maxes = [f32::NEG_INFINITY; LANES];
     for block in blocks {
         maxes.iter_mut().zip(block).for_each(|(m, &x)| *m = if x > *m { x } else { *m });
+    }
+    if !rest.is_empty() {
+        reached!(SumTail);
     }
     let max = maxes.iter().chain(rest).copied().fold(f32::NEG_INFINITY, f32::max);
     // The masked keys at the end of a prompt's row (−∞: probability 0) skip the exps.

@@ -2,6 +2,8 @@
 //! loop compiled for the widest vector unit the CPU has (chosen at run time, one binary for
 //! every x86-64 machine). The kernels' products pick their set by the same units.
 
+use super::paths::reached;
+
 /// The vector units a loop can be compiled for.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Simd {
@@ -77,6 +79,9 @@ pub fn sum_f64(values: &[f32], term: impl Fn(f64) -> f64) -> f64 {
     let mut sums = [0.0f64; LANES];
     for block in blocks {
         sums.iter_mut().zip(block).for_each(|(sum, &v)| *sum += term(v as f64));
+    }
+    if !rest.is_empty() {
+        reached!(SumTail);
     }
     sums.iter().sum::<f64>() + rest.iter().map(|&v| term(v as f64)).sum::<f64>()
 }

@@ -23,6 +23,7 @@ pub(crate) mod linear;
 mod math;
 mod mlp;
 pub(crate) mod packed;
+pub mod paths;
 pub mod sampling;
 mod scratch;
 pub(crate) mod tape;

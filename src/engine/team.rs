@@ -14,6 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::claim::Pair;
+use super::paths::reached;
 use std::sync::{Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -169,6 +170,10 @@ impl Team {
         let chunks = len.div_ceil(chunk_len);
         if chunks <= 1 {
             return work(0, data);
+        }
+        reached!(SeveralChunks);
+        if !len.is_multiple_of(chunk_len) {
+            reached!(ShortLastChunk);
         }
         let next = AtomicUsize::new(0);
         self.run(&|_| {

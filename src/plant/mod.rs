@@ -74,6 +74,13 @@ pub enum Variant {
     GeluPanelUnwritten,
     /// Bug of a kernel path: head 1's attention scores are head 0's (a head loop's offset).
     ScoresHeadOffset,
+    /// Bug of a kernel path: the scores are computed for the first block of 64 keys only; a
+    /// query that sees more keys has the later ones' scores 0 (the buffer as it was).
+    ScoresFirstKeyBlockOnly,
+    /// Bug of a kernel path: a product whose columns make an odd number of 16-column panels
+    /// loses its last panel (a work split that rounds the panels per thread down), its columns
+    /// left zero.
+    OddLastPanelDropped,
     /// Bug: sampling multiplies the logits by the temperature instead of dividing.
     TemperatureMultiplied,
     /// Bug in the Q8_0 kernels (--weights q8_0): every product widens each odd block of 32

@@ -11,6 +11,8 @@ use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD, Axis, Ix2, Ix3, concat
 
 use super::Variant;
 use super::arithmetic::{self, Gelu, Params, Statistics};
+use crate::engine::kv_cache::KEY_BLOCK;
+use crate::engine::packed::PANEL;
 use crate::engine::{Checkpoint, Config, Site, Tape};
 
 type Key = (Checkpoint, Option<usize>, &'static str);
@@ -231,6 +233,46 @@ impl<'a> Rewriter<'a> {
                 out.index_axis_mut(Axis(0), 1).assign(&head0);
                 Some(out)
             }
+            (V::ScoresFirstKeyBlockOnly, Cp::AttnScores, Some(_), "scores") => {
+                let mut out = engine.into_dimensionality::<Ix3>()?.to_owned(); // [nh, T, S]
+                for mut head in out.outer_iter_mut() {
+                    for (i, mut row) in head.outer_iter_mut().enumerate() {
+                        let seen = causal(i).min(row.len());
+                        row.slice_mut(s![KEY_BLOCK.min(seen)..seen]).fill(0.0);
+                    }
+                }
+                Some(out.into_dyn())
+            }
+            (V::OddLastPanelDropped, Cp::Qkv, Some(_), "v") => {
+                // c_attn's last panel of [T, 3C] lies in v's third, [T, C] with head h at
+                // columns h·hd..(h + 1)·hd.
+                let c = nh * hd;
+                let lost = last_odd_panel(3 * c).map(|cols| cols.start - 2 * c..c);
+                lost.map(|cols| {
+                    let mut out = engine.into_dimensionality::<Ix3>()?.to_owned(); // [nh, T, hd]
+                    for j in cols {
+                        out.slice_mut(s![j / hd, .., j % hd]).fill(0.0);
+                    }
+                    anyhow::Ok(out.into_dyn())
+                })
+                .transpose()?
+            }
+            (V::OddLastPanelDropped, Cp::AttnOutput | Cp::Ffn | Cp::Logits | Cp::SelectedLogits, _, name)
+                if name != "ln_2" && name != "ln_f" =>
+            {
+                // The product's columns are the tensor's last axis: [T, N], or [N] for the
+                // selected logits.
+                let n = *engine.shape().last().context("a product's output")?;
+                last_odd_panel(n).map(|cols| {
+                    let mut out = engine.to_owned();
+                    let last = Axis(out.ndim() - 1);
+                    out.slice_axis_mut(last, cols.into()).fill(0.0);
+                    if site.checkpoint == Cp::SelectedLogits {
+                        self.last_logits = Some(out.clone().into_dimensionality().expect("[V]"));
+                    }
+                    out
+                })
+            }
             (v, Cp::Ffn, Some(l), "gelu")
                 if v.in_every_product()
                     || matches!(v, V::ErfGelu | V::F32Gelu | V::GeluCoefficient | V::MlpBiasDropped) =>
@@ -269,6 +311,13 @@ impl<'a> Rewriter<'a> {
         };
         Ok(planted)
     }
+}
+
+/// The columns of a product's last 16-column panel when N columns make an odd number of
+/// panels.
+fn last_odd_panel(n: usize) -> Option<std::ops::Range<usize>> {
+    let panels = n.div_ceil(PANEL);
+    (panels % 2 == 1).then(|| (panels - 1) * PANEL..n)
 }
 
 impl Tape for Rewriter<'_> {

@@ -8,6 +8,7 @@ mod common;
 
 mod corpus;
 mod cost;
+mod coverage;
 mod diagnostics;
 mod errors;
 mod generate;

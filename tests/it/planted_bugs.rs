@@ -23,7 +23,10 @@ mod planted {
     }
 
     fn validate(variant: &str, extra: &[&str]) -> (i32, Value) {
-        let model = model();
+        validate_on(&model(), variant, extra)
+    }
+
+    fn validate_on(model: &std::path::Path, variant: &str, extra: &[&str]) -> (i32, Value) {
         let model = model.to_str().expect("a UTF-8 path");
         let args = ["validate", "--model", model, "--plant", variant, "--layer", "all", "--format", "json"];
         let out = run(&[&args[..], extra].concat());
@@ -205,26 +208,59 @@ mod planted {
              &["columns 48–63 of ", "ours is zero there", "16-column panels"]),
             ("scores-head-offset", ("prefill", 4, Some(0), "scores"), &["head 1 of 4", "head's loop bound"]),
         ];
-        for &(variant, (phase, cp, layer, tensor), words) in bugs {
-            for mode in ["chained", "isolated"] {
-                let (code, doc) = validate(variant, &["--mode", mode]);
-                assert_eq!(code, 1, "{variant} {mode}");
-                let row = doc["rows"].as_array().unwrap().iter().find(|r| r["passed"] == false).unwrap();
-                assert_eq!(
-                    (
-                        row["phase"].as_str(),
-                        row["checkpoint"].as_u64(),
-                        row["layer"].as_u64(),
-                        row["tensor"].as_str()
-                    ),
-                    (Some(phase), Some(cp), layer, Some(tensor)),
-                    "{variant} {mode}"
-                );
-                let location = row["diagnosis"]["location"].as_str().unwrap_or_default();
-                for word in words {
-                    assert!(location.contains(word), "{variant} {mode}: {location:?} lacks {word:?}");
-                }
+        for &(variant, place, words) in bugs {
+            caught_and_located(&model(), None, variant, place, words);
+        }
+    }
+
+    /// Asserts that in both modes the first failure is at `place` (of `case`, when given) and
+    /// that its diagnosis's location has every one of `words`.
+    fn caught_and_located(
+        model: &std::path::Path,
+        case: Option<&str>,
+        variant: &str,
+        place: Place,
+        words: &[&str],
+    ) {
+        let (phase, cp, layer, tensor) = place;
+        for mode in ["chained", "isolated"] {
+            let (code, doc) = validate_on(model, variant, &["--mode", mode]);
+            assert_eq!(code, 1, "{variant} {mode}");
+            let row = doc["rows"].as_array().unwrap().iter().find(|r| r["passed"] == false).unwrap();
+            assert_eq!(
+                (
+                    row["phase"].as_str(),
+                    row["checkpoint"].as_u64(),
+                    row["layer"].as_u64(),
+                    row["tensor"].as_str()
+                ),
+                (Some(phase), Some(cp), layer, Some(tensor)),
+                "{variant} {mode}"
+            );
+            if let Some(case) = case {
+                assert_eq!(row["case"].as_str(), Some(case), "{variant} {mode}");
             }
+            let location = row["diagnosis"]["location"].as_str().unwrap_or_default();
+            for word in words {
+                assert!(location.contains(word), "{variant} {mode}: {location:?} lacks {word:?}");
+            }
+        }
+    }
+
+    /// Bugs on paths the bundled model never takes (its widths make an even number of panels,
+    /// its longest prompt has 27 tokens, under one key block) are caught on the coverage model
+    /// at their stage, and located there.
+    #[test]
+    fn kernel_path_bugs_past_the_bundled_model_are_caught_on_the_coverage_model() {
+        #[rustfmt::skip]
+        let bugs: &[(&str, (&str, Place), &[&str])] = &[
+            ("scores-first-key-block-only", ("long", ("prefill", 4, Some(0), "scores")),
+             &["positions 64–139 of 140, columns 64–139 of 140", "ours is zero there", "blocks of 64 columns"]),
+            ("odd-last-panel-dropped", ("one", ("prefill", 5, Some(0), "attn_out")),
+             &["columns 128–135 of 136", "ours is zero there", "16-column panels"]),
+        ];
+        for &(variant, (case, place), words) in bugs {
+            caught_and_located(&crate::common::coverage_fixture(), Some(case), variant, place, words);
         }
     }
 

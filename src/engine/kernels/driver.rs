@@ -5,6 +5,7 @@ use std::ops::Range;
 use super::Kernel;
 use crate::engine::claim::Pair;
 use crate::engine::packed::PackedMatrix;
+use crate::engine::paths::reached;
 use crate::engine::team::team;
 
 /// Runs `kernel` over all of W's panels on the team's threads (`team.rs`). The panels are cut
@@ -40,6 +41,7 @@ pub(super) unsafe fn share_out(kernel: Kernel, x: Rows, w: &PackedMatrix, y: Out
             }
             for other in (1..parts).map(|i| (part + i) % parts) {
                 while let Some(run) = slabs[other].take_back(run / 4 + 1) {
+                    reached!(PanelsTakenFromAnother);
                     // Safety: as above; this run was taken by this thread alone.
                     unsafe { kernel(x, w, run, y) };
                 }
@@ -110,5 +112,34 @@ impl Slab {
             let start = back.saturating_sub(count).max(front);
             (front < back).then_some((start..back, (front as u32, start as u32)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slab;
+
+    /// The owner taking from the front and helpers from the back, interleaved in every way a
+    /// run of the team could: each panel is taken once, and all are taken. (Whether a helper
+    /// takes any in a real product depends on the threads' timing.)
+    #[test]
+    fn front_and_back_takers_share_a_slab_without_overlap() {
+        for (len, front, back) in [(10, 4, 3), (7, 4, 2), (1, 4, 1), (33, 5, 2), (0, 4, 1)] {
+            for back_first in [false, true] {
+                let slab = Slab::new(3, 3 + len);
+                let mut taken = Vec::new();
+                let mut turn = back_first;
+                loop {
+                    let run = if turn { slab.take_back(back) } else { slab.take_front(front) };
+                    match run {
+                        Some(run) => taken.extend(run),
+                        None => break,
+                    }
+                    turn = !turn;
+                }
+                taken.sort_unstable();
+                assert_eq!(taken, (3..3 + len).collect::<Vec<_>>(), "{len} {front} {back} {back_first}");
+            }
+        }
     }
 }

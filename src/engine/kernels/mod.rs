@@ -122,6 +122,20 @@ impl Kernels {
     }
 }
 
+/// Rows of x in the many-row tile of the kernel set compiled for `unit` (the rest go in tiles
+/// of 8, 4, 2, 1 rows).
+pub fn tile_rows(unit: Simd) -> usize {
+    match unit {
+        Simd::Baseline => PORTABLE_ROWS,
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => x86::AVX2_ROWS,
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => x86::AVX512_ROWS,
+    }
+}
+
+const PORTABLE_ROWS: usize = 4;
+
 unsafe fn one_row_portable<F: Widen>(x: Rows, w: &PackedMatrix, run: Range<usize>, y: Out) {
     // Safety: the kernel's own contract (the driver's x, y and run of panels), on its unit.
     unsafe { panels::<Portable, F, 2, 1>(x, w, run, y) }
@@ -129,7 +143,7 @@ unsafe fn one_row_portable<F: Widen>(x: Rows, w: &PackedMatrix, run: Range<usize
 
 unsafe fn many_rows_portable<F: Widen>(x: Rows, w: &PackedMatrix, run: Range<usize>, y: Out) {
     // Safety: the kernel's own contract (the driver's x, y and run of panels), on its unit.
-    unsafe { panels::<Portable, F, 1, 4>(x, w, run, y) }
+    unsafe { panels::<Portable, F, 1, PORTABLE_ROWS>(x, w, run, y) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -146,6 +160,9 @@ mod x86 {
     use super::widen::Widen;
     use crate::engine::packed::PackedMatrix;
 
+    pub const AVX512_ROWS: usize = 12;
+    pub const AVX2_ROWS: usize = 6;
+
     #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn one_row_avx512<F: Widen>(x: Rows, w: &PackedMatrix, run: Range<usize>, y: Out) {
         // Safety: the kernel's own contract (the driver's x, y and run of panels), on its unit.
@@ -155,7 +172,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn many_rows_avx512<F: Widen>(x: Rows, w: &PackedMatrix, run: Range<usize>, y: Out) {
         // Safety: the kernel's own contract (the driver's x, y and run of panels), on its unit.
-        unsafe { panels::<Avx512, F, 2, 12>(x, w, run, y) }
+        unsafe { panels::<Avx512, F, 2, AVX512_ROWS>(x, w, run, y) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -167,7 +184,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn many_rows_avx2<F: Widen>(x: Rows, w: &PackedMatrix, run: Range<usize>, y: Out) {
         // Safety: the kernel's own contract (the driver's x, y and run of panels), on its unit.
-        unsafe { panels::<Avx2, F, 1, 6>(x, w, run, y) }
+        unsafe { panels::<Avx2, F, 1, AVX2_ROWS>(x, w, run, y) }
     }
 }
 

@@ -8,6 +8,7 @@ use super::driver::{Out, Rows};
 use super::lanes::Lanes;
 use super::widen::Widen;
 use crate::engine::packed::{PANEL, PackedMatrix, line_offset};
+use crate::engine::paths::reached;
 
 /// The runs of `NP` panels in `panels`, each against every row of x, `MR` rows at a time, W's
 /// lines widened from format `F`.
@@ -27,6 +28,9 @@ pub(super) unsafe fn panels<V: Lanes, F: Widen, const NP: usize, const MR: usize
         // Safety: the caller's x and y; panels p..p + NP are W's.
         unsafe { rows::<V, F, NP, MR>(x, w, p, y) };
         p += NP;
+    }
+    if p < panels.end {
+        reached!(PanelRunTail);
     }
     for p in p..panels.end {
         // Safety: the caller's x and y; panel p is W's.
@@ -53,21 +57,25 @@ unsafe fn rows<V: Lanes, F: Widen, const NP: usize, const MR: usize>(
         Ahead { at: bytes.as_ptr(), lines: bytes.len().div_ceil(CACHE_LINE) }
     };
     let mut t = 0;
+    if MR > 1 && x.rows >= MR {
+        reached!(WholeRowTiles);
+    }
     while t + MR <= x.rows {
         // Safety: rows t..t + MR of x and y exist (the loop's bound).
         unsafe { tile::<V, F, MR, NP>(x, w, p, t, y, ahead(t / MR)) };
         t += MR;
     }
     macro_rules! rest {
-        ($($rows:literal),*) => {$(
+        ($($rows:literal $path:ident),*) => {$(
             if $rows < MR && x.rows - t >= $rows {
+                reached!($path);
                 // Safety: rows t..t + $rows of x and y exist (the condition).
                 unsafe { tile::<V, F, $rows, NP>(x, w, p, t, y, ahead(tiles - 1)) };
                 t += $rows;
             }
         )*};
     }
-    rest!(8, 4, 2, 1);
+    rest!(8 RowTail8, 4 RowTail4, 2 RowTail2, 1 RowTail1);
     debug_assert_eq!(t, x.rows);
 }
 
@@ -103,6 +111,9 @@ unsafe fn tile<V: Lanes, F: Widen, const MR: usize, const NP: usize>(
     ahead: Ahead,
 ) {
     let k = w.k();
+    if !k.is_multiple_of(BLOCK) {
+        reached!(ShortSumBlock);
+    }
     let panel: [*const u8; NP] = std::array::from_fn(|j| w.bytes_of(p + j..p + j + 1).as_ptr());
     // Safety: rows t..t + MR of x exist (the callers' loops), each K floats.
     let xs: [*const f32; MR] = std::array::from_fn(|r| unsafe { x.at.add((t + r) * x.stride) });
@@ -167,6 +178,11 @@ unsafe fn tile<V: Lanes, F: Widen, const MR: usize, const NP: usize>(
                 if valid >= PANEL {
                     if y.bias.is_null() { *sum } else { sum.add(V::load(y.bias.add(column))) }.store(to);
                 } else {
+                    if y.bias.is_null() {
+                        reached!(PartialPanelNoBias);
+                    } else {
+                        reached!(PartialPanelBias);
+                    }
                     let mut line = [0.0f32; PANEL];
                     sum.store(line.as_mut_ptr());
                     if !y.bias.is_null() {

@@ -63,15 +63,20 @@ pub fn locate(
         (runs.len() <= MAX_RUNS && covered(&runs) < extent).then_some(runs)
     };
     let (head_runs, row_runs, col_runs) = (located(&heads, h), located(&rows, t), located(&cols, x));
-    let size = |runs: &Option<Vec<(usize, usize)>>, extent: usize| runs.as_deref().map_or(extent, covered);
-    // ... the located block must be mostly wrong (the error fills it), and it must span a
-    // whole axis of more than one index (whole rows, whole columns, whole heads): a few wrong
-    // elements alone are points, not a kernel path.
-    let block = size(&head_runs, h) * size(&row_runs, t) * size(&col_runs, x);
+    // ... the located block must be mostly wrong (the error fills its entries that the mask
+    // leaves: a block of keys past the first is a triangle of a causal tensor), and it must
+    // span a whole axis of more than one index (whole rows, whole columns, whole heads) or be
+    // one run of at least `MIN_RUN` along every located axis (a block; in a single row, a run
+    // of columns): a few wrong elements alone are points, not a kernel path.
+    let block = unmasked_in_block(&ref3.view(), [&head_runs, &row_runs, &col_runs]);
     let spans_an_axis =
         [(&head_runs, h), (&row_runs, t), (&col_runs, x)].iter().any(|(r, n)| r.is_none() && *n > 1);
+    let one_long_run = |runs: &Option<Vec<(usize, usize)>>| {
+        runs.as_deref().is_none_or(|runs| runs.len() == 1 && covered(runs) >= MIN_RUN)
+    };
+    let a_block = [&head_runs, &row_runs, &col_runs].into_iter().all(one_long_run);
     let located_somewhere = head_runs.is_some() || row_runs.is_some() || col_runs.is_some();
-    if !located_somewhere || !spans_an_axis || 4 * n_wrong < 3 * block {
+    if !located_somewhere || !(spans_an_axis || a_block) || 4 * n_wrong < 3 * block {
         return None;
     }
     let mut parts = Vec::new();
@@ -84,7 +89,10 @@ pub fn locate(
         let last_only = rows.len() == 1 && rows.contains(&(t - 1));
         let what = if last_only { " (the last)" } else { "" };
         parts.push(format!("{}{what} of {t}", counted("position", &rows)));
+        // Rows wrong in some columns only follow from the columns (a causal tensor's later
+        // key block is wrong in the rows that see it): only whole wrong rows point at rows.
         match runs[..] {
+            _ if col_runs.is_some() => {}
             [(_, last)] if last == t - 1 => {
                 hints.push("a row remainder of a many-row kernel (the last tile's rows)".into())
             }
@@ -123,6 +131,33 @@ fn covered(runs: &[(usize, usize)]) -> usize {
 
 /// At most this many runs of wrong indices along an axis make a location.
 const MAX_RUNS: usize = 4;
+
+/// The fewest wrong indices in one run along each located axis that make a block (in a single
+/// row, a decode step's tensor, a run of columns) when it spans no whole axis: a quarter of a
+/// panel.
+const MIN_RUN: usize = PANEL / 4;
+
+/// The entries of the block that the runs (None: the whole axis) of heads, rows and columns
+/// span which the reference does not mask.
+fn unmasked_in_block(
+    reference: &ndarray::ArrayView3<'_, f64>,
+    runs: [&Option<Vec<(usize, usize)>>; 3],
+) -> usize {
+    let indices = |axis: usize| -> Vec<usize> {
+        match runs[axis] {
+            Some(runs) => runs.iter().flat_map(|&(a, b)| a..=b).collect(),
+            None => (0..reference.len_of(Axis(axis))).collect(),
+        }
+    };
+    let (heads, rows, cols) = (indices(0), indices(1), indices(2));
+    let mut n = 0;
+    for &i in &heads {
+        for &j in &rows {
+            n += cols.iter().filter(|&&k| reference[[i, j, k]] > MASK_THRESHOLD).count();
+        }
+    }
+    n
+}
 
 /// The runs of a set, as one span when they fill three quarters of it: a wrong run with
 /// holes where ours happens to be right (a zeroed panel where the true value is near zero
@@ -174,7 +209,10 @@ fn column_hints(runs: &[(usize, usize)], width: usize, n_head: Option<usize>) ->
         }
     }
     let aligned = |n: usize| runs.iter().all(|&(a, b)| a % n == 0 && ((b + 1) % n == 0 || b + 1 == width));
-    if aligned(KEY_BLOCK) && width > KEY_BLOCK {
+    // A run ending at the last column is a whole block when it is more than a panel long:
+    // the last partial panel alone is a panel's remainder.
+    let beyond_a_panel = runs.iter().all(|&(a, b)| b - a + 1 > PANEL);
+    if aligned(KEY_BLOCK) && beyond_a_panel && width > KEY_BLOCK {
         hints.push(format!("whole blocks of {KEY_BLOCK} columns (a key block's bound, or a panel group's)"));
     } else if aligned(PANEL) {
         hints.push(format!(
@@ -308,5 +346,37 @@ mod tests {
         ours.column_mut(0).fill(5.0);
         let s = locate(ours.view().into_dyn(), r.view().into_dyn(), TOL, 1).unwrap();
         assert!(s.starts_with("the error sits in column 0 of 3"), "{s}");
+    }
+    #[test]
+    fn a_later_key_block_of_causal_scores_is_a_block_though_a_triangle() {
+        // [T, S] causal scores, T = S = 100: the keys from 64 on are zero in every row that
+        // sees them, a triangle of the block rows 64–99 × columns 64–99.
+        let (t, block) = (100, KEY_BLOCK);
+        let r =
+            Array2::from_shape_fn((t, t), |(i, j)| if j > i { f64::NEG_INFINITY } else { 1.0 + j as f64 });
+        let mut ours = r.mapv(|v| v as f32);
+        ours.indexed_iter_mut().filter(|((i, j), _)| *j >= block && j <= i).for_each(|(_, v)| *v = 0.0);
+        let s = locate(ours.view().into_dyn(), r.view().into_dyn(), TOL, 1).unwrap();
+        assert!(
+            s.starts_with("the error sits in positions 64–99 of 100, columns 64–99 of 100; ours is zero"),
+            "{s}"
+        );
+        assert!(s.contains("blocks of 64 columns"), "{s}");
+        assert!(!s.contains("row remainder"), "the rows follow from the columns: {s}");
+    }
+
+    #[test]
+    fn one_row_with_its_last_partial_panel_wrong_is_located() {
+        // A decode step's [C] = 136: the last panel has 8 columns.
+        let r = reference(1, 136);
+        let mut ours = ours_of(&r);
+        ours.slice_mut(ndarray::s![0, 128..]).fill(0.0);
+        let s = locate(ours.view().into_dyn(), r.view().into_dyn(), TOL, 2).unwrap();
+        assert!(s.starts_with("the error sits in columns 128–135 of 136; ours is zero there"), "{s}");
+        assert!(s.contains("16-column panels"), "a panel's remainder, not a key block: {s}");
+        // Fewer than a quarter of a panel in one row are points.
+        let mut ours = ours_of(&r);
+        ours.slice_mut(ndarray::s![0, 130..133]).fill(0.0);
+        assert_eq!(locate(ours.view().into_dyn(), r.view().into_dyn(), TOL, 2), None);
     }
 }
