@@ -1,6 +1,7 @@
 //! The validator as the only test of the engine: `llorch validate` on the bundled models (the
-//! tiny trained one and the coverage one: every remainder path), every checkpoint on every
-//! layer, chained and isolated, against their float32 and float64 dumps. cargo-mutants runs
+//! tiny one in every weight format it has references for, and the coverage one: every remainder
+//! path), every checkpoint on every layer, chained and isolated, against their float32 and
+//! float64 dumps. cargo-mutants runs
 //! this test alone against each mutant of the engine (`.cargo/mutants.toml`,
 //! `scripts/mutants.sh`): a mutant the validation does not fail survives. On a failure it
 //! prints the first failing row, which `scripts/mutants.sh` reads to say whether the mutated
@@ -14,10 +15,17 @@ use serde_json::Value;
 #[test]
 fn the_bundled_validation_passes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for model in ["fixtures/tiny-gpt2", "fixtures/coverage-gpt2"] {
+    let runs = [
+        ("fixtures/tiny-gpt2", "f32"),
+        ("fixtures/tiny-gpt2", "bf16"),
+        ("fixtures/tiny-gpt2", "f16"),
+        ("fixtures/tiny-gpt2", "q8_0"),
+        ("fixtures/coverage-gpt2", "f32"),
+    ];
+    for (model, weights) in runs {
         let out = Command::cargo_bin("llorch")
             .expect("binary built")
-            .args(["validate", "--model"])
+            .args(["validate", "--weights", weights, "--model"])
             .arg(root.join(model))
             .args(["--checkpoint", "all", "--layer", "all", "--mode", "chained,isolated", "--format", "json"])
             .output()
@@ -31,14 +39,14 @@ fn the_bundled_validation_passes() {
             doc.as_ref().and_then(|d| d["rows"].as_array()?.iter().find(|r| r["passed"] == false).cloned());
         match first {
             Some(r) => println!(
-                "FIRST FAILURE: model {model} case {} phase {} mode {} checkpoint {} layer {} tensor {}",
+                "FIRST FAILURE: model {model} weights {weights} case {} phase {} mode {} checkpoint {} layer {} tensor {}",
                 r["case"], r["phase"], r["mode"], r["checkpoint"], r["layer"], r["tensor"]
             ),
             None => println!(
-                "FIRST FAILURE: model {model} exit {code:?}: {}",
+                "FIRST FAILURE: model {model} weights {weights} exit {code:?}: {}",
                 String::from_utf8_lossy(&out.stderr)
             ),
         }
-        panic!("the bundled validation of {model} fails (exit {code:?})");
+        panic!("the bundled validation of {model} ({weights} weights) fails (exit {code:?})");
     }
 }

@@ -116,18 +116,14 @@ fn query_key(q: ArrayView2<'_, f32>, k_t: ArrayView2<'_, f32>, past: usize, scal
     for (i, (row, q)) in att.chunks_exact_mut(s_len).zip(q.rows()).enumerate() {
         let seen = visible_keys(past, i, s_len);
         for block in (0..seen).step_by(KEY_BLOCK) {
-            if block > 0 {
-                reached!(LaterKeyBlock);
-            }
+            reached!(LaterKeyBlock if block > 0);
             let mut sums = [0.0f32; KEY_BLOCK];
             for (d, &q) in q.iter().enumerate() {
                 let k = &keys[d * stride + block..][..KEY_BLOCK];
                 sums.iter_mut().zip(k).for_each(|(sum, &k)| *sum += q * k);
             }
             let end = (block + KEY_BLOCK).min(seen);
-            if end - block < KEY_BLOCK {
-                reached!(PartialKeyBlock);
-            }
+            reached!(PartialKeyBlock if end - block < KEY_BLOCK);
             row[block..end].iter_mut().zip(sums).for_each(|(score, sum)| *score = sum * scale);
         }
         row[seen..].fill(f32::NEG_INFINITY);
@@ -186,9 +182,7 @@ pub fn softmax_in_place(row: &mut [f32]) {
     for block in blocks {
         maxes.iter_mut().zip(block).for_each(|(m, &x)| *m = if x > *m { x } else { *m });
     }
-    if !rest.is_empty() {
-        reached!(SumTail);
-    }
+    reached!(SumTail if !rest.is_empty());
     let max = maxes.iter().chain(rest).copied().fold(f32::NEG_INFINITY, f32::max);
     // The masked keys at the end of a prompt's row (−∞: probability 0) skip the exps.
     let seen = row.iter().rposition(|&x| x != f32::NEG_INFINITY).map_or(0, |last| last + 1);

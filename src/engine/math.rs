@@ -80,9 +80,7 @@ pub fn sum_f64(values: &[f32], term: impl Fn(f64) -> f64) -> f64 {
     for block in blocks {
         sums.iter_mut().zip(block).for_each(|(sum, &v)| *sum += term(v as f64));
     }
-    if !rest.is_empty() {
-        reached!(SumTail);
-    }
+    reached!(SumTail if !rest.is_empty());
     sums.iter().sum::<f64>() + rest.iter().map(|&v| term(v as f64)).sum::<f64>()
 }
 

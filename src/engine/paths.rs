@@ -118,10 +118,21 @@ mod counters {
 }
 
 /// Counts a path taken, in a build with the `path-counters` feature; nothing otherwise.
+/// `reached!(Path if condition)` counts it when the condition holds: the condition is written
+/// inside the macro so that it too vanishes from a normal build (and a mutation tool, which
+/// leaves macro arguments alone, does not report mutants of a condition that only feeds a
+/// counter as missed).
 macro_rules! reached {
     ($path:ident) => {
+        $crate::engine::paths::reached!($path if true)
+    };
+    ($path:ident if $taken:expr) => {
         #[cfg(feature = "path-counters")]
-        $crate::engine::paths::count($crate::engine::paths::Path::$path);
+        {
+            if $taken {
+                $crate::engine::paths::count($crate::engine::paths::Path::$path);
+            }
+        }
     };
 }
 pub(crate) use reached;

@@ -137,6 +137,8 @@ impl Team {
             }
         }));
         if let Err(panic) = mine {
+            // The part that panicked was claimed but not counted as finished.
+            shared.finished.fetch_add(1, Ordering::Release);
             // Parts may be left unclaimed; claiming them closes the job to the helpers.
             while shared.claims.claim(number, parts).is_some() {
                 shared.finished.fetch_add(1, Ordering::Release);
@@ -144,6 +146,9 @@ impl Team {
             while shared.finished.load(Ordering::Acquire) < parts {
                 std::hint::spin_loop();
             }
+            *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            // A helper's panic in the same job is this one's: the next job starts clean.
+            shared.panicked.store(false, Ordering::SeqCst);
             std::panic::resume_unwind(panic);
         }
         while shared.finished.load(Ordering::Acquire) < parts {
@@ -172,9 +177,7 @@ impl Team {
             return work(0, data);
         }
         reached!(SeveralChunks);
-        if !len.is_multiple_of(chunk_len) {
-            reached!(ShortLastChunk);
-        }
+        reached!(ShortLastChunk if !len.is_multiple_of(chunk_len));
         let next = AtomicUsize::new(0);
         self.run(&|_| {
             let base = &base;
@@ -247,6 +250,35 @@ mod tests {
             });
             assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
         }
+    }
+
+    /// A part that panics, on the caller or on a helper, makes `run` panic and not hang (a
+    /// mutant of the engine found the caller's own panicking part never counted as finished:
+    /// the caller waited for it forever), and the team runs the next job as usual.
+    #[test]
+    fn a_panicking_part_panics_the_caller_and_leaves_the_team_usable() {
+        let (done, finished) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let team = Team::new(2);
+            for panicking in [vec![0, 1], vec![0], vec![1]] {
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    team.run(&|p| {
+                        // Both parts are claimed before either panics, so each lands on its own
+                        // thread whichever thread is quicker.
+                        thread::sleep(Duration::from_millis(5));
+                        assert!(!panicking.contains(&p), "part {p} panics");
+                    })
+                }));
+                assert!(result.is_err(), "parts {panicking:?} panic");
+                let runs = AtomicUsize::new(0);
+                team.run(&|_| {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                });
+                assert_eq!(runs.load(Ordering::Relaxed), 2);
+            }
+            done.send(()).unwrap();
+        });
+        finished.recv_timeout(Duration::from_secs(20)).expect("the team's run returned after a panic");
     }
 
     #[test]

@@ -29,9 +29,7 @@ pub(super) unsafe fn panels<V: Lanes, F: Widen, const NP: usize, const MR: usize
         unsafe { rows::<V, F, NP, MR>(x, w, p, y) };
         p += NP;
     }
-    if p < panels.end {
-        reached!(PanelRunTail);
-    }
+    reached!(PanelRunTail if p < panels.end);
     for p in p..panels.end {
         // Safety: the caller's x and y; panel p is W's.
         unsafe { rows::<V, F, 1, MR>(x, w, p, y) };
@@ -57,9 +55,7 @@ unsafe fn rows<V: Lanes, F: Widen, const NP: usize, const MR: usize>(
         Ahead { at: bytes.as_ptr(), lines: bytes.len().div_ceil(CACHE_LINE) }
     };
     let mut t = 0;
-    if MR > 1 && x.rows >= MR {
-        reached!(WholeRowTiles);
-    }
+    reached!(WholeRowTiles if MR > 1 && x.rows >= MR);
     while t + MR <= x.rows {
         // Safety: rows t..t + MR of x and y exist (the loop's bound).
         unsafe { tile::<V, F, MR, NP>(x, w, p, t, y, ahead(t / MR)) };
@@ -111,9 +107,7 @@ unsafe fn tile<V: Lanes, F: Widen, const MR: usize, const NP: usize>(
     ahead: Ahead,
 ) {
     let k = w.k();
-    if !k.is_multiple_of(BLOCK) {
-        reached!(ShortSumBlock);
-    }
+    reached!(ShortSumBlock if !k.is_multiple_of(BLOCK));
     let panel: [*const u8; NP] = std::array::from_fn(|j| w.bytes_of(p + j..p + j + 1).as_ptr());
     // Safety: rows t..t + MR of x exist (the callers' loops), each K floats.
     let xs: [*const f32; MR] = std::array::from_fn(|r| unsafe { x.at.add((t + r) * x.stride) });
@@ -178,11 +172,8 @@ unsafe fn tile<V: Lanes, F: Widen, const MR: usize, const NP: usize>(
                 if valid >= PANEL {
                     if y.bias.is_null() { *sum } else { sum.add(V::load(y.bias.add(column))) }.store(to);
                 } else {
-                    if y.bias.is_null() {
-                        reached!(PartialPanelNoBias);
-                    } else {
-                        reached!(PartialPanelBias);
-                    }
+                    reached!(PartialPanelNoBias if y.bias.is_null());
+                    reached!(PartialPanelBias if !y.bias.is_null());
                     let mut line = [0.0f32; PANEL];
                     sum.store(line.as_mut_ptr());
                     if !y.bias.is_null() {
