@@ -9,6 +9,9 @@
 #                                           that the run can be spread over machines or days
 #   scripts/mutants.sh --in-diff REV        only the mutants in code changed since REV (CI)
 #   scripts/mutants.sh --time-limit 10      stop after 10 minutes and summarise what ran
+#   scripts/mutants.sh --fail-on-gap        exit 1 if a missed mutant is not triaged (CI)
+#   scripts/mutants.sh --in-place           mutate this checkout itself, not a copy (quicker
+#                                           with a warm target/; do not edit it meanwhile)
 #
 # Then scripts/mutants_summary.py prints caught / missed / timeout / unviable and, for the
 # caught, whether the first failing row of the validation is the mutated function's stage. With
@@ -17,8 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
-shard="" diff_base="" minutes="" out="${LLORCH_MUTANTS_OUT:-target/mutants}" record=""
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 2; }
+shard="" diff_base="" minutes="" out="${LLORCH_MUTANTS_OUT:-target/mutants}" record="" where=(--copy-target=true) gate=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --shard) shard="${2:?--shard needs K/N}"; shift 2 ;;
@@ -26,6 +29,8 @@ while [[ $# -gt 0 ]]; do
         --time-limit) minutes="${2:?--time-limit needs minutes}"; shift 2 ;;
         --output) out="${2:?--output needs a directory}"; shift 2 ;;
         --record) record="${2:?--record needs a file}"; shift 2 ;;
+        --in-place) where=(--in-place); shift ;;
+        --fail-on-gap) gate=(--fail-on-gap); shift ;;
         -h|--help) usage ;;
         *) echo "mutants.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -35,7 +40,7 @@ if ! command -v cargo-mutants > /dev/null; then
     exit 2
 fi
 
-args=(mutants --no-shuffle --minimum-test-timeout 60 --copy-target=true --output "$out")
+args=(mutants --no-shuffle --minimum-test-timeout 60 "${where[@]}" --output "$out")
 if [[ -n "$shard" ]]; then
     args+=(--shard "$shard" --sharding round-robin)
 fi
@@ -62,7 +67,7 @@ if [[ $status -ne 0 && $status -ne 2 && $status -ne 3 && $status -ne 124 && $sta
     echo "mutants.sh: cargo mutants failed (exit $status); see $out/mutants.out/debug.log" >&2
     exit 2
 fi
-summary=(python3 scripts/mutants_summary.py "$out/mutants.out")
+summary=(python3 scripts/mutants_summary.py "$out/mutants.out" "${gate[@]}")
 if [[ -n "$record" ]]; then
     summary+=(--record "$record")
 fi

@@ -15,6 +15,10 @@ A caught mutant is then
   as an error        the validation stopped with an error (a load refused, a panic) before any row;
   shared code        its function serves every stage (threads, scratch, tape): no one checkpoint.
 
+A missed mutant is looked up in mutants/equivalent.tsv, the triage: a mutant there is equivalent
+(the validation cannot fail it, and the file says why); one not there is a gap, and with
+--fail-on-gap (CI) the summary exits 1.
+
 --record merges this run's lines into a tab-separated record (mutant, outcome, first failure,
 verdict), replacing the lines of the same mutants, so that shards run on different days add up to
 the whole score; the record keeps the commit each line was measured on.
@@ -77,6 +81,8 @@ STAGES: dict[str, set[int] | None] = {
     "checkpoint.rs": None,
 }
 
+TRIAGE = Path(__file__).resolve().parent.parent / "mutants" / "equivalent.tsv"
+
 FIRST_FAILURE = re.compile(r"FIRST FAILURE: (.*)")
 CHECKPOINT = re.compile(r"\bcheckpoint (\d+)\b")
 
@@ -88,6 +94,41 @@ def stage_of(file: str, function: str | None) -> set[int] | None:
     if function and f"{name}:{function}" in STAGES:
         return STAGES[f"{name}:{function}"]
     return STAGES[name]
+
+
+def load_triage(path: Path) -> list[tuple[str, str, str]]:
+    """(mutant without its line and column, a fragment of the line it mutates, why)."""
+    entries = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if n == 1 or not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise SystemExit(f"{path}:{n}: want 3 tab-separated fields (mutant, source, why), got {len(fields)}")
+        entries.append((fields[0], fields[1], fields[2]))
+    return entries
+
+
+def unplaced(name: str) -> str:
+    """A mutant's name without its line and column, which move with every edit above it."""
+    return re.sub(r":\d+:\d+: ", ": ", name, count=1)
+
+
+def mutated_line(diff: Path) -> str:
+    """The source line a mutant changes, as it was: the first removed line of its diff."""
+    if not diff.is_file():
+        return ""
+    for line in diff.read_text(errors="replace").splitlines():
+        if line.startswith("-") and not line.startswith("---"):
+            return line[1:].strip()
+    return ""
+
+
+def equivalent(triage: list[tuple[str, str, str]], name: str, source: str) -> str | None:
+    for mutant, fragment, why in triage:
+        if mutant == unplaced(name) and fragment in source:
+            return why
+    return None
 
 
 def first_failure(log: Path) -> str | None:
@@ -119,7 +160,7 @@ OUTCOMES = {
 }
 
 
-def rows(out_dir: Path) -> list[dict]:
+def rows(out_dir: Path, triage: list[tuple[str, str, str]]) -> list[dict]:
     """One row per mutant the run finished, from outcomes.json."""
     outcomes = json.loads((out_dir / "outcomes.json").read_text())["outcomes"]
     result = []
@@ -132,12 +173,15 @@ def rows(out_dir: Path) -> list[dict]:
         function = (mutant.get("function") or {}).get("function_name")
         stages = stage_of(mutant["file"], function)
         failure = first_failure(out_dir / o["log_path"]) if outcome == "caught" else None
+        source = mutated_line(out_dir / o.get("diff_path", ""))
+        why = equivalent(triage, mutant["name"], source) if outcome == "missed" else None
         result.append({
             "mutant": mutant["name"],
             "outcome": outcome,
             "stages": stages,
-            "failure": failure or "",
-            "verdict": verdict(outcome, stages, failure),
+            "failure": failure or why or "",
+            "source": source,
+            "verdict": ("equivalent" if why else "gap") if outcome == "missed" else verdict(outcome, stages, failure),
         })
     return result
 
@@ -150,11 +194,14 @@ def show_stages(stages: set[int] | None) -> str:
 
 def report(found: list[dict]) -> None:
     counts = Counter(r["outcome"] for r in found)
-    judged = counts["caught"] + counts["missed"]
+    gaps = sum(r["verdict"] == "gap" for r in found)
     print(f"{len(found)} mutants: " + ", ".join(f"{counts[k]} {k}" for k in ("caught", "missed", "timeout", "unviable")))
+    print(f"missed: {counts['missed'] - gaps} equivalent (mutants/equivalent.tsv), {gaps} gaps")
+    killed = counts["caught"] + counts["timeout"]
+    judged = killed + gaps
     if judged:
-        print(f"score (caught / (caught + missed)): {counts['caught']}/{judged} = {counts['caught'] / judged:.1%}"
-              " (timeouts count as caught by cargo-mutants' rule only when they are listed: here they are apart)")
+        # A timeout is a mutant the validation did not pass (it never finished): killed.
+        print(f"score, (caught + timeout) / (caught + timeout + gaps): {killed}/{judged} = {killed / judged:.1%}")
     verdicts = Counter(r["verdict"] for r in found if r["outcome"] == "caught")
     for v, n in sorted(verdicts.items()):
         print(f"  {v}: {n}")
@@ -162,8 +209,11 @@ def report(found: list[dict]) -> None:
         if r["verdict"] == "caught at another stage":
             print(f"  another stage: {r['mutant']}\n      expected {show_stages(r['stages'])}; {r['failure']}")
     for r in found:
-        if r["outcome"] in ("missed", "timeout"):
-            print(f"  {r['outcome']}: {r['mutant']}")
+        if r["outcome"] == "timeout":
+            print(f"  timeout: {r['mutant']}")
+    for r in found:
+        if r["verdict"] == "gap":
+            print(f"  GAP: {r['mutant']}\n      {r['source']}")
 
 
 def record(found: list[dict], path: Path) -> None:
@@ -184,14 +234,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path, help="cargo-mutants' mutants.out directory")
     parser.add_argument("--record", type=Path, help="merge this run into a tab-separated record")
+    parser.add_argument("--fail-on-gap", action="store_true", help="exit 1 if a missed mutant is not triaged")
     args = parser.parse_args()
     if not (args.out_dir / "outcomes.json").is_file():
         print(f"mutants_summary: {args.out_dir}/outcomes.json not found: did cargo mutants run?", file=sys.stderr)
         return 2
-    found = rows(args.out_dir)
+    found = rows(args.out_dir, load_triage(TRIAGE))
     report(found)
+    listed = json.loads((args.out_dir / "mutants.json").read_text())
+    if len(listed) > len(found):
+        print(f"not run (the run was stopped first): {len(listed) - len(found)} of {len(listed)} mutants")
     if args.record:
         record(found, args.record)
+    if args.fail_on_gap and any(r["verdict"] == "gap" for r in found):
+        return 1
     return 0
 
 
