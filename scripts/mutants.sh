@@ -54,6 +54,8 @@ if [[ -n "$diff_base" ]]; then
     args+=(--in-diff "$out/engine.diff")
 fi
 
+mkdir -p "$out"
+git rev-parse --short HEAD > "$out/commit"  # the record's commit (mutants_summary.py --record)
 status=0
 if [[ -n "$minutes" ]]; then
     # cargo-mutants writes its outcomes after every mutant, so a run stopped here (SIGINT: it

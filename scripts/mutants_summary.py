@@ -84,7 +84,9 @@ STAGES: dict[str, set[int] | None] = {
 TRIAGE = Path(__file__).resolve().parent.parent / "mutants" / "equivalent.tsv"
 
 FIRST_FAILURE = re.compile(r"FIRST FAILURE: (.*)")
-CHECKPOINT = re.compile(r"\bcheckpoint (\d+)\b")
+# The row form of the line (an error's form has "exit" and its message instead, which may name
+# a checkpoint too).
+CHECKPOINT = re.compile(r"\bmode \S+ checkpoint (\d+)\b")
 
 
 def stage_of(file: str, function: str | None) -> set[int] | None:
@@ -216,8 +218,14 @@ def report(found: list[dict]) -> None:
             print(f"  GAP: {r['mutant']}\n      {r['source']}")
 
 
-def record(found: list[dict], path: Path) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+def record(found: list[dict], path: Path, out_dir: Path) -> None:
+    # The commit the mutants were made from: mutants.sh writes it beside mutants.out (the run may
+    # have been of another checkout); else this checkout's.
+    written = out_dir.parent / "commit"
+    if written.is_file():
+        commit = written.read_text().strip()
+    else:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines: dict[str, str] = {}
     if path.is_file():
         for line in path.read_text().splitlines()[1:]:
@@ -245,7 +253,7 @@ def main() -> int:
     if len(listed) > len(found):
         print(f"not run (the run was stopped first): {len(listed) - len(found)} of {len(listed)} mutants")
     if args.record:
-        record(found, args.record)
+        record(found, args.record, args.out_dir)
     if args.fail_on_gap and any(r["verdict"] == "gap" for r in found):
         return 1
     return 0
