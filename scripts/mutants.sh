@@ -10,6 +10,8 @@
 #   scripts/mutants.sh --in-diff REV        only the mutants in code changed since REV (CI)
 #   scripts/mutants.sh --time-limit 10      stop after 10 minutes and summarise what ran
 #   scripts/mutants.sh --fail-on-gap        exit 1 if a missed mutant is not triaged (CI)
+#   scripts/mutants.sh -- -F default_       the rest goes to cargo mutants (here: only the
+#                                           mutants whose names match default_)
 #   scripts/mutants.sh --in-place           mutate this checkout itself, not a copy (quicker
 #                                           with a warm target/; do not edit it meanwhile)
 #
@@ -21,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 2; }
-shard="" diff_base="" minutes="" out="${LLORCH_MUTANTS_OUT:-target/mutants}" record="" where=(--copy-target=true) gate=()
+shard="" diff_base="" minutes="" out="${LLORCH_MUTANTS_OUT:-target/mutants}" record="" where=(--copy-target=true) gate=() extra=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --shard) shard="${2:?--shard needs K/N}"; shift 2 ;;
@@ -31,6 +33,7 @@ while [[ $# -gt 0 ]]; do
         --record) record="${2:?--record needs a file}"; shift 2 ;;
         --in-place) where=(--in-place); shift ;;
         --fail-on-gap) gate=(--fail-on-gap); shift ;;
+        --) shift; extra=("$@"); break ;;
         -h|--help) usage ;;
         *) echo "mutants.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -40,7 +43,7 @@ if ! command -v cargo-mutants > /dev/null; then
     exit 2
 fi
 
-args=(mutants --no-shuffle --minimum-test-timeout 60 "${where[@]}" --output "$out")
+args=(mutants --no-shuffle --minimum-test-timeout 60 "${where[@]}" --output "$out" "${extra[@]}")
 if [[ -n "$shard" ]]; then
     args+=(--shard "$shard" --sharding round-robin)
 fi
@@ -54,6 +57,12 @@ if [[ -n "$diff_base" ]]; then
     args+=(--in-diff "$out/engine.diff")
 fi
 
+if [[ ${where[0]} == --in-place ]]; then
+    # A run stopped mid-mutant (the time limit, ^C) can leave rustc's incremental state of that
+    # mutant's build behind, which a later build reused here: a baseline that failed with the
+    # source clean. Build llorch afresh.
+    cargo clean --quiet --package llorch
+fi
 mkdir -p "$out"
 git rev-parse --short HEAD > "$out/commit"  # the record's commit (mutants_summary.py --record)
 status=0
