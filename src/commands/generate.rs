@@ -46,7 +46,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         text = tokenizer.as_ref().map(|t| t.stream_after(&prompt_ids)).transpose()?;
         out.flush()?;
     }
-    let new_ids = generate::generate(&model, &prompt_ids, args.max_tokens, &mut picker, eos, |id| {
+    let new_ids = generate::generate(&model, &prompt_ids, args.max_tokens, &mut picker, eos, |id, _| {
         if stream {
             match text.as_mut() {
                 Some(text) => write!(out, "{}", text.next(id)?)?,

@@ -176,7 +176,7 @@ fn generate_events(model: &Gpt2, tokenizer: Option<&Gpt2Tokenizer>, job: &Job) -
     let mut picker = Picker::new(request.sampling, request.seed);
     let eos = model.config.eos_token_id;
     let token_ids =
-        generate::generate(model, &request.prompt_ids, request.max_tokens, &mut picker, eos, |id| {
+        generate::generate(model, &request.prompt_ids, request.max_tokens, &mut picker, eos, |id, _| {
             first_token_at.get_or_insert_with(Instant::now);
             let text = match decoder.as_mut() {
                 Some(d) => Some(d.next(id)?),

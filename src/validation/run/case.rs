@@ -12,10 +12,9 @@ use super::Validator;
 use super::checks::{CaseContext, Checked};
 use super::tape::{CheckingTape, Feed, Kept, Wanted};
 use super::ties::{self, Evidence};
-use crate::engine::generate::fits_context;
+use crate::engine::KvCache;
 use crate::engine::sampling::{self, Sampling};
 use crate::engine::tape::Site;
-use crate::engine::{KvCache, NoTape};
 use crate::validation::result::{Pair, Row};
 use crate::validation::spec::{Checkpoint, Checks, Mode, Phase, Place};
 
@@ -367,28 +366,14 @@ impl CaseRun<'_> {
         // As many tokens as the longest reference has (HF may stop early at end-of-text).
         let n = theirs.iter().map(Vec::len).max().unwrap_or(0);
         ensure!(n > 0, "case {:?} has no generated tokens to compare", self.ctx.name);
-        let engine = &self.validator.engine;
-        fits_context(self.tokens().len(), n, engine.config().n_positions).map_err(anyhow::Error::msg)?;
-        let mut cache = KvCache::new(engine.config(), self.tokens().len() + n)?;
-        let mut logits = engine.forward(self.tokens(), &mut cache, &mut NoTape)?.context("a whole pass")?;
-        let mut ours = Vec::with_capacity(n);
         // Each new token's logits, to word a divergence: our logit gap between the two tokens.
-        let mut logits_at = Vec::with_capacity(n);
-        let eos = engine.config().eos_token_id;
-        for i in 0..n {
-            self.validator.progress.set_message(format!(
-                "case {}: generating token {}/{n}",
-                self.ctx.name,
-                i + 1
-            ));
-            let token = sampling::argmax(logits.as_slice().expect("contiguous"));
-            ours.push(token);
-            logits_at.push(logits);
-            if i + 1 == n || Some(token) == eos {
-                break;
-            }
-            logits = engine.forward(&[token], &mut cache, &mut NoTape)?.context("a whole pass")?;
-        }
+        let mut logits_at: Vec<Vec<f32>> = Vec::with_capacity(n);
+        let (progress, name) = (&self.validator.progress, self.ctx.name);
+        let ours = self.validator.engine.generate(self.tokens(), n, &mut |_, logits| {
+            progress.set_message(format!("case {name}: generating token {}/{n}", logits_at.len() + 1));
+            logits_at.push(logits.to_vec());
+            Ok(())
+        })?;
         let describe = |a_name: &str, a: &Vec<u32>, b_name: &str, b: &Vec<u32>| match a
             .iter()
             .zip(b)
