@@ -1,11 +1,10 @@
 //! The validator as the only test of the engine: `llorch validate` on the bundled models (the
 //! tiny one in every weight format it has references for, and the coverage one: every remainder
 //! path), every checkpoint on every layer, chained and isolated, against their float32 and
-//! float64 dumps. cargo-mutants runs
-//! this test alone against each mutant of the engine (`.cargo/mutants.toml`,
-//! `scripts/mutants.sh`): a mutant the validation does not fail survives. On a failure it
-//! prints the first failing row, which `scripts/mutants.sh` reads to say whether the mutated
-//! function's stage is the one that failed.
+//! float64 dumps. cargo-mutants runs this test alone against each mutant of the engine
+//! (`.cargo/mutants.toml`, `scripts/mutants.sh`): a mutant the validation does not fail
+//! survives. On a failure it prints the first failing row, which `scripts/mutants_summary.py`
+//! reads to say whether the mutated function's stage is the one that failed.
 
 use std::path::Path;
 

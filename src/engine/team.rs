@@ -263,8 +263,8 @@ mod tests {
             for panicking in [vec![0, 1], vec![0], vec![1]] {
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     team.run(&|p| {
-                        // Both parts are claimed before either panics, so each lands on its own
-                        // thread whichever thread is quicker.
+                        // Time for the helper to claim the other part, so that each thread
+                        // mostly runs one; whichever runs which, `run` must panic.
                         thread::sleep(Duration::from_millis(5));
                         assert!(!panicking.contains(&p), "part {p} panics");
                     })
