@@ -55,6 +55,12 @@ if [[ -n "$diff_base" ]]; then
         exit 0
     fi
     args+=(--in-diff "$out/engine.diff")
+    # A change of comments or of lines with nothing to mutate has no mutants: cargo-mutants then
+    # stops before writing any outcome.
+    if [[ -z "$(cargo mutants --list --in-diff "$out/engine.diff" 2> /dev/null)" ]]; then
+        echo "mutants.sh: the engine code changed since $diff_base has no mutants"
+        exit 0
+    fi
 fi
 
 if [[ ${where[0]} == --in-place ]]; then
