@@ -2,7 +2,8 @@
 # The validator's mutation score: cargo-mutants over the engine (src/engine), each mutant judged
 # by the bundled validation alone (tests/validation_gate.rs, .cargo/mutants.toml), never by the
 # unit tests. A mutant the validation fails is caught; one it passes survived (missed), and is
-# either equivalent (triaged in .cargo/mutants.toml) or a gap in the validation.
+# either triaged (mutants/equivalent.tsv says why no validation can fail it) or a gap in the
+# validation.
 #
 #   scripts/mutants.sh                      every mutant (about a thousand: hours on 2 cores)
 #   scripts/mutants.sh --shard 3/8          one eighth of them (round robin over the files), so

@@ -20,8 +20,8 @@ A missed mutant is looked up in mutants/equivalent.tsv, the triage: a mutant the
 what happens on a bad input no reference exists for), and the file says why; one not there is
 a gap, and with --fail-on-gap (CI) the summary exits 1.
 
---record merges this run's lines into a tab-separated record (mutant, outcome, first failure,
-verdict), replacing the lines of the same mutants, so that shards run on different days add up to
+--record merges this run's lines into a tab-separated record (mutant, outcome, verdict, first
+failure or why it is triaged, commit), replacing the lines of the same mutants, so that shards run on different days add up to
 the whole score; the record keeps the commit each line was measured on.
 
 Standard library only: this runs beside cargo, not in the Python reference environment.
@@ -91,8 +91,8 @@ CHECKPOINT = re.compile(r"\bmode \S+ checkpoint (\d+)\b")
 
 
 def stage_of(file: str, function: str | None) -> set[int] | None:
-    """The checkpoints of a mutant's function (an empty set: none, it is not on the forward
-    pass); KeyError for an engine file the map does not know, so a new file cannot be missed."""
+    """The checkpoints of a mutant's function; KeyError for an engine file the map does not
+    know, so a new file cannot be missed."""
     name = file.removeprefix("src/engine/")
     if function and f"{name}:{function}" in STAGES:
         return STAGES[f"{name}:{function}"]
@@ -192,7 +192,7 @@ def rows(out_dir: Path, triage: list[tuple[str, str, str]]) -> list[dict]:
 def show_stages(stages: set[int] | None) -> str:
     if stages is None:
         return "every stage"
-    return ",".join(map(str, sorted(stages))) or "none"
+    return ",".join(map(str, sorted(stages)))
 
 
 def report(found: list[dict]) -> None:
