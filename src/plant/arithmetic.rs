@@ -222,6 +222,8 @@ pub enum Statistics {
     Unbiased,
     /// Mean and variance accumulated in float32, two passes, as PyTorch's CPU kernel does.
     Float32,
+    /// As the engine's (float64), with 1/σ then made four float32 ulps higher.
+    InvStdHigh,
 }
 
 /// (x − mean) / sqrt(var + eps) · weight + bias, row by row; x [T, C].
@@ -230,11 +232,15 @@ pub fn layer_norm(x: ArrayView2<'_, f32>, norm: &Norm, eps: f64, statistics: Sta
     Zip::from(y.rows_mut()).and(x.rows()).for_each(|mut y, x| {
         let (w, b) = (&norm.weight, &norm.bias);
         match statistics {
-            Statistics::Unbiased => {
+            Statistics::Unbiased | Statistics::InvStdHigh => {
                 let n = x.len() as f64;
                 let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-                let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
-                let inv_std = 1.0 / (var + eps).sqrt();
+                let divisor = if let Statistics::Unbiased = statistics { n - 1.0 } else { n };
+                let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / divisor;
+                let mut inv_std = 1.0 / (var + eps).sqrt();
+                if let Statistics::InvStdHigh = statistics {
+                    inv_std *= 1.0 + FOUR_ULPS;
+                }
                 Zip::from(&mut y).and(&x).and(w).and(b).for_each(|y, &x, &w, &b| {
                     *y = ((x as f64 - mean) * inv_std) as f32 * w + b;
                 });
@@ -253,6 +259,9 @@ pub fn layer_norm(x: ArrayView2<'_, f32>, norm: &Norm, eps: f64, statistics: Sta
     y
 }
 
+/// Four float32 ulps of a value, relative: 4·2⁻²³.
+pub const FOUR_ULPS: f64 = 4.0 / (1u32 << 23) as f64;
+
 /// GELU variants.
 #[derive(Clone, Copy)]
 pub enum Gelu {
@@ -260,8 +269,9 @@ pub enum Gelu {
     Tanh,
     /// The tanh form evaluated in float32.
     TanhFloat32,
-    /// The tanh form with the cubic coefficient 0.0447 instead of 0.044715.
-    WrongCoefficient,
+    /// The tanh form, as the engine evaluates it, with other constants: the cubic coefficient
+    /// (GPT-2: 0.044715) and √(2/π).
+    Constants { cubic: f64, sqrt_2_over_pi: f64 },
     /// 0.5·x·(1 + erf(x/√2)), the exact GELU; GPT-2 uses the tanh form.
     Erf,
 }
@@ -273,9 +283,9 @@ pub fn gelu(x: f32, form: Gelu) -> f32 {
             let inner = (2.0f32 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
             0.5 * x * (1.0 + inner.tanh())
         }
-        Gelu::WrongCoefficient => {
+        Gelu::Constants { cubic, sqrt_2_over_pi } => {
             let x = x as f64;
-            let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.0447 * x.powi(3));
+            let inner = sqrt_2_over_pi * (x + cubic * x * x * x);
             (x / (1.0 + (-2.0 * inner).exp())) as f32
         }
         Gelu::Erf => {
@@ -283,6 +293,20 @@ pub fn gelu(x: f32, form: Gelu) -> f32 {
             (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
         }
     }
+}
+
+/// The softmax of every row of scores [nh, T, S] with its sum accumulated in float32 in order,
+/// each exp in float64 and rounded, the division a multiplication by the rounded 1/sum.
+pub fn softmax_f32_sum(scores: ArrayView3<'_, f32>) -> Array3<f32> {
+    let mut probs = scores.to_owned();
+    for mut row in probs.rows_mut() {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        row.mapv_inplace(|x| if x == f32::NEG_INFINITY { 0.0 } else { ((x - max) as f64).exp() as f32 });
+        let sum = row.iter().fold(0.0f32, |acc, &e| acc + e);
+        let inv = (1.0 / sum as f64) as f32;
+        row.mapv_inplace(|e| e * inv);
+    }
+    probs
 }
 
 /// Scores [nh, T, S]: scale · Σ_d q[h, i, d]·k[h, s, d] for the keys s < visible(i), −∞ for the

@@ -83,6 +83,20 @@ pub enum Variant {
     OddLastPanelDropped,
     /// Bug: sampling multiplies the logits by the temperature instead of dividing.
     TemperatureMultiplied,
+    /// Bug below the noise: GELU's cubic coefficient 0.04472 instead of 0.044715, off by 5e-6
+    /// (about 30 float32 ulps of the constant), always the same way.
+    GeluCubicNudged,
+    /// Bug below the noise: GELU's √(2/π) written 0.79788 (0.7978845608…), 5.7e-6 low.
+    GeluSqrtTwoOverPiRounded,
+    /// Bug below the noise: the attention's 1/√head_dim four float32 ulps high (a scale
+    /// computed another way and rounded up, say).
+    ScoresScaleUlps,
+    /// Bug below the noise: LayerNorm's 1/σ four float32 ulps high (an rsqrt approximation
+    /// that errs one way).
+    LayerNormInvStdUlps,
+    /// Bug below the noise: the softmax divides by its sum taken four float32 ulps low, so every
+    /// probability is 4 ulps high.
+    SoftmaxSumUlps,
     /// Bug in the Q8_0 kernels (--weights q8_0): every product widens each odd block of 32
     /// lines with the scales of the block before it (one block's scales reused for the next).
     Q8ScaleOfPreviousBlock,
@@ -96,6 +110,8 @@ pub enum Variant {
     F32LayerNormStats,
     /// Correct: GELU evaluated in float32 instead of float64.
     F32Gelu,
+    /// Correct: the softmax's sum accumulated in float32, in order (the engine sums in float64).
+    F32SoftmaxSums,
     /// Correct: every matrix product as a plain loop accumulating in float32 in reverse order.
     ReverseOrderMatmul,
     /// Correct (--weights q8_0): every product sums each Q8_0 block's 32 terms x·q in float32,

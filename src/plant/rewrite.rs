@@ -163,11 +163,16 @@ impl<'a> Rewriter<'a> {
             (V::DecodePositionsRestart, Cp::Embeddings, ..) => {
                 Some(arithmetic::embeddings(p, self.tokens, 0..self.tokens.len()).into_dyn())
             }
-            (V::UnbiasedVariance | V::F32LayerNormStats, cp, layer, name @ ("ln_1" | "ln_2" | "ln_f")) => {
-                let statistics = if self.variant == V::UnbiasedVariance {
-                    Statistics::Unbiased
-                } else {
-                    Statistics::Float32
+            (
+                V::UnbiasedVariance | V::F32LayerNormStats | V::LayerNormInvStdUlps,
+                cp,
+                layer,
+                name @ ("ln_1" | "ln_2" | "ln_f"),
+            ) => {
+                let statistics = match self.variant {
+                    V::UnbiasedVariance => Statistics::Unbiased,
+                    V::F32LayerNormStats => Statistics::Float32,
+                    _ => Statistics::InvStdHigh,
                 };
                 let (x, norm) = match (cp, layer, name) {
                     (_, Some(l), "ln_1") => (self.stream_into(l)?, &p.h[l].ln_1),
@@ -194,6 +199,16 @@ impl<'a> Rewriter<'a> {
                 Some(arithmetic::split_heads(qkv.view(), third, nh).into_dyn())
             }
             (V::MissingAttnScale, Cp::AttnScores, Some(l), "scores") => Some(self.scores(l, 1.0, causal)?),
+            (V::ScoresScaleUlps, Cp::AttnScores, Some(l), "scores") => {
+                Some(self.scores(l, f32::from_bits(scale.to_bits() + 4), causal)?)
+            }
+            (V::SoftmaxSumUlps, Cp::AttnScores, Some(_), "attn_probs") => {
+                Some(engine.mapv(|p| (p as f64 * (1.0 + arithmetic::FOUR_ULPS)) as f32))
+            }
+            (V::F32SoftmaxSums, Cp::AttnScores, Some(l), "attn_probs") => {
+                let scores = self.get3(Cp::AttnScores, l, "scores")?;
+                Some(arithmetic::softmax_f32_sum(scores.view()).into_dyn())
+            }
             (V::MaskOffByOne, Cp::AttnScores, Some(l), "scores") => {
                 Some(self.scores(l, scale, |i| past + i + 2)?)
             }
@@ -275,14 +290,30 @@ impl<'a> Rewriter<'a> {
             }
             (v, Cp::Ffn, Some(l), "gelu")
                 if v.in_every_product()
-                    || matches!(v, V::ErfGelu | V::F32Gelu | V::GeluCoefficient | V::MlpBiasDropped) =>
+                    || matches!(
+                        v,
+                        V::ErfGelu
+                            | V::F32Gelu
+                            | V::GeluCoefficient
+                            | V::GeluCubicNudged
+                            | V::GeluSqrtTwoOverPiRounded
+                            | V::MlpBiasDropped
+                    ) =>
             {
                 let ln_2 = self.get2(Cp::Ffn, Some(l), "ln_2")?;
                 let c_fc = &p.h[l].c_fc;
                 let (pre, form) = match self.variant {
                     V::ErfGelu => (c_fc.forward(ln_2.view(), true), Gelu::Erf),
                     V::F32Gelu => (c_fc.forward(ln_2.view(), true), Gelu::TanhFloat32),
-                    V::GeluCoefficient => (c_fc.forward(ln_2.view(), true), Gelu::WrongCoefficient),
+                    V::GeluCoefficient => {
+                        (c_fc.forward(ln_2.view(), true), constants(0.0447, SQRT_2_OVER_PI))
+                    }
+                    V::GeluCubicNudged => {
+                        (c_fc.forward(ln_2.view(), true), constants(0.04472, SQRT_2_OVER_PI))
+                    }
+                    V::GeluSqrtTwoOverPiRounded => {
+                        (c_fc.forward(ln_2.view(), true), constants(0.044715, 0.79788))
+                    }
                     V::MlpBiasDropped => (c_fc.forward(ln_2.view(), false), Gelu::Tanh),
                     v => (c_fc.forward_as(ln_2.view(), v), Gelu::Tanh),
                 };
@@ -311,6 +342,13 @@ impl<'a> Rewriter<'a> {
         };
         Ok(planted)
     }
+}
+
+/// √(2/π), as GELU's tanh form has it.
+const SQRT_2_OVER_PI: f64 = 0.7978845608028654;
+
+fn constants(cubic: f64, sqrt_2_over_pi: f64) -> Gelu {
+    Gelu::Constants { cubic, sqrt_2_over_pi }
 }
 
 /// The columns of a product's last 16-column panel when N columns make an odd number of

@@ -11,6 +11,7 @@ use crate::engine::WeightFormat;
 use crate::validation::compare::{Heatmap, Stats, Tolerance};
 use crate::validation::reference::{Omitted, Precision};
 use crate::validation::spec::{Checkpoint, Mode, Phase, Place};
+use crate::validation::systematic::Bias;
 
 /// The name our engine has in every pair.
 pub const OURS: &str = "ours";
@@ -75,6 +76,23 @@ pub struct Accuracy {
     pub allowed: f64,
     /// k_rms·rms_peer + floor + floor_eps·ε·rms(truth)
     pub allowed_rms: f64,
+    /// The systematic error of ours − peer, where both computed the stage from the same input
+    /// (isolated mode, a tensor large enough to bin).
+    pub systematic: Option<Systematic>,
+    pub passed: bool,
+}
+
+/// The systematic-error verdict of one tensor: the bias of ours − peer over bins of the
+/// truth's value (`systematic::Bias`), judged by significance and size.
+#[derive(Serialize, Clone, Debug)]
+pub struct Systematic {
+    #[serde(flatten)]
+    pub bias: Bias,
+    /// The bias in epsilons of rms(truth).
+    pub epsilons: f64,
+    /// The χ² unbiased noise exceeds once in 10⁹ tensors, and the bias allowed in epsilons.
+    pub chi2_limit: f64,
+    pub allowed_epsilons: f64,
     pub passed: bool,
 }
 
@@ -481,6 +499,19 @@ impl Report {
             let entry = worst.entry(row.checkpoint).or_insert((0.0, 0.0));
             entry.0 = entry.0.max(a.ratio.unwrap_or(0.0));
             entry.1 = entry.1.max(a.rms_ratio.unwrap_or(0.0));
+        }
+        worst
+    }
+
+    /// The largest significant bias of ours − peer per checkpoint, in epsilons of the truth's
+    /// rms (isolated rows; a bias the noise explains counts 0).
+    pub fn worst_biases(&self) -> BTreeMap<Checkpoint, f64> {
+        let mut worst: BTreeMap<Checkpoint, f64> = BTreeMap::new();
+        for row in &self.rows {
+            let Some(s) = row.accuracy.as_ref().and_then(|a| a.systematic.as_ref()) else { continue };
+            let significant = if s.bias.chi2 > s.chi2_limit { s.epsilons } else { 0.0 };
+            let entry = worst.entry(row.checkpoint).or_insert(0.0);
+            *entry = entry.max(significant);
         }
         worst
     }

@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::compare::{Mask, Tolerance};
+use super::systematic::Bias;
 pub use crate::engine::Checkpoint;
 
 /// Which pass of the forward computation a tensor belongs to: the prompt (prefill), or the
@@ -122,6 +123,10 @@ pub struct AccuracyRule {
     pub k_rms: f64,
     pub floor: f64,
     pub floor_eps: f64,
+    /// The systematic error (isolated mode): the bias of ours − peer over bins of the truth's
+    /// value may be at most this many float32 epsilons of rms(truth) where it is significant
+    /// (`systematic::Bias`, CHECKPOINTS.md "Systematic error").
+    pub bias_eps: f64,
 }
 
 /// float32's machine epsilon, 2^-23.
@@ -146,6 +151,21 @@ impl AccuracyRule {
     pub fn allowed_rms(&self, rms_peer: f64, truth_rms: f64) -> f64 {
         self.k_rms * rms_peer + self.floor + self.floor_eps * F32_EPSILON * truth_rms
     }
+
+    /// Whether a bias of ours − peer fails: significant (its χ² beyond what noise reaches once
+    /// in 10⁹ tensors) and larger than `bias_eps` epsilons of the truth's RMS.
+    pub fn bias_fails(&self, bias: &Bias) -> bool {
+        bias.chi2 > chi2_limit(bias.bins) && bias.in_epsilons() > self.bias_eps
+    }
+}
+
+/// The χ² with `dof` degrees of freedom that unbiased noise exceeds with probability 1e-9
+/// (Wilson–Hilferty: (χ²/k)^(1/3) is close to normal with mean 1 − 2/(9k), variance 2/(9k);
+/// 1e-9 is 6.0 of its standard deviations). 16 bins: 77.7.
+pub fn chi2_limit(dof: usize) -> f64 {
+    const Z: f64 = 6.0;
+    let v = 2.0 / (9.0 * dof as f64);
+    dof as f64 * (1.0 - v + Z * v.sqrt()).powi(3)
 }
 
 /// Everything llorch knows about one checkpoint.
@@ -212,9 +232,12 @@ const fn close(atol: f64, rtol: f64) -> Tolerance {
 const K_MAX: f64 = 12.0;
 const FLOOR_EPS: f64 = 2.0;
 const K_RMS: f64 = 6.0;
+/// The bias of ours − peer allowed, in epsilons of rms(truth), where it is significant
+/// (CHECKPOINTS.md, "Systematic error").
+const BIAS_EPS: f64 = 1.0;
 
 const fn rule(k: f64, floor: f64) -> Option<AccuracyRule> {
-    Some(AccuracyRule { k, k_rms: K_RMS, floor, floor_eps: FLOOR_EPS })
+    Some(AccuracyRule { k, k_rms: K_RMS, floor, floor_eps: FLOOR_EPS, bias_eps: BIAS_EPS })
 }
 
 /// The table. Tolerances: CHECKPOINTS.md gives the reason for each; the accuracy rules, the
@@ -546,7 +569,7 @@ mod tests {
 
     #[test]
     fn accuracy_rule_allows_k_times_the_peer_plus_the_floor() {
-        let r = AccuracyRule { k: 2.0, k_rms: 3.0, floor: 1e-7, floor_eps: 0.0 };
+        let r = AccuracyRule { k: 2.0, k_rms: 3.0, floor: 1e-7, floor_eps: 0.0, bias_eps: 1.0 };
         assert!((r.allowed(1e-6, 5.0) - 2.1e-6).abs() < 1e-18);
         assert!((r.allowed_rms(1e-6, 5.0) - 3.1e-6).abs() < 1e-18);
         assert_eq!(r.allowed(0.0, 5.0), 1e-7);
@@ -554,5 +577,28 @@ mod tests {
         let r = AccuracyRule { floor_eps: 2.0, ..r };
         assert!((r.allowed(0.0, 4.0) - (1e-7 + 8.0 * F32_EPSILON)).abs() < 1e-18);
         assert!((r.allowed_rms(0.0, 0.5) - (1e-7 + F32_EPSILON)).abs() < 1e-18);
+    }
+
+    #[test]
+    fn a_bias_fails_when_both_significant_and_large() {
+        use crate::validation::systematic::{Bias, Bin};
+        // 16 degrees of freedom: Wilson–Hilferty's 1e-9 point; the exact quantile is 78.2.
+        assert!((chi2_limit(16) - 77.7).abs() < 0.1, "{}", chi2_limit(16));
+        assert!(chi2_limit(8) < chi2_limit(16));
+        let r = rule(K_MAX, 1e-7).unwrap();
+        let worst = Bin { from: 0.0, to: 1.0, count: 100, mean: 0.0, se: 1.0 };
+        let bias = |chi2: f64, bias_rms: f64| Bias {
+            compared: 800,
+            rows: 10,
+            bins: 8,
+            chi2,
+            bias_rms,
+            truth_rms: 1.0,
+            worst: worst.clone(),
+        };
+        let eps = F32_EPSILON;
+        assert!(r.bias_fails(&bias(1e4, 2.0 * eps)));
+        assert!(!r.bias_fails(&bias(1e4, 0.5 * eps)), "significant but a fraction of an ulp");
+        assert!(!r.bias_fails(&bias(20.0, 2.0 * eps)), "large but what noise reaches");
     }
 }

@@ -330,16 +330,69 @@ mod planted {
         assert!(out.stderr.contains("is in the bf16 kernels: run it with --weights bf16"), "{}", out.stderr);
     }
 
-    /// Correct engines with other numerics: float32 statistics, float32 GELU, a plain loop
-    /// summing in another order. Each must pass everything, the accuracy verdict included.
+    /// Correct engines with other numerics: float32 statistics, float32 GELU, float32 softmax
+    /// sums, a plain loop summing in another order. Each must pass everything, the accuracy
+    /// verdict and the systematic-error rule included, on the bundled model and on the coverage
+    /// model (random weights, other widths).
     #[test]
     fn correct_but_different_numerics_pass() {
-        for variant in ["f32-layer-norm-stats", "f32-gelu", "reverse-order-matmul"] {
-            let (code, doc) = validate(variant, &["--mode", "chained,isolated"]);
-            assert_eq!(code, 0, "{variant}: first failure {:?}", first_failure(&doc));
-            let with_verdict =
-                doc["rows"].as_array().unwrap().iter().filter(|r| r["accuracy"].is_object()).count();
-            assert!(with_verdict > 100, "{variant}: the accuracy verdict was applied ({with_verdict} rows)");
+        for model in [model(), crate::common::coverage_fixture()] {
+            for variant in ["f32-layer-norm-stats", "f32-gelu", "f32-softmax-sums", "reverse-order-matmul"] {
+                let (code, doc) = validate_on(&model, variant, &["--mode", "chained,isolated"]);
+                assert_eq!(code, 0, "{variant} on {model:?}: first failure {:?}", first_failure(&doc));
+                let rows = doc["rows"].as_array().unwrap();
+                let with_verdict = rows.iter().filter(|r| r["accuracy"].is_object()).count();
+                assert!(
+                    with_verdict > 100,
+                    "{variant}: the accuracy verdict was applied ({with_verdict} rows)"
+                );
+                let with_bias = rows.iter().filter(|r| r["accuracy"]["systematic"].is_object()).count();
+                assert!(with_bias > 20, "{variant}: the bias was judged ({with_bias} rows)");
+            }
+        }
+    }
+
+    /// Bugs below the float32 noise: a constant off by a few ulps, always the same way (GELU's
+    /// cubic coefficient off by 5e-6, its √(2/π) rounded to 0.79788, the scores' scale, LayerNorm's
+    /// 1/σ and the softmax's sum each 4 ulps off). In isolated mode, where ours and the peer
+    /// compute each stage from one input, the bias of ours − peer over bins of the truth's value
+    /// catches each at its stage, on the bundled model and on the coverage model, and on some
+    /// rows of each it is the only rule that fails (max and rms pass).
+    #[test]
+    fn sub_noise_bugs_fail_the_systematic_rule_at_their_stage() {
+        let bugs: &[(&str, u64, &str)] = &[
+            ("gelu-cubic-nudged", 6, "gelu"),
+            ("gelu-sqrt-two-over-pi-rounded", 6, "gelu"),
+            ("scores-scale-ulps", 4, "scores"),
+            ("layer-norm-inv-std-ulps", 1, "ln_1"),
+            ("softmax-sum-ulps", 4, "attn_probs"),
+        ];
+        for model in [model(), crate::common::coverage_fixture()] {
+            for &(variant, cp, tensor) in bugs {
+                let (code, doc) = validate_on(&model, variant, &["--mode", "isolated"]);
+                assert_eq!(code, 1, "{variant} on {model:?}");
+                let f = first_failure(&doc).expect("caught");
+                assert_eq!((f.checkpoint, f.tensor.as_str()), (cp, tensor), "{variant} on {model:?}");
+                let failing: Vec<&Value> =
+                    doc["rows"].as_array().unwrap().iter().filter(|r| r["passed"] == false).collect();
+                assert!(
+                    failing.iter().all(|r| r["checkpoint"].as_u64() >= Some(cp)),
+                    "{variant}: before its stage"
+                );
+                let by_bias_alone = failing
+                    .iter()
+                    .filter(|r| {
+                        let a = &r["accuracy"];
+                        r["checkpoint"] == cp
+                            && r["tensor"] == tensor
+                            && r["stats"]["mismatches"] == 0
+                            && a["systematic"]["passed"] == false
+                            && a["err_ours"].as_f64() <= a["allowed"].as_f64()
+                            && a["rms_ours"].as_f64() <= a["allowed_rms"].as_f64()
+                    })
+                    .count();
+                assert!(by_bias_alone > 0, "{variant} on {model:?}: no row fails by its bias alone");
+            }
         }
     }
 }

@@ -26,8 +26,8 @@ pub fn checkpoints_table() -> String {
         let accuracy = match spec.accuracy {
             Some(rule) => {
                 format!(
-                    "max {}×, rms {}× peer + {:.0e} + {}ε·|truth|",
-                    rule.k, rule.k_rms, rule.floor, rule.floor_eps
+                    "max {}×, rms {}× peer + {:.0e} + {}ε·|truth|; bias {}ε",
+                    rule.k, rule.k_rms, rule.floor, rule.floor_eps, rule.bias_eps
                 )
             }
             None => "-".into(),
@@ -44,7 +44,9 @@ pub fn checkpoints_table() -> String {
     format!(
         "{table}\nAccuracy, with a float64 dump as the truth and a float32 one as the peer:\n  \
          max |ours − truth| ≤ k·max |peer − truth| + floor + floor_eps·ε·max |truth|, and\n  \
-         rms(ours − truth) ≤ k_rms·rms(peer − truth) + floor + floor_eps·ε·rms(truth), ε = 2^-23.\n\
+         rms(ours − truth) ≤ k_rms·rms(peer − truth) + floor + floor_eps·ε·rms(truth), ε = 2^-23;\n  \
+         isolated, the bias of ours − peer over bins of the truth's value ≤ bias_eps·ε·rms(truth)\n  \
+         unless noise explains it (χ² under its 1e-9 point).\n\
          Definitions, masks, invariants and the HF source of each reference: \
          CHECKPOINTS.md; as JSON: llorch checkpoints --format json\n"
     )

@@ -153,7 +153,10 @@ impl Table {
                 let ratio = match &row.accuracy {
                     Some(a) => {
                         let x = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
-                        format!("{} {}", x(a.ratio), x(a.rms_ratio))
+                        // Isolated rows also carry the bias of ours − peer, in epsilons.
+                        let bias =
+                            a.systematic.as_ref().map_or(String::new(), |s| format!(" b{:.2}", s.epsilons));
+                        format!("{} {}{bias}", x(a.ratio), x(a.rms_ratio))
                     }
                     None => String::new(),
                 };
@@ -194,6 +197,16 @@ fn summary(report: &Report, detail: Detail) -> String {
             worst.iter().map(|(cp, (max, rms))| format!("{cp}: {max:.2}/{rms:.2}")).collect();
         out.push_str(&format!(
             "accuracy against {truth}: worst ours/{peer} error ratio per checkpoint (max/rms): {}\n",
+            per_cp.join(", ")
+        ));
+    }
+    let biases = report.worst_biases();
+    if detail != Detail::Quiet && !biases.is_empty() {
+        let peer = report.source(Role::Peer).map_or("the peer", |s| s.name.as_str());
+        let per_cp: Vec<String> = biases.iter().map(|(cp, eps)| format!("{cp}: {eps:.2}")).collect();
+        out.push_str(&format!(
+            "systematic error (isolated): worst significant bias of ours − {peer} per checkpoint, in \
+             float32 epsilons of the truth's rms: {}\n",
             per_cp.join(", ")
         ));
     }

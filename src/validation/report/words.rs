@@ -2,7 +2,7 @@
 //! diagnosis in lines, a tensor element with all its float32 digits.
 
 use super::sci;
-use crate::validation::result::{Blame, Diagnosis, Report, Role, Row};
+use crate::validation::result::{Blame, Diagnosis, Report, Role, Row, Systematic};
 use crate::validation::spec::{Checkpoint, Phase, TRUTHS_AGREE};
 
 /// A sentence for rows that need more than numbers: exact checks, accuracy failures, masked
@@ -39,6 +39,10 @@ pub fn reason(row: &Row, first_of_tensor: bool) -> Option<String> {
         return Some(line);
     }
     if let Some(a) = row.accuracy.as_ref().filter(|a| !a.passed) {
+        let within_max_and_rms = a.err_ours <= a.allowed && a.rms_ours <= a.allowed_rms;
+        if let Some(sys) = a.systematic.as_ref().filter(|s| !s.passed && within_max_and_rms) {
+            return Some(systematic(sys, &a.peer, &a.truth));
+        }
         let ratio = |r: Option<f64>| r.map(|r| format!(" ({r:.1}×)")).unwrap_or_default();
         return Some(format!(
             "less accurate than {peer} against {truth}, though within every fixed tolerance: \
@@ -59,6 +63,27 @@ pub fn reason(row: &Row, first_of_tensor: bool) -> Option<String> {
     }
     (s.masked > 0 && first_of_tensor)
         .then(|| format!("{} masked future entries excluded from the diff", s.masked))
+}
+
+/// A systematic error of ours against the peer on the same input: how large, how sure, where.
+fn systematic(s: &Systematic, peer: &str, truth: &str) -> String {
+    let w = &s.bias.worst;
+    format!(
+        "a systematic error, though within every fixed tolerance and as accurate as {peer} by max and \
+         rms: ours − {peer} on the same input is biased by {:.1} float32 epsilons of the truth's rms \
+         (allowed {}), χ² {:.0} over {} bins of {truth}'s value and {} rows (noise stays under {:.0}); \
+         worst where {truth} is {} to {}: mean {} ({:.0} standard errors)",
+        s.epsilons,
+        s.allowed_epsilons,
+        s.bias.chi2,
+        s.bias.bins,
+        s.bias.rows,
+        s.chi2_limit,
+        value(w.from),
+        value(w.to),
+        sci(w.mean),
+        w.z(),
+    )
 }
 
 /// The lines of a diagnosis: where the error sits (when it has structure), the hypotheses that

@@ -17,7 +17,9 @@ use crate::engine::weights::Weights;
 use crate::validation::compare::{self, Heatmap, Mask, Stats, Tolerance};
 use crate::validation::diagnose::{self, Evidence};
 use crate::validation::reference::{Case, Precision, Tensor, TensorEntry};
-use crate::validation::result::{Accuracy, OURS, Pair, Row};
+use crate::validation::result::{Accuracy, OURS, Pair, Row, Systematic};
+use crate::validation::spec::chi2_limit;
+use crate::validation::systematic::{self, Bias};
 
 /// What one check of a pair found, from which its row is made.
 enum Outcome {
@@ -245,7 +247,8 @@ impl CaseContext<'_> {
                 ))
             })
             .collect::<Result<Vec<Row>>>()?;
-        self.judge_accuracy(cp, &mut rows);
+        let bias = self.bias_of_ours(&theirs, ours, mask)?;
+        self.judge_accuracy(cp, &mut rows, bias);
         if let Some(request) = self.heatmaps {
             // rows[i] is pairs[i]'s: one heatmap per tensor, of its first failing pair (or its
             // first pair when asked for by name).
@@ -268,7 +271,7 @@ impl CaseContext<'_> {
     /// row's max |diff|, err_peer the max |diff| of the peer against the truth (and the same for
     /// the RMS). A peer that disagrees with the truth beyond tolerance is no yardstick: its own
     /// row fails, and no verdict is given.
-    fn judge_accuracy(&self, cp: Checkpoint, rows: &mut [Row]) {
+    fn judge_accuracy(&self, cp: Checkpoint, rows: &mut [Row], bias: Option<Bias>) {
         let (Some(t), Some(p), Some(rule)) = (self.sources.truth, self.sources.peer, cp.accuracy()) else {
             return;
         };
@@ -291,7 +294,15 @@ impl CaseContext<'_> {
         let (truth_max, truth_rms) = (ours_stats.ref_max_abs, ours_stats.ref_rms);
         let (allowed, allowed_rms) =
             (rule.allowed(err_peer, truth_max), rule.allowed_rms(rms_peer, truth_rms));
-        let passed = err_ours <= allowed && rms_ours <= allowed_rms;
+        let systematic = bias.map(|bias| Systematic {
+            epsilons: bias.in_epsilons(),
+            chi2_limit: chi2_limit(bias.bins),
+            allowed_epsilons: rule.bias_eps,
+            passed: !rule.bias_fails(&bias),
+            bias,
+        });
+        let passed =
+            err_ours <= allowed && rms_ours <= allowed_rms && systematic.as_ref().is_none_or(|s| s.passed);
         let ratio_of = |ours: f64, peer: f64| (peer > 0.0).then(|| ours / peer);
         let row = rows.iter_mut().find(|r| r.pair.is_ours() && &r.pair.1 == truth).expect("found above");
         row.passed &= passed;
@@ -310,8 +321,31 @@ impl CaseContext<'_> {
             floor_eps: rule.floor_eps,
             allowed,
             allowed_rms,
+            systematic,
             passed,
         });
+    }
+
+    /// The bias of ours − peer over bins of the truth's value, in isolated mode only: there ours
+    /// and the peer computed the stage from the same input (the peer's), so the error both
+    /// inherit cancels in their difference. In chained mode it does not, and what each inherits
+    /// is correlated across the tensor (a row of logits is lm_head's image of a few LayerNorm
+    /// errors): no bias test has an honest null there.
+    fn bias_of_ours(
+        &self,
+        theirs: &[(usize, &TensorEntry, Tensor)],
+        ours: &[ArrayViewD<'_, f32>],
+        mask: Mask,
+    ) -> Result<Option<Bias>> {
+        let (Some(t), Some(p)) = (self.sources.truth, self.sources.peer) else { return Ok(None) };
+        if self.mode != Mode::Isolated || p != self.sources.feed() {
+            return Ok(None);
+        }
+        let tensor = |i: usize| theirs.iter().find(|(j, _, _)| *j == i).map(|(_, _, tensor)| tensor);
+        let (Some(Tensor::F32(peer)), Some(Tensor::F64(truth))) = (tensor(p), tensor(t)) else {
+            return Ok(None);
+        };
+        systematic::bias(ours[p].view(), peer.view(), truth.view(), mask)
     }
 
     /// The feeding reference's tensor (see `Sources::feed`).
