@@ -153,9 +153,12 @@ impl AccuracyRule {
     }
 
     /// Whether a bias of ours − peer fails: significant (its χ² beyond what noise reaches once
-    /// in 10⁹ tensors) and larger than `bias_eps` epsilons of the truth's RMS.
+    /// in 10⁹ tensors), larger than `bias_eps` epsilons of the truth's RMS, and ours's (ours's
+    /// bins are farther from the truth than the peer's: a biased peer is no fault of ours).
     pub fn bias_fails(&self, bias: &Bias) -> bool {
-        bias.chi2 > chi2_limit(bias.bins) && bias.in_epsilons() > self.bias_eps
+        bias.chi2 > chi2_limit(bias.bins)
+            && bias.in_epsilons() > self.bias_eps
+            && bias.ours_bias_rms > bias.peer_bias_rms
     }
 }
 
@@ -586,7 +589,9 @@ mod tests {
         assert!((chi2_limit(16) - 77.7).abs() < 0.1, "{}", chi2_limit(16));
         assert!(chi2_limit(8) < chi2_limit(16));
         let r = rule(K_MAX, 1e-7).unwrap();
-        let worst = Bin { from: 0.0, to: 1.0, count: 100, mean: 0.0, se: 1.0 };
+        let worst =
+            Bin { from: 0.0, to: 1.0, count: 100, mean: 0.0, se: 1.0, ours_mean: 0.0, peer_mean: 0.0 };
+        let eps = F32_EPSILON;
         let bias = |chi2: f64, bias_rms: f64| Bias {
             compared: 800,
             rows: 10,
@@ -594,11 +599,14 @@ mod tests {
             chi2,
             bias_rms,
             truth_rms: 1.0,
+            ours_bias_rms: bias_rms,
+            peer_bias_rms: 0.1 * eps,
             worst: worst.clone(),
         };
-        let eps = F32_EPSILON;
         assert!(r.bias_fails(&bias(1e4, 2.0 * eps)));
         assert!(!r.bias_fails(&bias(1e4, 0.5 * eps)), "significant but a fraction of an ulp");
         assert!(!r.bias_fails(&bias(20.0, 2.0 * eps)), "large but what noise reaches");
+        let peers = Bias { ours_bias_rms: 0.1 * eps, peer_bias_rms: 2.0 * eps, ..bias(1e4, 2.0 * eps) };
+        assert!(!r.bias_fails(&peers), "the peer is the biased one");
     }
 }

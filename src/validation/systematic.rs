@@ -17,6 +17,8 @@
 //! - `bias_rms`, the RMS of the bins' means less their noise: how large is it? Two correct
 //!   float32 formulas may differ by a bias of a fraction of an ulp (a tanh that rounds one way
 //!   more often); a wrong constant moves a stage by ulps.
+//! - whose is it? The same bins' means of ours − truth and of peer − truth: both carry the
+//!   error inherited from the input, and the one biased itself is the farther from the truth.
 //!
 //! Knows nothing about models or sources: it is handed three arrays and a mask.
 
@@ -46,6 +48,9 @@ pub struct Bin {
     /// means (at least what two float32 roundings' noise gives).
     pub mean: f64,
     pub se: f64,
+    /// mean(ours − truth) and mean(peer − truth) over the bin: which of the two is biased.
+    pub ours_mean: f64,
+    pub peer_mean: f64,
 }
 
 impl Bin {
@@ -69,6 +74,11 @@ pub struct Bias {
     pub bias_rms: f64,
     /// rms of the truth, the scale the bias is measured in (ulps of a typical value).
     pub truth_rms: f64,
+    /// √(Σ_b n_b·mean_b² / N) of ours − truth and of peer − truth, in the same bins: the error
+    /// both inherit from the input is in both; a bias of ours − peer is ours's when ours's is
+    /// the larger.
+    pub ours_bias_rms: f64,
+    pub peer_bias_rms: f64,
     /// The bin whose mean is furthest from zero in its standard errors.
     pub worst: Bin,
 }
@@ -80,11 +90,18 @@ impl Bias {
     }
 }
 
-/// One element: its row, the truth's value, ours − peer.
+/// One element: its row, the truth's value, ours and the peer.
 struct Point {
     row: usize,
     truth: f64,
-    diff: f64,
+    ours: f64,
+    peer: f64,
+}
+
+impl Point {
+    fn diff(&self) -> f64 {
+        self.ours - self.peer
+    }
 }
 
 /// Groups the elements by the truth's value into up to `BINS` equal-count bins and measures the
@@ -122,7 +139,7 @@ pub fn bias<A: Element, B: Element, C: Element>(
         if !(o.is_finite() && p.is_finite() && t.is_finite()) || t <= MASK_THRESHOLD {
             continue;
         }
-        points.push(Point { row: flat / row_len, truth: t, diff: o - p });
+        points.push(Point { row: flat / row_len, truth: t, ours: o, peer: p });
     }
     let n = points.len();
     let bins = BINS.min(n / MIN_PER_BIN);
@@ -136,12 +153,26 @@ pub fn bias<A: Element, B: Element, C: Element>(
     let chi2 = measured.iter().map(|b| b.z().powi(2)).sum::<f64>();
     let excess =
         measured.iter().map(|b| b.count as f64 * (b.mean.powi(2) - b.se.powi(2)).max(0.0)).sum::<f64>();
+    let against_truth = |mean: fn(&Bin) -> f64| {
+        (measured.iter().map(|b| b.count as f64 * mean(b).powi(2)).sum::<f64>() / n as f64).sqrt()
+    };
+    let (ours_bias_rms, peer_bias_rms) = (against_truth(|b| b.ours_mean), against_truth(|b| b.peer_mean));
     let worst = measured
         .iter()
         .max_by(|a, b| a.z().abs().total_cmp(&b.z().abs()))
         .cloned()
         .expect("at least two bins");
-    Ok(Some(Bias { compared: n, rows, bins, chi2, bias_rms: (excess / n as f64).sqrt(), truth_rms, worst }))
+    Ok(Some(Bias {
+        compared: n,
+        rows,
+        bins,
+        chi2,
+        bias_rms: (excess / n as f64).sqrt(),
+        truth_rms,
+        ours_bias_rms,
+        peer_bias_rms,
+        worst,
+    }))
 }
 
 /// One bin's mean and its cluster-robust standard error: the rows' sums of deviations from the
@@ -149,10 +180,12 @@ pub fn bias<A: Element, B: Element, C: Element>(
 /// R/(R − 1) for the R rows the bin has elements in).
 fn bin(part: &[Point], rows: usize) -> Bin {
     let count = part.len() as f64;
-    let mean = part.iter().map(|p| p.diff).sum::<f64>() / count;
+    let mean_of = |f: &dyn Fn(&Point) -> f64| part.iter().map(f).sum::<f64>() / count;
+    let mean = mean_of(&|p| p.diff());
+    let (ours_mean, peer_mean) = (mean_of(&|p| p.ours - p.truth), mean_of(&|p| p.peer - p.truth));
     let mut per_row = vec![0.0f64; rows];
     for p in part {
-        per_row[p.row] += p.diff - mean;
+        per_row[p.row] += p.diff() - mean;
     }
     let present = part.iter().map(|p| p.row).collect::<std::collections::BTreeSet<_>>().len() as f64;
     let clustered = per_row.iter().map(|s| s * s).sum::<f64>() / (count * count)
@@ -163,7 +196,7 @@ fn bin(part: &[Point], rows: usize) -> Bin {
     // not infinitely significant.
     let ulp = f32::EPSILON as f64 * from.abs().max(to.abs());
     let quantisation = ulp * ulp / 6.0 / count;
-    Bin { from, to, count: part.len(), mean, se: clustered.max(quantisation).sqrt() }
+    Bin { from, to, count: part.len(), mean, se: clustered.max(quantisation).sqrt(), ours_mean, peer_mean }
 }
 
 #[cfg(test)]
@@ -219,6 +252,8 @@ mod tests {
         // What the bins see of it: the bins' means of t·5e-8 (the spread within a bin is lost).
         let expected = 5e-8 * b.truth_rms;
         assert!((b.bias_rms - expected).abs() < 0.2 * expected, "bias {} vs {expected}", b.bias_rms);
+        // Ours, not the peer, is the farther from the truth in the bins.
+        assert!(b.ours_bias_rms > 2.0 * b.peer_bias_rms, "{} vs {}", b.ours_bias_rms, b.peer_bias_rms);
         // The worst bin is at an end, where the scale moves the values most.
         assert!(b.worst.from > 1.0 || b.worst.to < -1.0, "{:?}", b.worst);
     }

@@ -72,7 +72,8 @@ fn systematic(s: &Systematic, peer: &str, truth: &str) -> String {
         "a systematic error, though within every fixed tolerance and as accurate as {peer} by max and \
          rms: ours − {peer} on the same input is biased by {:.1} float32 epsilons of the truth's rms \
          (allowed {}), χ² {:.0} over {} bins of {truth}'s value and {} rows (noise stays under {:.0}); \
-         worst where {truth} is {} to {}: mean {} ({:.0} standard errors)",
+         worst where {truth} is {} to {}: mean {} ({:.0} standard errors); ours's bins are {} from \
+         {truth}, {peer}'s {}",
         s.epsilons,
         s.allowed_epsilons,
         s.bias.chi2,
@@ -83,6 +84,8 @@ fn systematic(s: &Systematic, peer: &str, truth: &str) -> String {
         value(w.to),
         sci(w.mean),
         w.z(),
+        sci(s.bias.ours_bias_rms),
+        sci(s.bias.peer_bias_rms),
     )
 }
 
