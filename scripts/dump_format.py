@@ -186,7 +186,8 @@ def stop_at_eos(ids, eos):
 
 def file_name(case, phase, cp, layer, name):
     at = "" if layer is None else f"_l{layer:02d}"
-    prefix = "" if phase == "prefill" else f"{phase}_"
+    # "decode" -> decode_cp.., "decode:8" -> decode8_cp..
+    prefix = "" if phase == "prefill" else phase.replace(":", "") + "_"
     return f"{case}/{prefix}cp{cp:02d}{at}_{name}.npy"
 
 

@@ -191,10 +191,12 @@ def phase_tensors(cfg, phase, modules, attention, out):
 
 
 @torch.no_grad()
-def capture(model, token_ids, sampling, max_new_tokens):
-    """Runs HF on `token_ids` (the prefill), then one decode step with its argmax through HF's
-    cache, and returns (tensors, next token, greedy continuation): tensors is a list of (phase,
-    checkpoint, layer, name, np.ndarray)."""
+def capture(model, token_ids, sampling, max_new_tokens, decode_steps=(1,)):
+    """Runs HF on `token_ids` (the prefill), then decode steps through HF's cache along its own
+    greedy continuation, and returns (tensors, next token, greedy continuation): tensors is a
+    list of (phase, checkpoint, layer, name, np.ndarray). Decode step k feeds the continuation's
+    token k (the argmax after the prompt is token 1) at position T + k - 1; the steps in
+    `decode_steps` are recorded, those in between only run."""
     cfg = model.config
     ids = torch.tensor([token_ids])
     modules, attention, out = run_hooked(model, ids)
@@ -206,10 +208,6 @@ def capture(model, token_ids, sampling, max_new_tokens):
     warped = warpers(sampling)(ids, last[None, :].clone())
     tensors.append(("prefill", 11, None, "probs", to_numpy(torch.softmax(warped, dim=-1)[0])))
 
-    # Checkpoints 0-9 of the decode step: the argmax token at position T, through HF's cache.
-    modules, attention, step = run_hooked(model, torch.tensor([[next_token]]), out.past_key_values)
-    tensors += phase_tensors(cfg, "decode", modules, attention, step)
-
     # Checkpoint 12: HF's own greedy generate.
     eos = cfg.eos_token_id
     generated = model.generate(
@@ -220,7 +218,36 @@ def capture(model, token_ids, sampling, max_new_tokens):
         pad_token_id=eos,
         eos_token_id=eos,
     )[0, len(token_ids):].tolist()
+
+    # Checkpoints 0-9 of the decode steps: the continuation's tokens one at a time through HF's
+    # cache (token 1 is the argmax after the prompt).
+    feed = [next_token] + generated[1:]
+    # A continuation that ended early (end of text) has its last token as its last step.
+    decode_steps = sorted({min(step, len(feed)) for step in decode_steps})
+    past = out.past_key_values
+    for step in range(1, max(decode_steps) + 1):
+        modules, attention, out = run_hooked(model, torch.tensor([[feed[step - 1]]]), past)
+        if step in decode_steps:
+            tensors += phase_tensors(cfg, decode_phase(step), modules, attention, out)
+        past = out.past_key_values
     return tensors, next_token, generated
+
+
+def decode_phase(step):
+    """The manifest's phase of decode step `step`: "decode" for the first (as every dump has
+    it), "decode:K" for a later one."""
+    return "decode" if step == 1 else f"decode:{step}"
+
+
+def parse_decode_steps(text, max_new_tokens):
+    """--decode-steps: step numbers from 1, "last" being the continuation's last token."""
+    steps = set()
+    for part in text.split(","):
+        step = max_new_tokens if part == "last" else int(part)
+        if not 1 <= step <= max_new_tokens:
+            sys.exit(f"error: decode step {part} is outside 1 to the {max_new_tokens} generated tokens")
+        steps.add(step)
+    return sorted(steps)
 
 
 def library_versions(dtype):
@@ -259,6 +286,9 @@ def main():
     p.add_argument("--weights-as", choices=FORMATS, default="f32",
                    help="round the model's matrices to this format first, as llorch --weights does "
                         "(default f32: the checkpoint's weights as they are)")
+    p.add_argument("--decode-steps", default="1",
+                   help='decode steps to record, from 1, along the greedy continuation, e.g. "1,2,8,last" '
+                        '(default 1: the token after the prompt)')
     add_corpus_arguments(p)
     args = p.parse_args()
     if args.weights_as != "f32" and args.dtype in ("bfloat16", "float16"):
@@ -282,8 +312,11 @@ def main():
         dump_corpus(model, encode, args, out, file_dtype, manifest)
         write_manifest(out, manifest)
         return
-    dump_cases(args, out, manifest, lambda case, ids: capture(model, ids, sampling_of(case), case["max_new_tokens"]),
-               encode, decode, file_dtype)
+    def run_case(case, ids):
+        steps = parse_decode_steps(args.decode_steps, case["max_new_tokens"])
+        return capture(model, ids, sampling_of(case), case["max_new_tokens"], steps)
+
+    dump_cases(args, out, manifest, run_case, encode, decode, file_dtype)
 
 
 if __name__ == "__main__":

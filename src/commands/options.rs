@@ -129,8 +129,8 @@ impl ValidateOptions {
             layers,
             phases: match args.phase {
                 PhaseArg::Prefill => vec![Phase::Prefill],
-                PhaseArg::Decode => vec![Phase::Decode],
-                PhaseArg::Both => Phase::ALL.to_vec(),
+                PhaseArg::Decode => vec![Phase::DECODE],
+                PhaseArg::Both => vec![Phase::Prefill, Phase::DECODE],
             },
             modes,
             case: args.case,

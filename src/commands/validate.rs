@@ -108,7 +108,8 @@ fn validate_and_report(options: ValidateOptions, engine: Box<dyn Runner>) -> Res
         Some(_) => validator.with_heatmaps(options.heatmaps.clone()),
         None => validator,
     };
-    let sites = run::plan(&options.checkpoints, &validator.layers(options.layers)?, &options.phases);
+    let phases = validator.phases(&options.phases);
+    let sites = run::plan(&options.checkpoints, &validator.layers(options.layers)?, &phases);
     anyhow::ensure!(
         !sites.is_empty(),
         "nothing to check: the decode step has checkpoints 0 to 9 only (--phase decode with --checkpoint {})",

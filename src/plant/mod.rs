@@ -46,6 +46,13 @@ pub enum Variant {
     DecodePositionsRestart,
     /// Bug: the decode step writes its K and V over row 0 of the cache instead of row T.
     DecodeCacheOverwrite,
+    /// Bug of a later decode step: the position id stops advancing after the first decode
+    /// step (every step embeds its token at position T).
+    DecodePositionStuck,
+    /// Bug of a later decode step: the cache holds the prompt and 4 decode positions as a ring
+    /// of the wrong capacity: from step 5 on, each step writes its K and V over row T (the
+    /// first decode position's), its own row left empty.
+    DecodeCacheRing,
     /// Bug: LayerNorm divides the squared deviations by n − 1 (unbiased variance).
     UnbiasedVariance,
     /// Bug: q and k taken from each other's third of c_attn's output.
@@ -144,6 +151,26 @@ impl Variant {
     }
 }
 
+/// The pass a variant runs in: its tokens, the positions cached before it, and the prompt's
+/// length.
+#[derive(Clone, Copy)]
+pub struct Pass<'a> {
+    pub tokens: &'a [u32],
+    pub past: usize,
+    pub prompt_len: usize,
+}
+
+impl Pass<'_> {
+    /// The cache row a decode-cache bug writes this step's K and V over instead of row `past`.
+    pub fn overwritten_row(&self, variant: Variant) -> Option<usize> {
+        match variant {
+            Variant::DecodeCacheOverwrite if self.past > 0 => Some(0),
+            Variant::DecodeCacheRing if self.past >= self.prompt_len + 4 => Some(self.prompt_len),
+            _ => None,
+        }
+    }
+}
+
 /// The real engine with one variant planted.
 pub struct Planted {
     /// The engine the variant wraps (its config changed for `LnEpsilon`).
@@ -153,6 +180,9 @@ pub struct Planted {
     variant: Variant,
     /// The weights the variants' stages read.
     params: Params,
+    /// The prompt's length, set by the pass that starts an empty cache: the later-step bugs
+    /// count from it.
+    prompt_len: std::cell::Cell<usize>,
 }
 
 impl Planted {
@@ -171,7 +201,7 @@ impl Planted {
         }
         let engine = Gpt2::load(&weights, engine_config)?;
         let params = Params::load(&weights, &config, variant)?;
-        Ok(Planted { engine, config, variant, params })
+        Ok(Planted { engine, config, variant, params, prompt_len: std::cell::Cell::new(0) })
     }
 }
 
@@ -196,17 +226,21 @@ impl Runner for Planted {
         let cached: Vec<(Array3<f32>, Array3<f32>)> = (0..self.config.n_layer)
             .map(|l| (cache.keys(l).to_owned(), cache.values(l).to_owned()))
             .collect();
-        let mut rewriter =
-            Rewriter::new(self.variant, &self.params, &self.config, tape, tokens, past, &cached);
+        if past == 0 {
+            self.prompt_len.set(tokens.len());
+        }
+        let at = Pass { tokens, past, prompt_len: self.prompt_len.get() };
+        let overwrite = at.overwritten_row(self.variant);
+        let mut rewriter = Rewriter::new(self.variant, &self.params, &self.config, tape, at, &cached);
         let logits = self.engine.forward_recorded(tokens, cache, &mut rewriter)?;
         let own_logits = rewriter.last_logits.take();
-        if self.variant == Variant::DecodeCacheOverwrite && past > 0 && cache.len() == past + tokens.len() {
-            // The bug writes the step's K and V over row 0 and leaves row `past` as it was
+        if let Some(row) = overwrite.filter(|_| cache.len() == past + tokens.len()) {
+            // The bug writes the step's K and V over `row` and leaves row `past` as it was
             // (zero: the cache starts zeroed).
             for (l, (k, v)) in rewriter.new_keys_and_values().into_iter().enumerate() {
                 let zeros = Array3::<f32>::zeros(k.raw_dim());
                 cache.overwrite(l, past, zeros.view(), zeros.view());
-                cache.overwrite(l, 0, k.view(), v.view());
+                cache.overwrite(l, row, k.view(), v.view());
             }
         }
         Ok(logits.map(|engine_logits| own_logits.unwrap_or(engine_logits)))

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD, Axis, Ix2, Ix3, concatenate, s};
 
-use super::Variant;
 use super::arithmetic::{self, Gelu, Params, Statistics};
+use super::{Pass, Variant};
 use crate::engine::kv_cache::KEY_BLOCK;
 use crate::engine::packed::PANEL;
 use crate::engine::{Checkpoint, Config, Site, Tape};
@@ -25,6 +25,10 @@ pub struct Rewriter<'a> {
     tokens: &'a [u32],
     /// Positions cached before this pass.
     past: usize,
+    /// The prompt's length.
+    prompt_len: usize,
+    /// The row a decode-cache bug writes this step's K and V over (instead of row `past`).
+    overwrite: Option<usize>,
     /// Keys and values of those positions per layer, [nh, past, hd] each.
     cached: &'a [(Array3<f32>, Array3<f32>)],
     /// Every stage's output so far as the pass continued with it.
@@ -47,8 +51,7 @@ impl<'a> Rewriter<'a> {
         params: &'a Params,
         config: &'a Config,
         inner: &'a mut dyn Tape,
-        tokens: &'a [u32],
-        past: usize,
+        at: Pass<'a>,
         cached: &'a [(Array3<f32>, Array3<f32>)],
     ) -> Rewriter<'a> {
         Rewriter {
@@ -56,8 +59,10 @@ impl<'a> Rewriter<'a> {
             params,
             config,
             inner,
-            tokens,
-            past,
+            tokens: at.tokens,
+            past: at.past,
+            prompt_len: at.prompt_len,
+            overwrite: at.overwritten_row(variant),
             cached,
             seen: HashMap::new(),
             pending: None,
@@ -111,26 +116,24 @@ impl<'a> Rewriter<'a> {
         Ok(concatenate(Axis(1), &[before.view(), self.get3(Checkpoint::Qkv, l, name)?.view()])?)
     }
 
-    /// The decode-cache bug's view of the keys or values: this step's row written over row 0,
-    /// the step's own row `past` never written (zero).
+    /// A decode-cache bug's view of the keys or values: this step's row written over the bug's
+    /// row, the step's own row `past` never written (zero).
     fn overwritten(&self, mut rows: Array3<f32>) -> Array3<f32> {
         let past = self.past;
-        if past > 0 {
+        if let Some(row) = self.overwrite {
             let new = rows.slice(s![.., past..past + 1, ..]).to_owned();
-            rows.slice_mut(s![.., 0..1, ..]).assign(&new);
+            rows.slice_mut(s![.., row..row + 1, ..]).assign(&new);
             rows.slice_mut(s![.., past..past + 1, ..]).fill(0.0);
         }
         rows
     }
 
     fn attention_keys(&self, l: usize) -> Result<Array3<f32>> {
-        let keys = self.all_positions(l, "k")?;
-        Ok(if self.variant == Variant::DecodeCacheOverwrite { self.overwritten(keys) } else { keys })
+        Ok(self.overwritten(self.all_positions(l, "k")?))
     }
 
     fn attention_values(&self, l: usize) -> Result<Array3<f32>> {
-        let values = self.all_positions(l, "v")?;
-        Ok(if self.variant == Variant::DecodeCacheOverwrite { self.overwritten(values) } else { values })
+        Ok(self.overwritten(self.all_positions(l, "v")?))
     }
 
     /// The scores of layer `l` with a scale and the keys each query sees.
@@ -162,6 +165,10 @@ impl<'a> Rewriter<'a> {
         let planted = match (self.variant, site.checkpoint, site.layer, site.name) {
             (V::DecodePositionsRestart, Cp::Embeddings, ..) => {
                 Some(arithmetic::embeddings(p, self.tokens, 0..self.tokens.len()).into_dyn())
+            }
+            (V::DecodePositionStuck, Cp::Embeddings, ..) if past > self.prompt_len => {
+                let at = self.prompt_len;
+                Some(arithmetic::embeddings(p, self.tokens, at..at + self.tokens.len()).into_dyn())
             }
             (
                 V::UnbiasedVariance | V::F32LayerNormStats | V::LayerNormInvStdUlps,
@@ -215,10 +222,14 @@ impl<'a> Rewriter<'a> {
             (V::DecodeMaskIgnoresCache, Cp::AttnScores, Some(l), "scores") => {
                 Some(self.scores(l, scale, |i| i + 1)?)
             }
-            (V::DecodeCacheOverwrite, Cp::AttnScores, Some(l), "scores") if past > 0 => {
+            (V::DecodeCacheOverwrite | V::DecodeCacheRing, Cp::AttnScores, Some(l), "scores")
+                if self.overwrite.is_some() =>
+            {
                 Some(self.scores(l, scale, causal)?)
             }
-            (V::DecodeCacheOverwrite, Cp::AttnOutput, Some(l), _) if past > 0 => {
+            (V::DecodeCacheOverwrite | V::DecodeCacheRing, Cp::AttnOutput, Some(l), _)
+                if self.overwrite.is_some() =>
+            {
                 Some(p.h[l].attn_c_proj.forward(self.merged_heads(l, false)?.view(), true).into_dyn())
             }
             (V::HeadMergeOrder, Cp::AttnOutput, Some(l), _) => {

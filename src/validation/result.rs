@@ -267,7 +267,7 @@ impl Location {
         if self.mode == Mode::Isolated {
             out.push_str("isolated, ");
         }
-        if self.phase == Phase::Decode {
+        if self.phase.is_decode() {
             out.push_str(&format!("{}, ", self.phase));
         }
         out.push_str(&format!("checkpoint {} ({})", cp.index(), cp.title()));

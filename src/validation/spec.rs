@@ -13,27 +13,79 @@ use super::compare::{Mask, Tolerance};
 use super::systematic::Bias;
 pub use crate::engine::Checkpoint;
 
-/// Which pass of the forward computation a tensor belongs to: the prompt (prefill), or the
-/// decode step that follows it (the argmax token at position T, through the KV cache), where
-/// the bugs of start positions, masks and caches live.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Which pass of the forward computation a tensor belongs to: the prompt (prefill), or a decode
+/// step after it, where the bugs of start positions, masks and caches live. Decode step k
+/// (from 1) feeds token k of the greedy continuation (token 1 is the argmax after the prompt)
+/// at position T + k − 1, through the KV cache; bugs that grow with the context (a cache that
+/// goes wrong after a few steps, a position read past its table) show only at later steps.
+/// Written "prefill", "decode" (step 1, as every dump has it) and "decode:K".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Phase {
     #[default]
     Prefill,
-    Decode,
+    Decode(u16),
 }
 
 impl Phase {
-    pub const ALL: [Phase; 2] = [Phase::Prefill, Phase::Decode];
+    /// The first decode step: the argmax token after the prompt.
+    pub const DECODE: Phase = Phase::Decode(1);
+
+    /// The decode step's number, from 1; None for the prompt's pass.
+    pub fn step(self) -> Option<u16> {
+        match self {
+            Phase::Prefill => None,
+            Phase::Decode(step) => Some(step),
+        }
+    }
+
+    pub fn is_decode(self) -> bool {
+        matches!(self, Phase::Decode(_))
+    }
+
+    /// The name in dumps and JSON.
+    pub fn name(self) -> String {
+        match self {
+            Phase::Prefill => "prefill".into(),
+            Phase::Decode(1) => "decode".into(),
+            Phase::Decode(step) => format!("decode:{step}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Phase {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Phase> {
+        match s {
+            "prefill" => Ok(Phase::Prefill),
+            "decode" => Ok(Phase::DECODE),
+            _ => match s.strip_prefix("decode:").map(str::parse::<u16>) {
+                Some(Ok(step)) if step >= 1 => Ok(Phase::Decode(step)),
+                _ => bail!("unknown phase {s:?}: prefill, decode or decode:K (a decode step from 1)"),
+            },
+        }
+    }
+}
+
+impl Serialize for Phase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Phase {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Phase, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Prefill => "prefill",
-            Phase::Decode => "decode step",
-        })
+        match self {
+            Phase::Prefill => f.write_str("prefill"),
+            Phase::Decode(1) => f.write_str("decode step"),
+            Phase::Decode(step) => write!(f, "decode step {step}"),
+        }
     }
 }
 

@@ -134,6 +134,44 @@ mod planted {
         }
     }
 
+    /// Bugs that grow with the context pass the prompt's pass and the first decode step, and are
+    /// found at the first later step the dumps hold (`dump_reference.py --decode-steps`), at the
+    /// stage that holds them, in both modes: a position id that stops advancing after the first
+    /// step (step 2, the embeddings), a cache used as a ring of the wrong capacity (from step 5
+    /// on; the dumps hold step 8: the cache). Only the generated tokens could show them before,
+    /// and need not.
+    #[test]
+    fn context_growing_bugs_are_found_at_a_later_decode_step() {
+        #[rustfmt::skip]
+        let bugs: &[(&str, Place, &str)] = &[
+            ("decode-position-stuck", ("decode:2", 0, None, "embeddings"), "position ids off by one (one less)"),
+            ("decode-cache-ring", ("decode:8", 3, Some(0), "k_cache"), "cache rows out of place"),
+        ];
+        for &(variant, (phase, cp, layer, tensor), cause) in bugs {
+            for mode in ["chained", "isolated"] {
+                let (code, doc) = validate(variant, &["--mode", mode]);
+                assert_eq!(code, 1, "{variant} {mode}");
+                let (f, causes) = first_failure_and_causes(&doc);
+                assert_eq!(
+                    (f.phase.as_str(), f.checkpoint, f.layer, f.tensor.as_str()),
+                    (phase, cp, layer, tensor),
+                    "{variant} {mode}"
+                );
+                assert!(
+                    causes.first().is_some_and(|c| c.contains(cause)),
+                    "{variant} {mode}: the diagnosis names {causes:?}, not {cause:?}"
+                );
+                // Nothing on the prompt's pass or the first decode step fails but generation.
+                let early = doc["rows"].as_array().unwrap().iter().filter(|r| {
+                    r["passed"] == false
+                        && (r["phase"] == "prefill" || r["phase"] == "decode")
+                        && r["checkpoint"] != 12
+                });
+                assert_eq!(early.count(), 0, "{variant} {mode}");
+            }
+        }
+    }
+
     /// The first failing row's place, and the causes its diagnosis names (the first diagnosed
     /// row's: that is the first failure's, where the accuracy verdict is the row that fails).
     fn first_failure_and_causes(doc: &Value) -> (Failure, Vec<String>) {

@@ -197,7 +197,7 @@ impl CostRun {
             let tokens = &truth_case.token_ids;
             let mut cache = KvCache::new(engine.config(), tokens.len() + 1)?;
             for (phase, input) in
-                [(Phase::Prefill, tokens.clone()), (Phase::Decode, vec![truth_case.next_token])]
+                [(Phase::Prefill, tokens.clone()), (Phase::DECODE, vec![truth_case.next_token])]
             {
                 let mut tape =
                     CostTape { run: self, format, case: &case, phase, name, rows: Vec::new(), progress };

@@ -157,10 +157,7 @@ pub fn cost_table(report: &CostReport, color: bool) -> String {
         let _ = writeln!(out, " {:>10}", if format.yardstick.is_some() { "ours/yard" } else { "" });
         let yard = format.columns.iter().position(|c| c.kind == ColumnKind::Yardstick);
         for stage in stages(format) {
-            let phase = match stage.phase {
-                Phase::Prefill => "prefill",
-                Phase::Decode => "decode",
-            };
+            let phase = stage.phase.name();
             let _ = write!(out, "{phase:<8} {:<22}", stage_name(stage.checkpoint, stage.layer));
             for (cell, w) in stage.cells.iter().zip(&widths) {
                 let _ = write!(out, " {:>w$}", cell.map(sci).unwrap_or_else(|| "-".into()));

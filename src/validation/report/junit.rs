@@ -32,7 +32,7 @@ impl Exporter for Junit {
         );
         for (id, ((case, phase, mode), rows)) in suites.iter().enumerate() {
             let failures = rows.iter().filter(|r| !r.passed).count();
-            let pass = if *phase == Phase::Decode { "decode step" } else { "prompt" };
+            let pass = if phase.is_decode() { phase.to_string() } else { "prompt".to_string() };
             let _ = writeln!(
                 out,
                 "  <testsuite id=\"{id}\" name=\"{}\" package=\"llorch\" tests=\"{}\" failures=\"{failures}\" \
@@ -71,12 +71,8 @@ fn testcase(out: &mut String, row: &Row, first_of_tensor: bool) {
         let _ = write!(place, ", layer {layer}");
     }
     let name = format!("{place}, {}: {}", row.tensor, row.pair);
-    let classname = format!(
-        "llorch.{}.{}.cp{:02}",
-        row.case,
-        if row.phase == Phase::Decode { "decode" } else { "prefill" },
-        row.checkpoint.index()
-    );
+    let classname =
+        format!("llorch.{}.{}.cp{:02}", row.case, row.phase.name().replace(':', ""), row.checkpoint.index());
     let _ =
         write!(out, "    <testcase name=\"{}\" classname=\"{}\" time=\"0\"", attr(&name), attr(&classname));
     if row.passed {

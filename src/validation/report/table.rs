@@ -50,9 +50,12 @@ impl Exporter for Table {
             };
             match phase {
                 Phase::Prefill => out.push_str(&format!("case {case}{mode}\n")),
-                Phase::Decode => {
+                Phase::Decode(1) => {
                     out.push_str(&format!("case {case}, decode step (the token after the prompt){mode}\n"))
                 }
+                Phase::Decode(step) => out.push_str(&format!(
+                    "case {case}, decode step {step} (token {step} of the greedy continuation){mode}\n"
+                )),
             }
             out.push_str(&self.table(&rows, &beside));
             out.push('\n');
@@ -211,6 +214,7 @@ fn summary(report: &Report, detail: Detail) -> String {
         ));
     }
     if detail != Detail::Quiet {
+        out.push_str(&error_by_position(report));
         out.push_str(&errors_against_truth(report));
     }
     for line in words::blame_summary(report) {
@@ -239,6 +243,42 @@ fn summary(report: &Report, detail: Detail) -> String {
                 None => out.push_str(&format!("no failure: all {} sites pass\n", search.sites)),
             }
         }
+    }
+    out
+}
+
+/// Where the dumps hold several decode steps: ours's and the peer's worst max |diff| against the
+/// truth (checkpoints 0–9, chained) on the prompt's pass and at each step, a line each: the
+/// HTML report draws it per checkpoint.
+fn error_by_position(report: &Report) -> String {
+    let (Some(truth), steps) =
+        (report.source(Role::Truth), report.rows.iter().filter_map(|r| r.phase.step()).max())
+    else {
+        return String::new();
+    };
+    if steps.is_none_or(|s| s < 2) {
+        return String::new();
+    }
+    let mut out = String::new();
+    let sources = [report.source(Role::Engine), report.source(Role::Peer)];
+    for source in sources.into_iter().flatten() {
+        let worst = report.worst_by(|r| {
+            let against = r.pair.contains(&source.name) && r.pair.contains(&truth.name);
+            (against && r.checkpoint.on_decode_step()).then_some(r.phase)
+        });
+        let points: Vec<String> = worst
+            .iter()
+            .map(|(phase, w)| match phase.step() {
+                None => format!("prompt {}", sci(w.max_abs)),
+                Some(step) => format!("{step}: {}", sci(w.max_abs)),
+            })
+            .collect();
+        out.push_str(&format!(
+            "error against position, {} vs {} (worst max |diff|, checkpoints 0–9; decode step: value): {}\n",
+            source.name,
+            truth.name,
+            points.join(", ")
+        ));
     }
     out
 }

@@ -12,9 +12,10 @@ use super::Validator;
 use super::checks::{CaseContext, Checked};
 use super::tape::{CheckingTape, Feed, Kept, Wanted};
 use super::ties::{self, Evidence};
-use crate::engine::KvCache;
 use crate::engine::sampling::{self, Sampling};
 use crate::engine::tape::Site;
+use crate::engine::{KvCache, NoTape};
+use crate::validation::reference::Case;
 use crate::validation::result::{Pair, Row};
 use crate::validation::spec::{Checkpoint, Checks, Mode, Phase, Place};
 
@@ -40,8 +41,10 @@ impl CaseRun<'_> {
         self.sites.iter().any(|s| (s.phase, s.checkpoint) == (phase, checkpoint))
     }
 
-    fn wants_phase(&self, phase: Phase) -> bool {
-        self.sites.iter().any(|s| s.phase == phase)
+    /// The decode steps among the sites, first to last.
+    fn decode_steps(&self) -> Vec<u16> {
+        let steps: BTreeSet<u16> = self.sites.iter().filter_map(|s| s.phase.step()).collect();
+        steps.into_iter().collect()
     }
 
     /// True once a row failed and the run is to stop there.
@@ -56,11 +59,12 @@ impl CaseRun<'_> {
 
     pub fn run(&mut self) -> Result<()> {
         let t = self.tokens().len();
-        // The decode step needs one more cache row than the prompt.
-        let mut cache = KvCache::new(self.validator.engine.config(), t + 1)?;
+        // Each decode step needs one more cache row than the prompt.
+        let last_step = self.decode_steps().last().map_or(1, |&s| usize::from(s));
+        let mut cache = KvCache::new(self.validator.engine.config(), t + last_step)?;
         // Everything after the prompt's pass needs all of it, cache included.
         let after_prefill = self.wants(Phase::Prefill, Checkpoint::KvCache)
-            || self.wants_phase(Phase::Decode)
+            || !self.decode_steps().is_empty()
             || [Checkpoint::Argmax, Checkpoint::Probabilities, Checkpoint::Generation]
                 .iter()
                 .any(|&cp| self.wants(Phase::Prefill, cp));
@@ -72,8 +76,8 @@ impl CaseRun<'_> {
         if let Some(logits) = &logits {
             self.selected_logits_invariant(Phase::Prefill, logits, &kept)?;
         }
-        if self.wants_phase(Phase::Decode) && !self.stopped() {
-            self.decode_step(&mut cache)?;
+        if !self.decode_steps().is_empty() && !self.stopped() {
+            self.decode(&mut cache)?;
         }
         let Some(logits) = logits else { return Ok(()) };
         // Isolated, sampling is judged on the reference's logits.
@@ -233,30 +237,71 @@ impl CaseRun<'_> {
         Ok(())
     }
 
-    /// The decode step: HF's argmax at position T through the cache, checkpoints 0–9 checked
-    /// as the pass records them, then the cache after the step and the selected logits.
-    fn decode_step(&mut self, cache: &mut KvCache) -> Result<()> {
-        let phase = Phase::Decode;
-        let token = self.ctx.cases[0].next_token;
-        // Every reference's decode step must have been fed the same token, or their tensors
+    /// The decode steps: the references' greedy continuation fed one token at a time through
+    /// the cache (step k feeds its token k, token 1 being the argmax after the prompt), so that
+    /// every step's tensors answer the same question as theirs. The steps among the sites are
+    /// checked as their passes record them; the steps between only run, on our own arithmetic
+    /// in either mode (the dumps hold no tensors to feed them).
+    fn decode(&mut self, cache: &mut KvCache) -> Result<()> {
+        let steps = self.decode_steps();
+        let Some(&last) = steps.last() else { return Ok(()) };
+        let fed = |c: &Case| -> Vec<u32> {
+            std::iter::once(c.next_token).chain(c.generated_ids.iter().skip(1).copied()).collect()
+        };
+        let ours = fed(self.ctx.cases[0]);
+        // Every reference must have fed the same tokens up to a step, or their tensors there
         // answer different questions.
+        let mut checkable = usize::from(last).min(ours.len());
         let refs = &self.ctx.sources.refs;
-        if let Some(i) = self.ctx.cases.iter().position(|c| c.next_token != token) {
-            let why = format!(
-                "the references disagree on the token after the prompt ({} {token}, {} {}): their \
-                 decode steps cannot both be compared with ours; see checkpoint 10",
-                refs[0].name, refs[i].name, self.ctx.cases[i].next_token
-            );
+        for (i, case) in self.ctx.cases.iter().enumerate().skip(1) {
+            let theirs = fed(case);
+            let Some(k) = (0..checkable).find(|&k| theirs.get(k) != Some(&ours[k])) else { continue };
+            let why = if k == 0 {
+                format!(
+                    "the references disagree on the token after the prompt ({} {}, {} {}): their \
+                     decode steps cannot both be compared with ours; see checkpoint 10",
+                    refs[0].name, ours[0], refs[i].name, theirs[0]
+                )
+            } else {
+                format!(
+                    "the references' greedy continuations differ at token {} ({} {}, {} {:?}): their \
+                     decode steps from {} on cannot both be compared with ours; see checkpoint 12",
+                    k + 1,
+                    refs[0].name,
+                    ours[k],
+                    refs[i].name,
+                    theirs.get(k),
+                    k + 1
+                )
+            };
             let pair = Pair::new(&refs[0].name, &refs[i].name);
+            let phase = Phase::Decode(k as u16 + 1);
             self.rows.push(self.ctx.cannot_check(phase, Checkpoint::Embeddings, "next_token", pair, why));
-            return Ok(());
+            checkable = k;
         }
-        // The prompt's cache, for the invariant that the step leaves its rows alone: copied only
-        // when checkpoint 3 is checked (on the medium shape it is 68 MB).
+        for step in 1..=checkable as u16 {
+            let token = ours[usize::from(step) - 1];
+            if steps.contains(&step) {
+                self.decode_step(Phase::Decode(step), token, cache)?;
+                if self.stopped() {
+                    break;
+                }
+            } else {
+                self.validator.engine.forward(&[token], cache, &mut NoTape)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One checked decode step: `token` through the cache, checkpoints 0–9 checked as the pass
+    /// records them, then the cache after the step and the selected logits.
+    fn decode_step(&mut self, phase: Phase, token: u32, cache: &mut KvCache) -> Result<()> {
+        // The cache before the step, for the invariant that the step leaves its rows alone:
+        // copied only when checkpoint 3 is checked (on the medium shape it is 68 MB).
         let before = self.wants(phase, Checkpoint::KvCache).then(|| cache.clone());
         let (logits, kept) = self.pass(phase, &[token], cache, false)?;
         if let Some(before) = before.filter(|_| !self.stopped()) {
-            self.decode_cache(cache, &before, &kept)?;
+            self.decode_cache(phase, token, cache, &before, &kept)?;
         }
         if let Some(logits) = &logits {
             self.selected_logits_invariant(phase, logits, &kept)?;
@@ -264,14 +309,21 @@ impl CaseRun<'_> {
         Ok(())
     }
 
-    /// Checkpoint 3 after the decode step: the cache against the references; rows 0..T bit for
-    /// bit what the prompt's pass wrote, row T bit for bit the step's own K and V.
-    fn decode_cache(&mut self, cache: &KvCache, before: &KvCache, kept: &Kept) -> Result<()> {
-        let (phase, cp) = (Phase::Decode, Checkpoint::KvCache);
+    /// Checkpoint 3 after a decode step: the cache against the references; rows 0..P bit for
+    /// bit what the passes before wrote (P positions), row P bit for bit the step's own K and V.
+    fn decode_cache(
+        &mut self,
+        phase: Phase,
+        token: u32,
+        cache: &KvCache,
+        before: &KvCache,
+        kept: &Kept,
+    ) -> Result<()> {
+        let cp = Checkpoint::KvCache;
         let invariants = cp.spec().invariants;
         let t = before.len();
         for l in self.layers_of(phase, cp) {
-            self.cache_rows(phase, &[self.ctx.cases[0].next_token], cache, l)?;
+            self.cache_rows(phase, &[token], cache, l)?;
             let (k, v) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());
             let olds = [
                 (&k, before.keys(l), invariants[2], "k", invariants[4]),
@@ -402,7 +454,7 @@ impl CaseRun<'_> {
             let truth_first = self.ctx.sources.truth.map(|t| self.ctx.cases[t].next_token);
             let phase = match i {
                 0 => Phase::Prefill,
-                1 if Some(a[0]) == truth_first => Phase::Decode,
+                1 if Some(a[0]) == truth_first => Phase::DECODE,
                 _ => continue,
             };
             if let Some(evidence) = Evidence::at(&self.ctx, phase)? {

@@ -14,7 +14,7 @@ mod sources;
 mod tape;
 mod ties;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail, ensure};
@@ -176,7 +176,8 @@ impl Validator {
                 break;
             }
         }
-        let order: HashMap<Place, usize> = plan(&Checkpoint::ALL, &self.layers(Layers::All)?, &Phase::ALL)
+        let phases: Vec<Phase> = std::iter::once(Phase::Prefill).chain(self.decode_phases()).collect();
+        let order: HashMap<Place, usize> = plan(&Checkpoint::ALL, &self.layers(Layers::All)?, &phases)
             .into_iter()
             .enumerate()
             .map(|(i, site)| (site, i))
@@ -185,13 +186,30 @@ impl Validator {
         rows.sort_by_key(|r| order.get(&r.place()).copied());
         // Chained, a phase's first diagnosed failure in forward order keeps its diagnosis; the
         // later ones are mostly its drift.
-        for phase in Phase::ALL {
+        for phase in phases {
             let chained = |r: &&mut Row| r.phase == phase && r.mode == Mode::Chained && r.diagnosis.is_some();
             for row in rows.iter_mut().filter(chained).skip(1) {
                 row.diagnosis = None;
             }
         }
         Ok(rows)
+    }
+
+    /// The phases to check: the prompt's pass if asked for, and with the decode step every
+    /// decode step some dump holds (`dump_reference.py --decode-steps`), first to last.
+    pub fn phases(&self, asked: &[Phase]) -> Vec<Phase> {
+        let mut phases: Vec<Phase> = asked.iter().copied().filter(|p| !p.is_decode()).collect();
+        if asked.iter().any(|p| p.is_decode()) {
+            phases.extend(self.decode_phases());
+        }
+        phases
+    }
+
+    /// Every decode step of every case of every dump, first to last (step 1 always).
+    fn decode_phases(&self) -> BTreeSet<Phase> {
+        let dumped = self.sources.refs.iter().flat_map(|r| &r.reference.manifest.cases);
+        let later = dumped.flat_map(|c| &c.tensors).map(|t| t.phase).filter(|p| p.is_decode());
+        std::iter::once(Phase::DECODE).chain(later).collect()
     }
 
     /// Every case of the dumps: (name, prompt or None when made from token ids, prompt tokens).

@@ -27,12 +27,13 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(23, 190, 207),
 ];
 
-/// Max |diff| (solid, dots) and RMS (dashed; left out where NaN) against layer on a log axis, one
-/// colour per pair, failing points crossed in red, the tolerance's atol as a grey line. `y_desc`
-/// names the solid line's measure.
+/// Max |diff| (solid, dots) and RMS (dashed; left out where NaN) against layer (or, with another
+/// `x_desc`, a decode step) on a log axis, one colour per pair, failing points crossed in red,
+/// the tolerance's atol as a grey line. `y_desc` names the solid line's measure; x runs from 0 to
+/// `layers` − 1.
 pub fn error_growth(
     title: &str,
-    y_desc: &str,
+    (x_desc, y_desc): (&str, &str),
     layers: usize,
     series: &[Series],
     atol: Option<f64>,
@@ -40,7 +41,7 @@ pub fn error_growth(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (460, 300)).into_drawing_area();
-        let _ = draw_growth(&root, title, y_desc, layers, series, atol);
+        let _ = draw_growth(&root, title, (x_desc, y_desc), layers, series, atol);
         let _ = root.present();
     }
     svg
@@ -49,7 +50,7 @@ pub fn error_growth(
 fn draw_growth(
     root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     title: &str,
-    y_desc: &str,
+    (x_desc, y_desc): (&str, &str),
     layers: usize,
     series: &[Series],
     atol: Option<f64>,
@@ -74,7 +75,7 @@ fn draw_growth(
         .build_cartesian_2d(-0.5f64..x_end, (lo..hi).log_scale())?;
     chart
         .configure_mesh()
-        .x_desc("layer")
+        .x_desc(x_desc)
         .y_desc(y_desc)
         .x_labels(layers.clamp(1, 12))
         .x_label_formatter(&|x| format!("{x:.0}"))

@@ -40,7 +40,7 @@ pub fn cost_html(report: &CostReport, command: &str) -> String {
     );
     let layers =
         report.formats.iter().flat_map(|f| f.rows.iter().filter_map(|r| r.layer)).max().map_or(0, |l| l + 1);
-    for phase in Phase::ALL {
+    for phase in [Phase::Prefill, Phase::DECODE] {
         // checkpoint -> series
         let mut charts_of: BTreeMap<u8, Vec<Series>> = BTreeMap::new();
         for format in &report.formats {
@@ -80,7 +80,7 @@ pub fn cost_html(report: &CostReport, command: &str) -> String {
             .iter()
             .map(|(&cp, series)| {
                 let title = format!("checkpoint {}", stage_name(cp, None));
-                charts::error_growth(&title, "relative RMS error", layers, series, None)
+                charts::error_growth(&title, ("layer", "relative RMS error"), layers, series, None)
             })
             .collect();
         let _ = writeln!(page, "<h3>{}</h3>\n<div class=grid>{}</div>", pass_name(phase), charts.join("\n"));

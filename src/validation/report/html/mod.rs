@@ -6,6 +6,7 @@
 
 mod charts;
 mod cost;
+mod position;
 
 pub use cost::cost_html;
 
@@ -49,6 +50,7 @@ impl Exporter for Html {
         );
         page.push_str(&self.summary(report));
         page.push_str(&growth(report));
+        page.push_str(&position::by_position(report));
         page.push_str(&heatmaps(report));
         page.push_str(&failures(report));
         page.push_str(&whole_model(report));
@@ -196,7 +198,8 @@ fn growth(report: &Report) -> String {
          tolerance's atol (the rtol term adds rtol·|reference| per element). Pairs with the float64 \
          truth are drawn bold.</p>\n",
     );
-    for phase in Phase::ALL {
+    let phases: std::collections::BTreeSet<Phase> = data.keys().map(|(p, _)| *p).collect();
+    for phase in phases {
         let charts: Vec<String> = data
             .iter()
             .filter(|((p, _), _)| *p == phase)
@@ -210,7 +213,8 @@ fn growth(report: &Report) -> String {
                     })
                     .collect();
                 let title = format!("checkpoint {cp}: {}", cp.title());
-                charts::error_growth(&title, "|diff|", layers, &series, atol.get(&(phase, *cp)).copied())
+                let atol = atol.get(&(phase, *cp)).copied();
+                charts::error_growth(&title, ("layer", "|diff|"), layers, &series, atol)
             })
             .collect();
         if !charts.is_empty() {
@@ -301,10 +305,11 @@ fn whole_model(report: &Report) -> String {
     out
 }
 
-pub(super) fn pass_name(phase: Phase) -> &'static str {
+pub(super) fn pass_name(phase: Phase) -> String {
     match phase {
-        Phase::Prefill => "the prompt's pass",
-        Phase::Decode => "the decode step",
+        Phase::Prefill => "the prompt's pass".into(),
+        Phase::Decode(1) => "the decode step".into(),
+        Phase::Decode(step) => format!("decode step {step}"),
     }
 }
 
