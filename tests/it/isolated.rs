@@ -79,10 +79,9 @@ fn a_nudged_attention_weight_is_wrong_there_and_drift_after() {
     let isolated = failing("isolated");
     assert_eq!(
         isolated,
-        vec![
-            ("prefill".into(), 5, Some(0), "attn_out".into()),
-            ("decode".into(), 5, Some(0), "attn_out".into())
-        ]
+        ["prefill", "decode", "decode:2", "decode:8", "decode:10"]
+            .map(|phase| (phase.into(), 5, Some(0), "attn_out".into()))
+            .to_vec()
     );
     let chained = failing("chained");
     assert_eq!(chained[0], ("prefill".into(), 5, Some(0), "attn_out".into()));
@@ -105,7 +104,7 @@ fn a_nudged_attention_weight_is_wrong_there_and_drift_after() {
     assert!(out.stdout.contains("┆ isolated │"), "the table has the isolated column:\n{}", out.stdout);
     assert!(out.stdout.contains("FAIL wrong"), "{}", out.stdout);
     assert!(out.stdout.contains("FAIL drift"), "{}", out.stdout);
-    let summary = "2 tensors wrong itself (fails on the reference's own input), first at case hello, \
+    let summary = "5 tensors wrong itself (fails on the reference's own input), first at case hello, \
                    checkpoint 5 (attention output), layer 0, attn_out";
     assert!(out.stdout.contains(summary), "{}", out.stdout);
     let drift = "failing by drift from an earlier stage (passes on the reference's input), first at \

@@ -81,7 +81,7 @@ fn a_failing_run_has_charts_heatmaps_failures_and_junit_failures() {
 
     // Error growth: a chart per per-layer checkpoint (1-7) and pass, each an inline SVG with a
     // line per pair and the failing points crossed.
-    let growth = section(&w.html, "id=growth", "id=heatmaps");
+    let growth = section(&w.html, "id=growth", "id=position");
     for pass in ["the prompt's pass", "the decode step"] {
         assert!(growth.contains(pass));
     }
@@ -90,6 +90,13 @@ fn a_failing_run_has_charts_heatmaps_failures_and_junit_failures() {
     }
     assert_eq!(growth.matches("<svg").count(), 14);
     assert!(growth.contains("ours vs pytorch-f64") && growth.contains("pytorch-f32 vs llama.cpp-f32"));
+    // Error against position: a chart per checkpoint 0-9 over the prompt and the decode steps
+    // the dumps hold (1, 2, 8, 10).
+    let position = section(&w.html, "id=position", "id=heatmaps");
+    assert_eq!(position.matches("<svg").count(), 10);
+    assert!(
+        position.contains("decode step (0: the prompt)") && position.contains("checkpoint 8: full logits")
+    );
 
     // Heatmaps: the failing tensors' first failing pair, starting with layer 0's GELU; attention
     // tensors by head.
@@ -145,8 +152,9 @@ fn a_passing_run_says_so_and_draws_heatmaps_only_when_asked() {
     let asked =
         validate(dir.path(), &[&f32_dir, &f64_dir], &["--case", "hello"], &["--heatmap", "attn_probs"]);
     let heatmaps = section(&asked.html, "id=heatmaps", "id=whole-model");
-    // One per layer and pass, of the tensor's first pair.
-    assert_eq!(heatmaps.matches("<h3>").count(), 4, "{heatmaps}");
+    // One per layer (2) and pass (the prompt's and decode steps 1, 2, 8, 10), of the tensor's
+    // first pair.
+    assert_eq!(heatmaps.matches("<h3>").count(), 10, "{heatmaps}");
     assert!(heatmaps.contains("attn_probs, ours vs pytorch-f32"));
 }
 

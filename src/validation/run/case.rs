@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, ensure};
-use ndarray::{Array1, ArrayView1, ArrayViewD, Axis, s};
+use ndarray::{Array1, ArrayView1, ArrayViewD, Axis, Ix3, s};
 
 use super::Validator;
 use super::checks::{CaseContext, Checked};
@@ -241,7 +241,9 @@ impl CaseRun<'_> {
     /// the cache (step k feeds its token k, token 1 being the argmax after the prompt), so that
     /// every step's tensors answer the same question as theirs. The steps among the sites are
     /// checked as their passes record them; the steps between only run, on our own arithmetic
-    /// in either mode (the dumps hold no tensors to feed them).
+    /// (the dumps hold no tensors to feed them). In isolated mode a checked step after such a
+    /// gap starts from the feeding reference's cache (its k_cache and v_cache before the step),
+    /// which is that step's input too.
     fn decode(&mut self, cache: &mut KvCache) -> Result<()> {
         let steps = self.decode_steps();
         let Some(&last) = steps.last() else { return Ok(()) };
@@ -281,8 +283,15 @@ impl CaseRun<'_> {
         }
         for step in 1..=checkable as u16 {
             let token = ours[usize::from(step) - 1];
+            // A pass that stops once its checks are made leaves the cache short: every step
+            // before the last runs to the end.
+            let more_follow = usize::from(step) < checkable;
             if steps.contains(&step) {
-                self.decode_step(Phase::Decode(step), token, cache)?;
+                let after_gap = step > 1 && !steps.contains(&(step - 1));
+                if after_gap && self.ctx.mode == Mode::Isolated {
+                    self.feed_cache(Phase::Decode(step), cache)?;
+                }
+                self.decode_step(Phase::Decode(step), token, cache, more_follow)?;
                 if self.stopped() {
                     break;
                 }
@@ -293,13 +302,31 @@ impl CaseRun<'_> {
         Ok(())
     }
 
+    /// Isolated mode's cache before a decode step: the feeding reference's k_cache and v_cache
+    /// of the step, all but the step's own row, over every layer's rows.
+    fn feed_cache(&self, phase: Phase, cache: &mut KvCache) -> Result<()> {
+        let past = cache.len();
+        for l in 0..self.validator.engine.config().n_layer {
+            let keys = self.ctx.stage_input(phase, Checkpoint::KvCache, Some(l), "k_cache")?;
+            let values = self.ctx.stage_input(phase, Checkpoint::KvCache, Some(l), "v_cache")?;
+            let (keys, values) = (keys.into_dimensionality::<Ix3>()?, values.into_dimensionality::<Ix3>()?);
+            ensure!(
+                keys.len_of(Axis(1)) == past + 1,
+                "the dump's cache at the {phase} holds {} positions, ours {past} before the step",
+                keys.len_of(Axis(1))
+            );
+            cache.overwrite(l, 0, keys.slice(s![.., ..past, ..]), values.slice(s![.., ..past, ..]));
+        }
+        Ok(())
+    }
+
     /// One checked decode step: `token` through the cache, checkpoints 0–9 checked as the pass
     /// records them, then the cache after the step and the selected logits.
-    fn decode_step(&mut self, phase: Phase, token: u32, cache: &mut KvCache) -> Result<()> {
+    fn decode_step(&mut self, phase: Phase, token: u32, cache: &mut KvCache, full_pass: bool) -> Result<()> {
         // The cache before the step, for the invariant that the step leaves its rows alone:
         // copied only when checkpoint 3 is checked (on the medium shape it is 68 MB).
         let before = self.wants(phase, Checkpoint::KvCache).then(|| cache.clone());
-        let (logits, kept) = self.pass(phase, &[token], cache, false)?;
+        let (logits, kept) = self.pass(phase, &[token], cache, full_pass)?;
         if let Some(before) = before.filter(|_| !self.stopped()) {
             self.decode_cache(phase, token, cache, &before, &kept)?;
         }

@@ -162,7 +162,9 @@ fn growth(report: &Report) -> String {
     // The pairs in the order the rows first name them (ours first), which sets their colours.
     let mut pairs: Vec<&Pair> = Vec::new();
     let mut atol: BTreeMap<(Phase, Checkpoint), f64> = BTreeMap::new();
-    for row in report.rows.iter().filter(|r| r.mode == Mode::Chained && r.checkpoint.per_layer()) {
+    // The prompt's pass and the first decode step; later steps are drawn against position.
+    let drawn = |r: &Row| r.mode == Mode::Chained && r.checkpoint.per_layer() && r.phase <= Phase::DECODE;
+    for row in report.rows.iter().filter(|r| drawn(r)) {
         if row.stats.is_some() && !pairs.contains(&&row.pair) {
             pairs.push(&row.pair);
         }
@@ -171,7 +173,7 @@ fn growth(report: &Report) -> String {
         }
     }
     let worst = report.worst_by(|r| {
-        let layer = r.layer.filter(|_| r.checkpoint.per_layer())?;
+        let layer = r.layer.filter(|_| drawn(r))?;
         let pair = pairs.iter().position(|p| **p == r.pair)?;
         Some((r.phase, r.checkpoint, pair, layer))
     });
