@@ -113,6 +113,10 @@ pub enum Variant {
     /// Bug in the BF16 weights (--weights bf16): truncated to bfloat16 instead of rounded to
     /// nearest (what torch, and the references, do).
     Bf16Truncated,
+    /// Correct arithmetic on another path: a pass of one token (the decode step's) sums the
+    /// MLP's c_fc products from the last k to the first, a prompt's pass as the engine does.
+    /// Every comparison with a reference passes; one pass and token by token differ.
+    DecodePathSumsReversed,
     /// Correct: LayerNorm statistics accumulated in float32, as PyTorch's kernel does.
     F32LayerNormStats,
     /// Correct: GELU evaluated in float32 instead of float64.

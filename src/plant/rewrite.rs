@@ -309,7 +309,8 @@ impl<'a> Rewriter<'a> {
                             | V::GeluCubicNudged
                             | V::GeluSqrtTwoOverPiRounded
                             | V::MlpBiasDropped
-                    ) =>
+                    )
+                    || (v == V::DecodePathSumsReversed && self.tokens.len() == 1) =>
             {
                 let ln_2 = self.get2(Cp::Ffn, Some(l), "ln_2")?;
                 let c_fc = &p.h[l].c_fc;
@@ -326,6 +327,7 @@ impl<'a> Rewriter<'a> {
                         (c_fc.forward(ln_2.view(), true), constants(0.044715, 0.79788))
                     }
                     V::MlpBiasDropped => (c_fc.forward(ln_2.view(), false), Gelu::Tanh),
+                    V::DecodePathSumsReversed => (c_fc.forward_reverse_order(ln_2.view()), Gelu::Tanh),
                     v => (c_fc.forward_as(ln_2.view(), v), Gelu::Tanh),
                 };
                 Some(pre.mapv(|x| arithmetic::gelu(x, form)).into_dyn())

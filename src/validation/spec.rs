@@ -421,7 +421,7 @@ static SPECS: [Spec; 13] = [
             TensorSpec { tolerance: Some(LAYER_NORM), ..float("ln_f", "[T, C]") },
             float("logits", "[T, V]"),
         ],
-        invariants: &[],
+        invariants: &["logits: one pass = token by token (ours)", "logits: one pass = in chunks (ours)"],
         tolerance: close(1e-3, 1e-5),
         accuracy: rule(K_MAX, 1e-7),
         common_failures: &["ln_f skipped", "the lm_head not tied to wte, or wte read transposed"],

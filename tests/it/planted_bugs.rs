@@ -172,6 +172,27 @@ mod planted {
         }
     }
 
+    /// Correct arithmetic on another path still changes the numbers, and llorch says which
+    /// setting does: a decode step that sums c_fc in another order passes every comparison with
+    /// the references (float32 noise, the accuracy verdict included) and fails checkpoint 8's
+    /// invariants alone, one pass against token by token and against chunks, in every case.
+    #[test]
+    fn a_decode_path_that_sums_differently_fails_only_the_split_invariants() {
+        let (code, doc) =
+            validate("decode-path-sums-reversed", &["--checkpoint", "all", "--mode", "chained,isolated"]);
+        assert_eq!(code, 1);
+        let failing: Vec<&Value> =
+            doc["rows"].as_array().unwrap().iter().filter(|r| r["passed"] == false).collect();
+        assert_eq!(failing.len(), 8, "two invariants in each of 4 cases");
+        for row in failing {
+            assert_eq!(
+                (row["checkpoint"].as_u64(), row["pair"][0].as_str(), row["pair"][1].as_str()),
+                (Some(8), Some("ours"), Some("ours"))
+            );
+            assert!(row["tensor"].as_str().unwrap().starts_with("logits: one pass = "), "{row}");
+        }
+    }
+
     /// The first failing row's place, and the causes its diagnosis names (the first diagnosed
     /// row's: that is the first failure's, where the accuracy verdict is the row that fails).
     fn first_failure_and_causes(doc: &Value) -> (Failure, Vec<String>) {

@@ -1,7 +1,7 @@
 //! `llorch validate` on the bundled fixture, through the real binary: a clean run passes, and a
 //! reference perturbed at any checkpoint fails with exit 1 naming that checkpoint and layer.
 
-use crate::common::{RefCopy, fixture, run};
+use crate::common::{RefCopy, coverage_fixture, fixture, run};
 
 #[test]
 fn default_run_validates_every_checkpoint_against_both_references_and_passes() {
@@ -264,4 +264,28 @@ fn json_output_parses_and_matches_the_verdicts() {
     assert_eq!(roles, ["engine", "peer", "truth"]);
     assert!(sources[1]["generator"]["transformers"].is_string());
     assert_eq!(sources[2]["precision"], "float64");
+}
+
+/// Our engine against itself: the prompt and its continuation in one pass, one token at a time
+/// and in chunks give bit-identical logits at every position, on both bundled models (the
+/// coverage model's longest case has 150 positions, past two blocks of keys).
+#[test]
+fn one_pass_token_by_token_and_chunks_give_the_same_logits() {
+    for model in [fixture(), coverage_fixture()] {
+        let out =
+            run(&["validate", "--model", model.to_str().unwrap(), "--checkpoint", "8", "--format", "json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let rows: Vec<&serde_json::Value> = doc["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["pair"][0] == "ours" && r["pair"][1] == "ours")
+            .collect();
+        for what in ["logits: one pass = token by token (ours)", "logits: one pass = in chunks (ours)"] {
+            let of_it: Vec<_> = rows.iter().filter(|r| r["tensor"] == what).collect();
+            assert_eq!(of_it.len(), 4, "{what}: one row per case on {model:?}");
+            assert!(of_it.iter().all(|r| r["passed"] == true && r["detail"] == "bit-identical"), "{of_it:?}");
+        }
+    }
 }

@@ -10,6 +10,7 @@ use ndarray::{Array1, ArrayView1, ArrayViewD, Axis, Ix3, s};
 
 use super::Validator;
 use super::checks::{CaseContext, Checked};
+use super::invariance;
 use super::tape::{CheckingTape, Feed, Kept, Wanted};
 use super::ties::{self, Evidence};
 use crate::engine::sampling::{self, Sampling};
@@ -78,6 +79,10 @@ impl CaseRun<'_> {
         }
         if !self.decode_steps().is_empty() && !self.stopped() {
             self.decode(&mut cache)?;
+        }
+        // Our engine against itself: once per case, whatever the mode.
+        if self.wants(Phase::Prefill, Checkpoint::Logits) && self.ctx.ref_pairs && !self.stopped() {
+            self.splits_invariance()?;
         }
         let Some(logits) = logits else { return Ok(()) };
         // Isolated, sampling is judged on the reference's logits.
@@ -298,6 +303,24 @@ impl CaseRun<'_> {
             } else {
                 self.validator.engine.forward(&[token], cache, &mut NoTape)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Checkpoint 8's invariants: the prompt and its continuation (as far as the decode steps
+    /// go, at least one token) give the same logits at every position in one pass, one token at
+    /// a time, and in chunks (`invariance.rs`).
+    fn splits_invariance(&mut self) -> Result<()> {
+        let case = self.ctx.cases[0];
+        let steps = self.decode_steps().last().map_or(1, |&s| usize::from(s));
+        let continuation = std::iter::once(case.next_token).chain(case.generated_ids.iter().skip(1).copied());
+        let tokens: Vec<u32> = self.tokens().iter().copied().chain(continuation.take(steps)).collect();
+        let engine = self.validator.engine.as_ref();
+        let whole = invariance::logits_in_chunks(engine, &tokens, &[tokens.len()])?;
+        for (what, chunks) in invariance::splits(self.tokens().len(), tokens.len()) {
+            let split = invariance::logits_in_chunks(engine, &tokens, &chunks)?;
+            let (a, b) = (whole.view().into_dyn(), split.view().into_dyn());
+            self.rows.push(self.ctx.bitwise_row(Phase::Prefill, Checkpoint::Logits, None, what, a, b)?);
         }
         Ok(())
     }

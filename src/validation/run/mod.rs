@@ -10,6 +10,7 @@
 
 mod case;
 mod checks;
+mod invariance;
 mod sources;
 mod tape;
 mod ties;
