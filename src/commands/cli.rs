@@ -11,6 +11,25 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Threads the engine runs on, the caller among them (default: every core). A correct
+    /// engine computes the same numbers, bit for bit, on any number.
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// The engine's kernel set: portable, avx2 or avx512 (default: the widest this CPU has).
+    /// The sets round differently (fused multiply-adds or not), within float32 noise: validate
+    /// passes on each.
+    #[arg(long, global = true, value_name = "SET")]
+    pub kernels: Option<KernelSet>,
+}
+
+/// The kernel sets of `--kernels`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KernelSet {
+    Portable,
+    Avx2,
+    Avx512,
 }
 
 #[derive(Subcommand, Debug)]

@@ -24,6 +24,7 @@ pub use options::DEFAULT_MODEL_DIR;
 /// Runs one command. Ok(exit code) for results (0 pass, 1 a check failed); errors are the
 /// caller's exit code 2.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    crate::engine::run_on(cli.threads, cli.kernels.map(kernel_set).transpose()?)?;
     match cli.command {
         Command::Validate(args) => validate::run(*args),
         Command::Cost(args) => cost::run(args),
@@ -37,6 +38,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The engine's unit of a --kernels name; the AVX sets exist on x86-64 only.
+fn kernel_set(set: cli::KernelSet) -> Result<crate::engine::Simd> {
+    use crate::engine::Simd;
+    match set {
+        cli::KernelSet::Portable => Ok(Simd::Baseline),
+        #[cfg(target_arch = "x86_64")]
+        cli::KernelSet::Avx2 => Ok(Simd::Avx2),
+        #[cfg(target_arch = "x86_64")]
+        cli::KernelSet::Avx512 => Ok(Simd::Avx512),
+        #[cfg(not(target_arch = "x86_64"))]
+        other => anyhow::bail!("the {other:?} kernels exist on x86-64 only"),
     }
 }
 

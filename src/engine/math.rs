@@ -15,6 +15,9 @@ pub enum Simd {
     Avx512,
 }
 
+/// The unit `Simd::best` returns, set once.
+static IN_USE: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+
 impl Simd {
     /// Every unit this CPU runs, narrowest first (the tests compare them).
     pub fn available() -> Vec<Simd> {
@@ -33,10 +36,35 @@ impl Simd {
         all
     }
 
-    /// The widest unit this CPU runs, found once.
+    /// The unit every kernel of this process runs: the widest this CPU has, unless `choose`
+    /// picked another first.
     pub fn best() -> Simd {
-        static BEST: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
-        *BEST.get_or_init(|| *Simd::available().last().expect("the baseline runs anywhere"))
+        *IN_USE.get_or_init(|| *Simd::available().last().expect("the baseline runs anywhere"))
+    }
+
+    /// Runs every kernel of this process on `unit` (`--kernels`): one machine can then show
+    /// what its other kernel sets compute. Before any kernel has run; the CPU must have it.
+    pub fn choose(unit: Simd) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            Simd::available().contains(&unit),
+            "this CPU has no {} kernels (it has {})",
+            unit.name(),
+            Simd::available().iter().map(|u| u.name()).collect::<Vec<_>>().join(", ")
+        );
+        let chosen = *IN_USE.get_or_init(|| unit);
+        anyhow::ensure!(chosen == unit, "the {} kernels had already run", chosen.name());
+        Ok(())
+    }
+
+    /// The kernel set's name, as --kernels takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Baseline => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => "avx512",
+        }
     }
 
     /// Runs `work` inlined into a function compiled for this unit, so that LLVM vectorises its

@@ -37,5 +37,34 @@ pub use config::Config;
 pub use format::WeightFormat;
 pub use gpt2::Gpt2;
 pub use kv_cache::KvCache;
+pub use math::Simd;
 pub use mlp::gelu_new;
 pub use tape::{NoTape, Site, Tape};
+
+/// How this process runs the engine: its threads (`--threads`) and kernel set (`--kernels`),
+/// each None for the default (every core, the widest kernels the CPU has). Before the engine has
+/// run anything. The numbers of a correct engine do not depend on the threads; the kernel sets
+/// differ in rounding (fused multiply-adds or not), within float32 noise.
+pub fn run_on(threads: Option<usize>, kernels: Option<Simd>) -> anyhow::Result<()> {
+    let mut chosen = Vec::new();
+    if let Some(threads) = threads {
+        team::use_threads(threads)?;
+        chosen.push(format!("{threads} thread{}", if threads == 1 { "" } else { "s" }));
+    }
+    if let Some(kernels) = kernels {
+        Simd::choose(kernels)?;
+        chosen.push(format!("{} kernels", kernels.name()));
+    }
+    if !chosen.is_empty() {
+        let _ = CHOSEN.set(chosen.join(", "));
+    }
+    Ok(())
+}
+
+/// The settings `run_on` was given, in words ("1 thread, portable kernels"); None for the
+/// defaults. Reports print them beside the weights' format.
+pub fn chosen_settings() -> Option<&'static str> {
+    CHOSEN.get().map(String::as_str)
+}
+
+static CHOSEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();

@@ -66,10 +66,21 @@ pub struct Team {
     turn: Mutex<()>,
 }
 
-/// The process's team: as many threads as rayon's pool (RAYON_NUM_THREADS, else the cores).
+/// The process's team: as many threads as `use_threads` said, else as rayon's pool
+/// (RAYON_NUM_THREADS, else the cores).
 pub fn team() -> &'static Team {
-    static TEAM: OnceLock<Team> = OnceLock::new();
     TEAM.get_or_init(|| Team::new(rayon::current_num_threads()))
+}
+
+static TEAM: OnceLock<Team> = OnceLock::new();
+
+/// Runs the engine's work on `threads` threads (`--threads`), the caller among them: before the
+/// team has run anything.
+pub fn use_threads(threads: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(threads >= 1, "--threads takes 1 or more");
+    let size = TEAM.get_or_init(|| Team::new(threads)).size();
+    anyhow::ensure!(size == threads, "the engine's team of {size} threads had already run");
+    Ok(())
 }
 
 impl Team {

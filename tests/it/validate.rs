@@ -289,3 +289,60 @@ fn one_pass_token_by_token_and_chunks_give_the_same_logits() {
         }
     }
 }
+
+/// Every diff statistic of every row of ours, by row, from a `--format json` run.
+fn stats_of_ours(stdout: &str) -> Vec<(String, serde_json::Value)> {
+    let doc: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    let rows =
+        doc["rows"].as_array().unwrap().iter().filter(|r| r["pair"][0] == "ours" && r["stats"].is_object());
+    rows.map(|r| {
+        let place = format!(
+            "{} {} {} {} {} {} {}",
+            r["case"], r["phase"], r["mode"], r["checkpoint"], r["layer"], r["tensor"], r["pair"][1]
+        );
+        (place, r["stats"].clone())
+    })
+    .collect()
+}
+
+/// The engine's settings: every kernel set this CPU runs passes the validation, chained and
+/// isolated, and on each the numbers do not depend on the threads: 1 and 2 threads give every
+/// row of ours the same statistics to the last bit (the same tensors, as far as any statistic
+/// can tell). A set the CPU lacks is refused with a message.
+#[test]
+fn every_kernel_set_passes_and_the_threads_do_not_change_the_numbers() {
+    let mut ran = Vec::new();
+    for set in ["portable", "avx2", "avx512"] {
+        let mut by_threads = Vec::new();
+        for threads in ["1", "2"] {
+            let args = [
+                "--kernels",
+                set,
+                "--threads",
+                threads,
+                "validate",
+                "--layer",
+                "all",
+                "--mode",
+                "chained,isolated",
+                "--format",
+                "json",
+            ];
+            let out = run(&args);
+            if out.code == 2 && out.stderr.contains(&format!("this CPU has no {set} kernels")) {
+                break;
+            }
+            assert_eq!(out.code, 0, "{set} kernels, {threads} threads: {}", out.stderr);
+            by_threads.push(stats_of_ours(&out.stdout));
+        }
+        if let [one, two] = &by_threads[..] {
+            assert!(one.len() > 500, "{set}: {} rows", one.len());
+            assert!(one == two, "{set}: 1 and 2 threads differ");
+            ran.push(set);
+        }
+    }
+    assert!(ran.contains(&"portable"), "the portable kernels run anywhere: {ran:?}");
+    let out = run(&["--threads", "0", "validate"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--threads takes 1 or more"), "{}", out.stderr);
+}

@@ -222,7 +222,8 @@ fn summary(report: &Report, detail: Detail) -> String {
         out.push('\n');
     }
     if let Some(ours) = report.source(Role::Engine) {
-        out.push_str(&format!("ours: weights in {}\n", ours.weights));
+        let settings = crate::engine::chosen_settings().map(|s| format!(", {s}")).unwrap_or_default();
+        out.push_str(&format!("ours: weights in {}{settings}\n", ours.weights));
     }
     let (passed, failed) = report.counts();
     match &report.search {
