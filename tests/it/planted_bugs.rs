@@ -96,10 +96,10 @@ mod planted {
     }
 
     /// Decode-path bugs: invisible on the prompt's pass, each found on the decode step at the
-    /// stage that holds it. Without the decode step only the end-to-end generation can show
-    /// them, and it need not: on the trained bundled model, whose greedy text repeats "and the
-    /// LORD,", ten tokens generated through the overwritten cache are HF's own, and the run
-    /// passes with the bug in it.
+    /// stage that holds it. Without the decode step's checks only our engine against itself
+    /// (checkpoint 8's one pass against token by token) or the end-to-end generation can show
+    /// them, neither at the stage: on the trained bundled model, whose greedy text repeats "and
+    /// the LORD,", ten tokens generated through the overwritten cache are HF's own.
     #[test]
     fn decode_path_bugs_are_found_at_their_stage_of_the_decode_step() {
         // (variant, its stage on the decode step, whether generation must show it)
@@ -121,9 +121,11 @@ mod planted {
             match first_failure(&doc) {
                 Some(f) => {
                     assert_eq!(code, 1, "{variant}");
-                    assert_eq!(
-                        f.checkpoint, 12,
-                        "{variant}: the prompt's pass alone sees only the generated tokens"
+                    let split = f.checkpoint == 8 && f.tensor.starts_with("logits: one pass = ");
+                    assert!(
+                        split || f.checkpoint == 12,
+                        "{variant}: the prompt's pass alone sees only the split invariants and the \
+                         generated tokens: {f:?}"
                     );
                 }
                 None => {

@@ -80,9 +80,12 @@ impl CaseRun<'_> {
         if !self.decode_steps().is_empty() && !self.stopped() {
             self.decode(&mut cache)?;
         }
-        // Our engine against itself: once per case, whatever the mode.
-        if self.wants(Phase::Prefill, Checkpoint::Logits) && self.ctx.ref_pairs && !self.stopped() {
-            self.splits_invariance()?;
+        // Our engine against itself: once per case, whatever the mode, with the last pass checked
+        // (its rows follow every step's own checks: a bug of the decode path is first named at
+        // its stage there).
+        let last = self.decode_steps().last().map_or(Phase::Prefill, |&s| Phase::Decode(s));
+        if self.wants(last, Checkpoint::Logits) && self.ctx.ref_pairs && !self.stopped() {
+            self.splits_invariance(last)?;
         }
         let Some(logits) = logits else { return Ok(()) };
         // Isolated, sampling is judged on the reference's logits.
@@ -307,10 +310,10 @@ impl CaseRun<'_> {
         Ok(())
     }
 
-    /// Checkpoint 8's invariants: the prompt and its continuation (as far as the decode steps
-    /// go, at least one token) give the same logits at every position in one pass, one token at
-    /// a time, and in chunks (`invariance.rs`).
-    fn splits_invariance(&mut self) -> Result<()> {
+    /// Checkpoint 8's invariants, at the last pass checked (`phase`): the prompt and its
+    /// continuation (as far as the decode steps go, at least one token) give the same logits at
+    /// every position in one pass, one token at a time, and in chunks (`invariance.rs`).
+    fn splits_invariance(&mut self, phase: Phase) -> Result<()> {
         let case = self.ctx.cases[0];
         let steps = self.decode_steps().last().map_or(1, |&s| usize::from(s));
         let continuation = std::iter::once(case.next_token).chain(case.generated_ids.iter().skip(1).copied());
@@ -320,7 +323,7 @@ impl CaseRun<'_> {
         for (what, chunks) in invariance::splits(self.tokens().len(), tokens.len()) {
             let split = invariance::logits_in_chunks(engine, &tokens, &chunks)?;
             let (a, b) = (whole.view().into_dyn(), split.view().into_dyn());
-            self.rows.push(self.ctx.bitwise_row(Phase::Prefill, Checkpoint::Logits, None, what, a, b)?);
+            self.rows.push(self.ctx.bitwise_row(phase, Checkpoint::Logits, None, what, a, b)?);
         }
         Ok(())
     }
