@@ -10,7 +10,7 @@
 //! computed the stage from the same input (isolated mode): there the error both inherit from
 //! the input (the larger part of each's error against the truth, and correlated across the
 //! tensor: a logit row is lm_head's image of 64 shared LayerNorm errors) cancels, and what is
-//! left is the two stages' own arithmetic. Two numbers judge it:
+//! left is the two stages' own arithmetic. Three questions judge it:
 //!
 //! - `chi2`, Σ_b (mean_b / se_b)², which is χ² with `bins` degrees of freedom when the
 //!   difference is unbiased noise: is there a bias at all?

@@ -149,20 +149,9 @@ mod planted {
             ("decode-position-stuck", ("decode:2", 0, None, "embeddings"), "position ids off by one (one less)"),
             ("decode-cache-ring", ("decode:8", 3, Some(0), "k_cache"), "cache rows out of place"),
         ];
-        for &(variant, (phase, cp, layer, tensor), cause) in bugs {
+        for &(variant, place, cause) in bugs {
             for mode in ["chained", "isolated"] {
-                let (code, doc) = validate(variant, &["--mode", mode]);
-                assert_eq!(code, 1, "{variant} {mode}");
-                let (f, causes) = first_failure_and_causes(&doc);
-                assert_eq!(
-                    (f.phase.as_str(), f.checkpoint, f.layer, f.tensor.as_str()),
-                    (phase, cp, layer, tensor),
-                    "{variant} {mode}"
-                );
-                assert!(
-                    causes.first().is_some_and(|c| c.contains(cause)),
-                    "{variant} {mode}: the diagnosis names {causes:?}, not {cause:?}"
-                );
+                let doc = caught_and_named(variant, mode, place, cause);
                 // Nothing on the prompt's pass or the first decode step fails but generation.
                 let early = doc["rows"].as_array().unwrap().iter().filter(|r| {
                     r["passed"] == false
@@ -236,24 +225,32 @@ mod planted {
             ("decode-mask-ignores-cache", ("decode", 4, Some(0), "scores"), "the mask ignores the 2 cached positions"),
         ];
         let mut named = 0;
-        for &(variant, (phase, cp, layer, tensor), cause) in bugs {
+        for &(variant, place, cause) in bugs {
             for mode in ["chained", "isolated"] {
-                let (code, doc) = validate(variant, &["--mode", mode]);
-                assert_eq!(code, 1, "{variant} {mode}");
-                let (f, causes) = first_failure_and_causes(&doc);
-                assert_eq!(
-                    (f.phase.as_str(), f.checkpoint, f.layer, f.tensor.as_str()),
-                    (phase, cp, layer, tensor),
-                    "{variant} {mode}"
-                );
-                assert!(
-                    causes.first().is_some_and(|c| c.contains(cause)),
-                    "{variant} {mode}: the diagnosis names {causes:?}, not {cause:?}"
-                );
+                caught_and_named(variant, mode, place, cause);
                 named += 1;
             }
         }
         assert_eq!(named, 2 * bugs.len());
+    }
+
+    /// Asserts that `variant` in `mode` fails, first at `place`, and that the first diagnosis
+    /// names `cause` first; the run's JSON.
+    fn caught_and_named(variant: &str, mode: &str, place: Place, cause: &str) -> Value {
+        let (code, doc) = validate(variant, &["--mode", mode]);
+        assert_eq!(code, 1, "{variant} {mode}");
+        let (f, causes) = first_failure_and_causes(&doc);
+        let (phase, cp, layer, tensor) = place;
+        assert_eq!(
+            (f.phase.as_str(), f.checkpoint, f.layer, f.tensor.as_str()),
+            (phase, cp, layer, tensor),
+            "{variant} {mode}"
+        );
+        assert!(
+            causes.first().is_some_and(|c| c.contains(cause)),
+            "{variant} {mode}: the diagnosis names {causes:?}, not {cause:?}"
+        );
+        doc
     }
 
     /// Kernel-path bugs that leave one row, one panel or one head wrong while the rest is exact:

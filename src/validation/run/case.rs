@@ -1,7 +1,7 @@
 //! One case of a validation run: our forward pass over the prompt with a checking tape, the
-//! decode step after it (the argmax token through the cache) with another, then the checks that
-//! need a whole pass (the cache, the selected logits, the next token, the probabilities, the
-//! generated text).
+//! decode steps after it (the greedy continuation's tokens through the cache) with others, then
+//! the checks that need a whole pass (the cache, the selected logits, our engine against itself,
+//! the next token, the probabilities, the generated text).
 
 use std::collections::BTreeSet;
 
@@ -255,9 +255,7 @@ impl CaseRun<'_> {
     fn decode(&mut self, cache: &mut KvCache) -> Result<()> {
         let steps = self.decode_steps();
         let Some(&last) = steps.last() else { return Ok(()) };
-        let fed = |c: &Case| -> Vec<u32> {
-            std::iter::once(c.next_token).chain(c.generated_ids.iter().skip(1).copied()).collect()
-        };
+        let fed = |c: &Case| -> Vec<u32> { fed_tokens(c).collect() };
         let ours = fed(self.ctx.cases[0]);
         // Every reference must have fed the same tokens up to a step, or their tensors there
         // answer different questions.
@@ -314,10 +312,9 @@ impl CaseRun<'_> {
     /// continuation (as far as the decode steps go, at least one token) give the same logits at
     /// every position in one pass, one token at a time, and in chunks (`invariance.rs`).
     fn splits_invariance(&mut self, phase: Phase) -> Result<()> {
-        let case = self.ctx.cases[0];
         let steps = self.decode_steps().last().map_or(1, |&s| usize::from(s));
-        let continuation = std::iter::once(case.next_token).chain(case.generated_ids.iter().skip(1).copied());
-        let tokens: Vec<u32> = self.tokens().iter().copied().chain(continuation.take(steps)).collect();
+        let continuation = fed_tokens(self.ctx.cases[0]).take(steps);
+        let tokens: Vec<u32> = self.tokens().iter().copied().chain(continuation).collect();
         let engine = self.validator.engine.as_ref();
         let whole = invariance::logits_in_chunks(engine, &tokens, &[tokens.len()])?;
         for (what, chunks) in invariance::splits(self.tokens().len(), tokens.len()) {
@@ -538,4 +535,10 @@ impl CaseRun<'_> {
         self.rows.extend(rows);
         Ok(())
     }
+}
+
+/// The tokens a case's decode steps feed, step 1 first: the argmax after the prompt, then the
+/// greedy continuation's next ones (its first token is that argmax).
+fn fed_tokens(case: &Case) -> impl Iterator<Item = u32> + '_ {
+    std::iter::once(case.next_token).chain(case.generated_ids.iter().skip(1).copied())
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::charts::{self, Series};
-use crate::validation::result::{Pair, Report, Worst};
+use crate::validation::result::{Pair, Report, Role, Worst};
 use crate::validation::spec::{Checkpoint, Phase};
 
 /// One chart per checkpoint of the decode steps: each pair's worst max |diff| and RMS over the
@@ -23,7 +23,7 @@ pub fn by_position(report: &Report) -> String {
             pairs.push(&row.pair);
         }
     }
-    let truth = report.source(crate::validation::result::Role::Truth).map(|s| s.name.clone());
+    let truth = report.source(Role::Truth).map(|s| s.name.clone());
     let worst = report.worst_by(|r| {
         let step = match r.phase {
             Phase::Prefill => 0,
