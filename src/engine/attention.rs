@@ -150,6 +150,7 @@ fn weighted_values(p: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>, out: &mut [f3
             if let Ok(out) = <&mut [f32; VALUE_BLOCK]>::try_from(&mut *out) {
                 // A whole block: its sums stay in registers.
                 reached!(WholeValueBlock);
+                reached!(LaterWholeValueBlock if d > 0);
                 let mut sums = [0.0f32; VALUE_BLOCK];
                 for (s, &p) in p[..seen].iter().enumerate() {
                     let v = &values[s * hd + d..][..VALUE_BLOCK];

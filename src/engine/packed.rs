@@ -190,9 +190,14 @@ impl PackedMatrix {
 }
 
 /// Writes `column` (K values) into lane `lane` of a panel, rounded to `format`. Err(i): the
-/// i-th value is not finite once rounded (for Q8_0: the scale of its block is not).
+/// i-th value is not finite, as given or once rounded (for Q8_0: the scale of its block is not).
 fn pack_column(format: WeightFormat, column: &[f32], panel: &mut [u8], lane: usize) -> Result<(), usize> {
     let finite = |i: usize, v: f32| if v.is_finite() { Ok(()) } else { Err(i) };
+    // A NaN given must not be rounded first: Q8_0's block scale skips it (f32::max) and its
+    // quant casts to 0, so it would pass as a zero weight.
+    if let Some(i) = column.iter().position(|v| !v.is_finite()) {
+        return Err(i);
+    }
     let mut put = |at: usize, bytes: &[u8]| panel[at..at + bytes.len()].copy_from_slice(bytes);
     match format {
         WeightFormat::Q8_0 => {

@@ -36,9 +36,11 @@ pub enum Path {
     LaterKeyBlock,
     /// A query's last block of keys is partial (`attention::query_key`).
     PartialKeyBlock,
-    /// A head's dimensions fill whole value blocks of 64, or leave a shorter one
+    /// A head's dimensions fill whole value blocks of 64, more than one (a head of 128 or more
+    /// dimensions: the later blocks read the values at an offset), or leave a shorter one
     /// (`attention::weighted_values`).
     WholeValueBlock,
+    LaterWholeValueBlock,
     PartialValueBlock,
     /// A row's length is not a multiple of the interleaved partial results (`math::sum_f64`,
     /// `attention::softmax_in_place`).
@@ -50,7 +52,7 @@ pub enum Path {
 }
 
 impl Path {
-    pub const ALL: [Path; 17] = [
+    pub const ALL: [Path; 18] = [
         Path::PanelRunTail,
         Path::WholeRowTiles,
         Path::RowTail8,
@@ -64,6 +66,7 @@ impl Path {
         Path::LaterKeyBlock,
         Path::PartialKeyBlock,
         Path::WholeValueBlock,
+        Path::LaterWholeValueBlock,
         Path::PartialValueBlock,
         Path::SumTail,
         Path::SeveralChunks,

@@ -148,7 +148,20 @@ impl Weights {
             let value = reader(raw, dtype);
             Storage::Owned((0..shape.iter().product()).map(value).collect())
         };
-        Ok(Param { shape: shape.to_vec(), storage })
+        let param = Param { shape: shape.to_vec(), storage };
+        if let Some(at) = param.values().iter().position(|v| !v.is_finite()) {
+            let element = match *shape {
+                [_, cols] => format!("[{}, {}]", at / cols, at % cols),
+                _ => format!("[{at}]"),
+            };
+            bail!(
+                "tensor {:?} in {} holds {} at its element {element}: {NOT_FINITE}",
+                format!("{}{name}", self.prefix),
+                self.path.display(),
+                param.values()[at]
+            );
+        }
+        Ok(param)
     }
 
     /// The matrix `name` of `shape` [rows, cols], laid out for the kernels (`PackedMatrix`) in
@@ -211,15 +224,22 @@ impl Weights {
                     Orientation::AsIs => (k, n),
                     Orientation::Transposed => (n, k),
                 };
-                anyhow::anyhow!(
-                    "tensor {full:?} in {} cannot be held in {format}: its element [{i}, {j}] ({value}) {}",
-                    self.path.display(),
-                    if format == WeightFormat::Q8_0 {
-                        "makes its Q8_0 block's scale infinite or NaN"
-                    } else {
-                        "is infinite or NaN once converted"
-                    }
-                )
+                if !value.is_finite() {
+                    anyhow::anyhow!(
+                        "tensor {full:?} in {} holds {value} at its element [{i}, {j}]: {NOT_FINITE}",
+                        self.path.display()
+                    )
+                } else {
+                    anyhow::anyhow!(
+                        "tensor {full:?} in {} cannot be held in {format}: its element [{i}, {j}] ({value}) {}",
+                        self.path.display(),
+                        if format == WeightFormat::Q8_0 {
+                            "makes its Q8_0 block's scale infinite or NaN"
+                        } else {
+                            "is infinite or NaN once converted"
+                        }
+                    )
+                }
             }
             PackError::Shape(why) => {
                 anyhow::anyhow!(
@@ -277,6 +297,11 @@ pub fn packed_orientation(name: &str) -> Option<Orientation> {
         (name.starts_with("h.") && conv1d.iter().any(|m| name.ends_with(m))).then_some(Orientation::AsIs)
     }
 }
+
+/// Why a weight that is NaN or infinite in the file is refused, in whatever format it would be
+/// run: every output it reaches would be NaN, and rounded to a format it could even pass unseen
+/// (Q8_0 quantises a NaN to 0).
+const NOT_FINITE: &str = "a weight must be a finite number (is the checkpoint damaged?)";
 
 /// Pages of the mapping, for releasing what has been read (4 KiB on every system llorch runs on;
 /// a larger page only makes a release round down further).

@@ -13,7 +13,7 @@ pub fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2")
 }
 
-/// The coverage model: random, 136 wide (9 panels, the last of 8 columns), 2 heads of 68, a
+/// The coverage model: random, 136 wide (9 panels, the last of 8 columns), one head of 136, a
 /// vocabulary of 1000 (63 panels), and cases of 1, 7, 10 and 140 tokens given as token ids,
 /// so that the bundled validation reaches every remainder path of the engine (tests/it/coverage.rs).
 pub fn coverage_fixture() -> PathBuf {

@@ -252,6 +252,47 @@ fn weight_the_format_cannot_hold() {
     assert_eq!(out.code, 0, "bf16 holds 1e10: {}", out.stderr);
 }
 
+/// A weight that is NaN or infinite in the file is refused, named with its element, in every
+/// format: run, it would make every output it reaches NaN, and rounded to Q8_0 a NaN would even
+/// pass as a zero weight.
+#[test]
+fn weight_that_is_not_a_finite_number() {
+    let matrix = edited_model(|t| {
+        let fc = t.iter_mut().find(|(n, ..)| n == "transformer.h.1.mlp.c_fc.weight").unwrap();
+        let at = 4 * (3 * 256 + 7); // element [3, 7] of [64, 256]
+        fc.3[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    let vector = edited_model(|t| {
+        let ln = t.iter_mut().find(|(n, ..)| n == "transformer.ln_f.bias").unwrap();
+        ln.3[4 * 9..4 * 10].copy_from_slice(&f32::NEG_INFINITY.to_le_bytes());
+    });
+    let table = edited_model(|t| {
+        let wpe = t.iter_mut().find(|(n, ..)| n == "transformer.wpe.weight").unwrap();
+        let at = 4 * (2 * 64 + 5); // element [2, 5] of [1024, 64]: read as it is, not packed
+        wpe.3[at..at + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    });
+    for (dir, tensor, held) in [
+        (&matrix, "transformer.h.1.mlp.c_fc.weight", "NaN at its element [3, 7]"),
+        (&vector, "transformer.ln_f.bias", "-inf at its element [9]"),
+        (&table, "transformer.wpe.weight", "inf at its element [2, 5]"),
+    ] {
+        let model = dir.path().to_str().unwrap();
+        let message = format!(
+            "\"{tensor}\" in {model}/model.safetensors holds {held}: a weight must be a finite number"
+        );
+        for format in ["f32", "bf16", "f16", "q8_0"] {
+            for command in [
+                &["validate", "--model", model][..],
+                &["generate", "--model", model, "--tokens", "1", "--max-tokens", "1"],
+            ] {
+                let mut args = command.to_vec();
+                args.extend(["--weights", format]);
+                assert_error(&args, &message);
+            }
+        }
+    }
+}
+
 #[test]
 fn unknown_weight_format() {
     assert_error(
