@@ -33,7 +33,7 @@ impl Attention {
         })
     }
 
-    /// x [T, C] at positions cache.len()..cache.len()+T -> out [T, C]. Writes this layer's K
+    /// x [T, C] at positions cache.seq_len()..cache.seq_len()+T -> out [T, C]. Writes this layer's K
     /// and V into the cache; the caller advances the cache once every layer has run. `s` holds
     /// the intermediate tensors.
     pub fn forward(
@@ -47,7 +47,7 @@ impl Attention {
     ) -> Result<()> {
         let (t, c) = x.dim();
         let (nh, hd) = (self.n_head, self.head_dim);
-        let past = cache.len();
+        let past = cache.seq_len();
         let mut qkv = view2(&mut s.qkv, (t, 3 * c)); // [T, 3C]
         self.c_attn.forward(x, qkv.view_mut());
         // [T, 3C] -> [T, 3, nh, hd] -> [3, nh, T, hd]: HF's split(C) then view(...).transpose(1, 2),

@@ -14,7 +14,7 @@ use super::{Config, Gpt2, KvCache};
 pub trait Decoder {
     fn config(&self) -> &Config;
 
-    /// Runs `tokens` at positions cache.len().. (the prompt, or one chosen token).
+    /// Runs `tokens` at positions cache.seq_len().. (the prompt, or one chosen token).
     fn step(&mut self, tokens: &[u32], cache: &mut KvCache) -> Result<()>;
 
     /// The logits of the last position of the last step, [V].

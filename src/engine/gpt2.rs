@@ -15,7 +15,7 @@ use super::layer_norm::LayerNorm;
 use super::linear::matmul;
 use super::packed::PackedMatrix;
 use super::scratch::{Scratch, view2};
-use super::tape::{NoTape, Site, Tape, hook, stage};
+use super::tape::{LogitsTape, NoTape, Site, Tape, hook, stage};
 use super::weights::{Orientation, Param, Weights};
 
 pub struct Gpt2 {
@@ -63,7 +63,7 @@ impl Gpt2 {
         })
     }
 
-    /// Runs `tokens` at positions cache.len().. and returns the logits of the last position
+    /// Runs `tokens` at positions cache.seq_len().. and returns the logits of the last position
     /// [V]. `None` when the tape had all it wanted before the end and the pass stopped early.
     pub fn forward_recorded(
         &self,
@@ -74,11 +74,11 @@ impl Gpt2 {
         Ok(self.pass(tokens, cache, tape)?.then(|| Array1::from(cache.logits().to_vec())))
     }
 
-    /// The forward pass of `tokens` at positions cache.len()..: the last position's logits are
+    /// The forward pass of `tokens` at positions cache.seq_len()..: the last position's logits are
     /// left in `cache.logits()`. False when the tape had all it wanted before the end and the
     /// pass stopped early. Writes into the cache's buffers: a decode step allocates nothing.
     pub fn pass(&self, tokens: &[u32], cache: &mut KvCache, tape: &mut dyn Tape) -> Result<bool> {
-        let (t, past) = (tokens.len(), cache.len());
+        let (t, past) = (tokens.len(), cache.seq_len());
         ensure!(t > 0, "no tokens to run");
         ensure!(
             past + t <= cache.capacity(),
@@ -103,7 +103,7 @@ impl Gpt2 {
         tape: &mut dyn Tape,
         s: &mut Scratch,
     ) -> Result<bool> {
-        let (t, past, c) = (tokens.len(), cache.len(), self.config.n_embd);
+        let (t, past, c) = (tokens.len(), cache.seq_len(), self.config.n_embd);
 
         // wte[ids] + wpe[positions]
         let wpe = self.wpe.view2();
@@ -146,20 +146,7 @@ impl Gpt2 {
 
     /// Every position's logits [T, V], as validation computes them (checkpoint 8).
     pub fn forward_all_logits(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Array2<f32>> {
-        struct LogitsTape(Option<Array2<f32>>);
-        impl Tape for LogitsTape {
-            fn wants(&self, checkpoint: Checkpoint, _: Option<usize>) -> bool {
-                checkpoint == Checkpoint::Logits
-            }
-            fn record(&mut self, _: Site, _: ndarray::ArrayViewD<'_, f32>) -> Result<()> {
-                Ok(()) // ln_f's output, which shares the checkpoint
-            }
-            fn record_owned(&mut self, _: Site, logits: ndarray::ArrayD<f32>) -> Result<()> {
-                self.0 = Some(logits.into_dimensionality()?);
-                Ok(())
-            }
-        }
-        let mut tape = LogitsTape(None);
+        let mut tape = LogitsTape::default();
         self.pass(tokens, cache, &mut tape)?;
         tape.0.context("the pass recorded no logits")
     }

@@ -67,12 +67,8 @@ impl KvCache {
     }
 
     /// Positions already cached: the position of the next token.
-    pub fn len(&self) -> usize {
+    pub fn seq_len(&self) -> usize {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     pub fn capacity(&self) -> usize {

@@ -39,7 +39,7 @@ pub use gpt2::Gpt2;
 pub use kv_cache::KvCache;
 pub use math::Simd;
 pub use mlp::gelu_new;
-pub use tape::{NoTape, Site, Tape};
+pub use tape::{LogitsTape, NoTape, Site, Tape};
 
 /// How this process runs the engine: its threads (`--threads`) and kernel set (`--kernels`),
 /// each None for the default (every core, the widest kernels the CPU has). Before the engine has

@@ -6,7 +6,7 @@
 //! generation pays one branch per hook.
 
 use anyhow::Result;
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMut, Dimension};
+use ndarray::{Array2, ArrayD, ArrayViewD, ArrayViewMut, Dimension};
 
 use super::checkpoint::Checkpoint;
 
@@ -61,6 +61,36 @@ impl Tape for NoTape {
     }
 
     fn record(&mut self, _: Site, _: ArrayViewD<'_, f32>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The tape of a pass whose every position's logits [T, V] are wanted (checkpoint 8's
+/// `logits`, not `ln_f`, which shares the checkpoint): the prompt's logits for `llorch bench`,
+/// a chunk's for validation's invariants. Holds them once the pass has run.
+#[derive(Default)]
+pub struct LogitsTape(pub Option<Array2<f32>>);
+
+impl LogitsTape {
+    const SITE: &str = "logits";
+}
+
+impl Tape for LogitsTape {
+    fn wants(&self, checkpoint: Checkpoint, _: Option<usize>) -> bool {
+        checkpoint == Checkpoint::Logits
+    }
+
+    fn record(&mut self, site: Site, tensor: ArrayViewD<'_, f32>) -> Result<()> {
+        if site.name == Self::SITE {
+            self.0 = Some(tensor.to_owned().into_dimensionality()?);
+        }
+        Ok(())
+    }
+
+    fn record_owned(&mut self, site: Site, tensor: ArrayD<f32>) -> Result<()> {
+        if site.name == Self::SITE {
+            self.0 = Some(tensor.into_dimensionality()?);
+        }
         Ok(())
     }
 }

@@ -224,7 +224,7 @@ impl Runner for Planted {
         cache: &mut KvCache,
         tape: &mut dyn Tape,
     ) -> Result<Option<Array1<f32>>> {
-        let past = cache.len();
+        let past = cache.seq_len();
         // The keys and values of the positions before this pass, [n_head, past, head_dim] per
         // layer: the attention variants recompute the scores and the weighted values over them.
         let cached: Vec<(Array3<f32>, Array3<f32>)> = (0..self.config.n_layer)
@@ -238,7 +238,7 @@ impl Runner for Planted {
         let mut rewriter = Rewriter::new(self.variant, &self.params, &self.config, tape, at, &cached);
         let logits = self.engine.forward_recorded(tokens, cache, &mut rewriter)?;
         let own_logits = rewriter.last_logits.take();
-        if let Some(row) = overwrite.filter(|_| cache.len() == past + tokens.len()) {
+        if let Some(row) = overwrite.filter(|_| cache.seq_len() == past + tokens.len()) {
             // The bug writes the step's K and V over `row` and leaves row `past` as it was
             // (zero: the cache starts zeroed).
             for (l, (k, v)) in rewriter.new_keys_and_values().into_iter().enumerate() {

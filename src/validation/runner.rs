@@ -16,7 +16,7 @@ pub trait Runner {
     /// The format the engine holds its weight matrices in.
     fn weights(&self) -> WeightFormat;
 
-    /// The forward pass of `tokens` at positions cache.len().., recording on `tape`: the last
+    /// The forward pass of `tokens` at positions cache.seq_len().., recording on `tape`: the last
     /// position's logits [V], or None when the tape had all it wanted and the pass stopped.
     fn forward(
         &self,

@@ -22,7 +22,7 @@ use super::run::RefSource;
 use super::runner::Runner;
 use super::spec::{Checkpoint, Checks, Phase};
 use crate::engine::tokenizer::Gpt2Tokenizer;
-use crate::engine::{Config, KvCache, Site, Tape, WeightFormat};
+use crate::engine::{Config, KvCache, LogitsTape, WeightFormat};
 
 /// KLD(truth ‖ source) over the positions.
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -192,10 +192,10 @@ impl CorpusRun {
             let noise = peer.as_ref().map(|peer| noise(peer, &truth));
             truth_nll.extend(next_token_nll(&truth, tokens));
             let mut cache = KvCache::new(engine.config(), tokens.len())?;
-            let mut tape = LogitsTape(None);
+            let mut tape = LogitsTape::default();
             engine.forward(tokens, &mut cache, &mut tape)?;
             let ours = tape.0.with_context(|| format!("our pass over window {name} recorded no logits"))?;
-            let ours = ours.mapv(f64::from).into_dimensionality()?;
+            let ours = ours.mapv(f64::from);
             per_source[0].extend(positions(&ours, &truth, tokens, noise.as_deref()));
             for (k, &i) in others.iter().enumerate() {
                 // The peer's logits are in hand already.
@@ -263,29 +263,6 @@ struct Position {
     abs_dp_top: f64,
     /// −log p(next token); None at a window's last position.
     nll: Option<f64>,
-}
-
-/// The tape of a corpus pass: keeps the full logits [T, V].
-struct LogitsTape(Option<ndarray::ArrayD<f32>>);
-
-impl Tape for LogitsTape {
-    fn wants(&self, checkpoint: Checkpoint, _: Option<usize>) -> bool {
-        checkpoint == Checkpoint::Logits
-    }
-
-    fn record(&mut self, site: Site, tensor: ndarray::ArrayViewD<'_, f32>) -> Result<()> {
-        if site.name == "logits" {
-            self.0 = Some(tensor.to_owned());
-        }
-        Ok(())
-    }
-
-    fn record_owned(&mut self, site: Site, tensor: ndarray::ArrayD<f32>) -> Result<()> {
-        if site.name == "logits" {
-            self.0 = Some(tensor);
-        }
-        Ok(())
-    }
 }
 
 /// log-softmax of one row, in float64.

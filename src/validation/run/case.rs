@@ -21,14 +21,27 @@ use crate::validation::result::{Pair, Row};
 use crate::validation::spec::{Checkpoint, Checks, Mode, Phase, Place};
 
 pub struct CaseRun<'a> {
-    pub validator: &'a Validator,
-    pub ctx: CaseContext<'a>,
-    pub sites: BTreeSet<Place>,
-    pub stop_at_first_failure: bool,
+    validator: &'a Validator,
+    ctx: CaseContext<'a>,
+    sites: BTreeSet<Place>,
+    /// The decode steps among the sites, first to last.
+    decode_steps: Vec<u16>,
+    stop_at_first_failure: bool,
     pub rows: Vec<Row>,
 }
 
-impl CaseRun<'_> {
+impl<'a> CaseRun<'a> {
+    pub fn new(
+        validator: &'a Validator,
+        ctx: CaseContext<'a>,
+        sites: BTreeSet<Place>,
+        stop_at_first_failure: bool,
+    ) -> CaseRun<'a> {
+        let steps: BTreeSet<u16> = sites.iter().filter_map(|s| s.phase.step()).collect();
+        let decode_steps = steps.into_iter().collect();
+        CaseRun { validator, ctx, sites, decode_steps, stop_at_first_failure, rows: Vec::new() }
+    }
+
     /// The layers among the sites of a per-layer checkpoint.
     fn layers_of(&self, phase: Phase, checkpoint: Checkpoint) -> Vec<usize> {
         self.sites
@@ -40,12 +53,6 @@ impl CaseRun<'_> {
 
     fn wants(&self, phase: Phase, checkpoint: Checkpoint) -> bool {
         self.sites.iter().any(|s| (s.phase, s.checkpoint) == (phase, checkpoint))
-    }
-
-    /// The decode steps among the sites, first to last.
-    fn decode_steps(&self) -> Vec<u16> {
-        let steps: BTreeSet<u16> = self.sites.iter().filter_map(|s| s.phase.step()).collect();
-        steps.into_iter().collect()
     }
 
     /// True once a row failed and the run is to stop there.
@@ -61,11 +68,11 @@ impl CaseRun<'_> {
     pub fn run(&mut self) -> Result<()> {
         let t = self.tokens().len();
         // Each decode step needs one more cache row than the prompt.
-        let last_step = self.decode_steps().last().map_or(1, |&s| usize::from(s));
+        let last_step = self.decode_steps.last().map_or(1, |&s| usize::from(s));
         let mut cache = KvCache::new(self.validator.engine.config(), t + last_step)?;
         // Everything after the prompt's pass needs all of it, cache included.
         let after_prefill = self.wants(Phase::Prefill, Checkpoint::KvCache)
-            || !self.decode_steps().is_empty()
+            || !self.decode_steps.is_empty()
             || [Checkpoint::Argmax, Checkpoint::Probabilities, Checkpoint::Generation]
                 .iter()
                 .any(|&cp| self.wants(Phase::Prefill, cp));
@@ -77,13 +84,13 @@ impl CaseRun<'_> {
         if let Some(logits) = &logits {
             self.selected_logits_invariant(Phase::Prefill, logits, &kept)?;
         }
-        if !self.decode_steps().is_empty() && !self.stopped() {
+        if !self.decode_steps.is_empty() && !self.stopped() {
             self.decode(&mut cache)?;
         }
         // Our engine against itself: once per case, whatever the mode, with the last pass checked
         // (its rows follow every step's own checks: a bug of the decode path is first named at
         // its stage there).
-        let last = self.decode_steps().last().map_or(Phase::Prefill, |&s| Phase::Decode(s));
+        let last = self.decode_steps.last().map_or(Phase::Prefill, |&s| Phase::Decode(s));
         if self.wants(last, Checkpoint::Logits) && self.ctx.ref_pairs && !self.stopped() {
             self.splits_invariance(last)?;
         }
@@ -139,7 +146,7 @@ impl CaseRun<'_> {
         let full_pass = full_pass || self.wants(phase, Checkpoint::KvCache);
         let ctx = &self.ctx;
         let n_refs = ctx.sources.refs.len();
-        let past = cache.len();
+        let past = cache.seq_len();
         // Chained, only the first failure of the pass (Validator::check keeps the first in
         // forward order, the cache being checked after the pass); isolated, each failing
         // tensor until one of its name is explained (the same stage of every layer usually
@@ -200,7 +207,7 @@ impl CaseRun<'_> {
         for (name, tensor) in [("k_cache", cache.keys(layer)), ("v_cache", cache.values(layer))] {
             let ours = vec![tensor.into_dyn(); n_refs];
             let mut rows = self.ctx.float_rows(phase, cp, Some(layer), name, &ours)?;
-            let past = cache.len() - tokens.len();
+            let past = cache.seq_len() - tokens.len();
             let at = Checked { phase, checkpoint: cp, layer: Some(layer), name, tokens, past };
             self.ctx.diagnose(&mut rows, &at, tensor.into_dyn(), self.diagnose_more(phase, cp, name));
             self.rows.extend(rows);
@@ -253,7 +260,7 @@ impl CaseRun<'_> {
     /// gap starts from the feeding reference's cache (its k_cache and v_cache before the step),
     /// which is that step's input too.
     fn decode(&mut self, cache: &mut KvCache) -> Result<()> {
-        let steps = self.decode_steps();
+        let steps = self.decode_steps.clone();
         let Some(&last) = steps.last() else { return Ok(()) };
         let fed = |c: &Case| -> Vec<u32> { fed_tokens(c).collect() };
         let ours = fed(self.ctx.cases[0]);
@@ -312,7 +319,7 @@ impl CaseRun<'_> {
     /// continuation (as far as the decode steps go, at least one token) give the same logits at
     /// every position in one pass, one token at a time, and in chunks (`invariance.rs`).
     fn splits_invariance(&mut self, phase: Phase) -> Result<()> {
-        let steps = self.decode_steps().last().map_or(1, |&s| usize::from(s));
+        let steps = self.decode_steps.last().map_or(1, |&s| usize::from(s));
         let continuation = fed_tokens(self.ctx.cases[0]).take(steps);
         let tokens: Vec<u32> = self.tokens().iter().copied().chain(continuation).collect();
         let engine = self.validator.engine.as_ref();
@@ -328,7 +335,7 @@ impl CaseRun<'_> {
     /// Isolated mode's cache before a decode step: the feeding reference's k_cache and v_cache
     /// of the step, all but the step's own row, over every layer's rows.
     fn feed_cache(&self, phase: Phase, cache: &mut KvCache) -> Result<()> {
-        let past = cache.len();
+        let past = cache.seq_len();
         for l in 0..self.validator.engine.config().n_layer {
             let keys = self.ctx.stage_input(phase, Checkpoint::KvCache, Some(l), "k_cache")?;
             let values = self.ctx.stage_input(phase, Checkpoint::KvCache, Some(l), "v_cache")?;
@@ -371,7 +378,7 @@ impl CaseRun<'_> {
     ) -> Result<()> {
         let cp = Checkpoint::KvCache;
         let invariants = cp.spec().invariants;
-        let t = before.len();
+        let t = before.seq_len();
         for l in self.layers_of(phase, cp) {
             self.cache_rows(phase, &[token], cache, l)?;
             let (k, v) = (cache.keys(l).into_dyn(), cache.values(l).into_dyn());

@@ -8,9 +8,9 @@
 //! cache that a chunk's pass reads short, a position offset lost between chunks.
 
 use anyhow::{Context, Result};
-use ndarray::{Array2, ArrayD, ArrayViewD, Axis, concatenate};
+use ndarray::{Array2, Axis, concatenate};
 
-use crate::engine::{Checkpoint, KvCache, NoTape, Site, Tape};
+use crate::engine::{KvCache, LogitsTape, NoTape};
 use crate::validation::runner::Runner;
 
 /// Every position's logits [N, V] of `tokens`, passed through the engine in `chunks` (token
@@ -26,7 +26,7 @@ pub fn logits_in_chunks(runner: &dyn Runner, tokens: &[u32], chunks: &[usize]) -
             let last = runner.forward(chunk, &mut cache, &mut NoTape)?.context("a whole pass")?;
             last.insert_axis(Axis(0))
         } else {
-            let mut tape = AllLogits(None);
+            let mut tape = LogitsTape::default();
             runner.forward(chunk, &mut cache, &mut tape)?;
             tape.0.context("the pass recorded its logits")?
         };
@@ -56,29 +56,6 @@ pub fn splits(prompt: usize, total: usize) -> [(&'static str, Vec<usize>); 2] {
         ("logits: one pass = token by token (ours)", one_by_one),
         ("logits: one pass = in chunks (ours)", chunks),
     ]
-}
-
-/// A tape that keeps checkpoint 8's logits [T, V].
-struct AllLogits(Option<Array2<f32>>);
-
-impl Tape for AllLogits {
-    fn wants(&self, checkpoint: Checkpoint, _: Option<usize>) -> bool {
-        checkpoint == Checkpoint::Logits
-    }
-
-    fn record(&mut self, site: Site, tensor: ArrayViewD<'_, f32>) -> Result<()> {
-        if site.name == "logits" {
-            self.0 = Some(tensor.to_owned().into_dimensionality()?);
-        }
-        Ok(())
-    }
-
-    fn record_owned(&mut self, site: Site, tensor: ArrayD<f32>) -> Result<()> {
-        if site.name == "logits" {
-            self.0 = Some(tensor.into_dimensionality()?);
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

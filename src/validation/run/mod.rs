@@ -170,7 +170,7 @@ impl Validator {
             // Generation is end to end in every mode: it runs once.
             let sites =
                 sites.iter().copied().filter(|s| i == 0 || s.checkpoint != Checkpoint::Generation).collect();
-            let mut run = CaseRun { validator: self, ctx, sites, stop_at_first_failure, rows: Vec::new() };
+            let mut run = CaseRun::new(self, ctx, sites, stop_at_first_failure);
             run.run()?;
             rows.extend(run.rows);
             if stop_at_first_failure && rows.iter().any(|r| !r.passed) {
