@@ -58,7 +58,7 @@ pub struct PackedMatrix {
     n: usize,
 }
 
-/// Why a matrix could not be packed.
+/// Why a matrix could not be packed (the loader words it, naming the tensor: `Weights::get_packed`).
 #[derive(Debug)]
 pub enum PackError {
     /// The system refused the memory.
@@ -69,18 +69,6 @@ pub enum PackError {
     /// block's scale is not).
     NotFinite { k: usize, n: usize, value: f32 },
 }
-
-impl std::fmt::Display for PackError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PackError::Memory(e) => write!(f, "no memory for it: {e}"),
-            PackError::Shape(why) => f.write_str(why),
-            PackError::NotFinite { value, .. } => write!(f, "{value} is not a finite number"),
-        }
-    }
-}
-
-impl std::error::Error for PackError {}
 
 /// `bytes` of zeroed memory, in huge pages where the system grants them (Linux's transparent
 /// huge pages on request): the kernels stream hundreds of megabytes, and with 4 KiB pages every

@@ -134,7 +134,8 @@ impl Linear {
 
 /// W' [K, N] with W'[i, j] = `value(i, j)`, laid out in F32.
 fn misread(w: &PackedMatrix, value: impl Fn(usize, usize) -> f32) -> Result<PackedMatrix> {
-    Ok(PackedMatrix::from_fn(w.k(), w.n(), WeightFormat::F32, value, |_| {})?)
+    PackedMatrix::from_fn(w.k(), w.n(), WeightFormat::F32, value, |_| {})
+        .map_err(|e| anyhow::anyhow!("a planted misreading cannot be packed: {e:?}"))
 }
 
 /// x [T, K] · w_t [N, K]ᵀ, each output summed over k from last to first in float32.
