@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use super::cli::{BenchArgs, ReportFormat};
 use super::options::model_dir;
 use super::print_out;
-use crate::engine::{Gpt2, KvCache, WeightFormat};
+use crate::engine::{Gpt2, KvCache, LogitsTape, WeightFormat};
 
 /// `llorch bench --model DIR`: measures, then prints the table (or the JSON scripts/bench.py
 /// reads).
@@ -117,7 +117,8 @@ pub fn measure(
         prefill_last = prefill_last.min(start.elapsed());
         let mut cache = KvCache::new(config, prompt_tokens)?;
         let start = Instant::now();
-        model.forward_all_logits(&prompt, &mut cache)?;
+        // Every position's logits, as validation's passes compute them (checkpoint 8).
+        model.forward_recorded(&prompt, &mut cache, &mut LogitsTape::default())?;
         prefill_all = prefill_all.min(start.elapsed());
     }
 

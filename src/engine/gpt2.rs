@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use ndarray::{Array1, Array2, s};
 
 use super::block::Block;
@@ -15,7 +15,7 @@ use super::layer_norm::LayerNorm;
 use super::linear::matmul;
 use super::packed::PackedMatrix;
 use super::scratch::{Scratch, view2};
-use super::tape::{LogitsTape, NoTape, Site, Tape, hook, stage};
+use super::tape::{NoTape, Site, Tape, hook, stage};
 use super::weights::{Orientation, Param, Weights};
 
 pub struct Gpt2 {
@@ -144,13 +144,6 @@ impl Gpt2 {
         Ok(true)
     }
 
-    /// Every position's logits [T, V], as validation computes them (checkpoint 8).
-    pub fn forward_all_logits(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Array2<f32>> {
-        let mut tape = LogitsTape::default();
-        self.pass(tokens, cache, &mut tape)?;
-        tape.0.context("the pass recorded no logits")
-    }
-
     /// The plain forward pass of generation, no checkpoints recorded: the last position's
     /// logits [V], in the cache's buffer.
     pub fn forward<'c>(&self, tokens: &[u32], cache: &'c mut KvCache) -> Result<&'c [f32]> {
@@ -165,6 +158,7 @@ impl Gpt2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::LogitsTape;
     use safetensors::tensor::TensorView;
 
     fn fixture() -> std::path::PathBuf {
@@ -199,7 +193,9 @@ mod tests {
             assert_eq!(ours.format(), format);
             let logits = |model: &Gpt2| {
                 let mut cache = KvCache::new(&model.config, tokens.len()).unwrap();
-                model.forward_all_logits(&tokens, &mut cache).unwrap()
+                let mut tape = LogitsTape::default();
+                model.forward_recorded(&tokens, &mut cache, &mut tape).unwrap();
+                tape.0.expect("every position's logits")
             };
             let (a, b) = (logits(&ours), logits(&plain));
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{format}");
