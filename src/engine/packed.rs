@@ -161,7 +161,9 @@ impl PackedMatrix {
         }
     }
 
-    /// A Q8_0 matrix's W[i, j] as its block holds it: (the scale d, widened; the quant q).
+    /// A Q8_0 matrix's W[i, j] as its block holds it: (the scale d, widened; the quant q). For
+    /// the planted variants that compute with the parts (the engine's kernels read the panels).
+    #[cfg(feature = "planted-bugs")]
     pub fn q8_parts(&self, i: usize, j: usize) -> (f32, i8) {
         assert_eq!(self.format, WeightFormat::Q8_0, "a Q8_0 matrix");
         let panel = self.bytes_of(j / PANEL..j / PANEL + 1);
