@@ -66,29 +66,23 @@ impl Tape for NoTape {
 }
 
 /// The tape of a pass whose every position's logits [T, V] are wanted (checkpoint 8's
-/// `logits`, not `ln_f`, which shares the checkpoint): the prompt's logits for `llorch bench`,
-/// a chunk's for validation's invariants. Holds them once the pass has run.
+/// `logits`, not `ln_f`, which shares the checkpoint): the prompt's for `llorch bench`, a
+/// chunk's for validation's split invariants, a window's for its corpus run. Holds them once
+/// the pass has run.
 #[derive(Default)]
 pub struct LogitsTape(pub Option<Array2<f32>>);
-
-impl LogitsTape {
-    const SITE: &str = "logits";
-}
 
 impl Tape for LogitsTape {
     fn wants(&self, checkpoint: Checkpoint, _: Option<usize>) -> bool {
         checkpoint == Checkpoint::Logits
     }
 
-    fn record(&mut self, site: Site, tensor: ArrayViewD<'_, f32>) -> Result<()> {
-        if site.name == Self::SITE {
-            self.0 = Some(tensor.to_owned().into_dimensionality()?);
-        }
-        Ok(())
+    fn record(&mut self, _: Site, _: ArrayViewD<'_, f32>) -> Result<()> {
+        Ok(()) // ln_f's output, which shares the checkpoint: the pass hands the logits over owned
     }
 
     fn record_owned(&mut self, site: Site, tensor: ArrayD<f32>) -> Result<()> {
-        if site.name == Self::SITE {
+        if site.name == "logits" {
             self.0 = Some(tensor.into_dimensionality()?);
         }
         Ok(())
