@@ -77,8 +77,13 @@ impl Tape for LogitsTape {
         checkpoint == Checkpoint::Logits
     }
 
-    fn record(&mut self, _: Site, _: ArrayViewD<'_, f32>) -> Result<()> {
-        Ok(()) // ln_f's output, which shares the checkpoint: the pass hands the logits over owned
+    /// The engine hands its logits over owned; a runner may lend them (ln_f, which shares the
+    /// checkpoint, is not kept).
+    fn record(&mut self, site: Site, tensor: ArrayViewD<'_, f32>) -> Result<()> {
+        if site.name == "logits" {
+            self.0 = Some(tensor.to_owned().into_dimensionality()?);
+        }
+        Ok(())
     }
 
     fn record_owned(&mut self, site: Site, tensor: ArrayD<f32>) -> Result<()> {
