@@ -105,6 +105,7 @@ impl Weights {
     }
 
     /// The names of the file's tensors, without the "transformer." prefix, with their shapes.
+    #[cfg(test)]
     pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
         let mut all: Vec<(String, Vec<usize>)> = self
             .metadata
