@@ -6,7 +6,7 @@
 # validation.
 #
 #   scripts/mutants.sh                      every mutant (about a thousand: hours on 2 cores)
-#   scripts/mutants.sh --shard 3/8          one eighth of them (round robin over the files), so
+#   scripts/mutants.sh --shard 3/8          one eighth of them (round robin over the mutants), so
 #                                           that the run can be spread over machines or days
 #   scripts/mutants.sh --in-diff REV        only the mutants in code changed since REV (CI)
 #   scripts/mutants.sh --time-limit 10      stop after 10 minutes and summarise what ran
