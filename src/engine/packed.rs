@@ -65,8 +65,8 @@ pub enum PackError {
     Memory(std::io::Error),
     /// The format cannot hold a matrix of this K (`WeightFormat::refuses`).
     Shape(String),
-    /// W[k, n] (given as `value`) is not finite once rounded to the format (for Q8_0: its
-    /// block's scale is not).
+    /// W[k, n] (given as `value`) is not finite, as given or once rounded to the format (for
+    /// Q8_0: its block's scale is not).
     NotFinite { k: usize, n: usize, value: f32 },
 }
 
