@@ -73,6 +73,19 @@ def plant_attention_sink(model, channels, strength, generator):
                     weight[ch, c + h * hd:c + (h + 1) * hd] += strength * u
 
 
+def make_exact_in_halves(model):
+    """Rounds every weight to a value that bfloat16 and float16 both hold exactly (8 significant
+    bits, none finer than float16's smallest step 2^-24), so that the model stored in float32,
+    bfloat16 or float16 is one and the same model: one reference judges the engine reading each."""
+    with torch.no_grad():
+        for p in model.parameters():
+            v = p.to(torch.bfloat16).to(torch.float32)
+            v = torch.round(v * 2.0**24) / 2.0**24
+            assert torch.equal(v.to(torch.bfloat16).to(torch.float32), v), "not exact in bfloat16"
+            assert torch.equal(v.to(torch.float16).to(torch.float32), v), "not exact in float16"
+            p.copy_(v)
+
+
 def describe_statistics(model_dir, prompt_ids):
     """What the model's numbers look like on the check prompt: the largest residual value and
     its position, and how much attention falls on the first key (queries after it, every layer
@@ -153,6 +166,8 @@ def main():
     p.add_argument("--check-prompt", default="Hello.", help="prompt of the float32/float64 check")
     p.add_argument("--check-token-ids", help="token ids of the float32/float64 check instead of a prompt, "
                                              "comma-separated (needed with a smaller --vocab-size)")
+    p.add_argument("--exact-in-halves", action="store_true",
+                   help="round every weight to a value bfloat16 and float16 both hold exactly")
     p.add_argument("--force", action="store_true", help="keep a model that fails the float64 check")
     args = p.parse_args()
 
@@ -182,6 +197,9 @@ def main():
             plant_attention_sink(model, channels, args.attention_sink, generator)
         config.llorch_random.update(massive_activations={"channels": channels, "value": args.massive_activations},
                                     attention_sink=args.attention_sink, ln_gain_spread=args.ln_gain_spread)
+    if args.exact_in_halves:
+        make_exact_in_halves(model)
+        config.llorch_random.update(exact_in_halves=True)
 
     out = Path(args.out)
     if out.exists():

@@ -1,6 +1,7 @@
 //! The validator as the only test of the engine: `llorch validate` on the bundled models (the
 //! tiny one in every weight format it has references for, also stored as a BF16 and an F16
-//! checkpoint, and the coverage one: every remainder path), every checkpoint on every layer,
+//! checkpoint; the coverage one: every remainder path; the halves one stored in float32, bfloat16
+//! and float16 from end to end), every checkpoint on every layer,
 //! chained and isolated, against their float32 and float64 dumps. cargo-mutants runs this test
 //! alone against each mutant of the engine (`.cargo/mutants.toml`, `scripts/mutants.sh`): a
 //! mutant the validation does not fail survives. On a failure it prints the first failing row,
@@ -27,23 +28,35 @@ fn the_bundled_validation_passes() {
         (root.join("fixtures/coverage-gpt2"), "f32"),
     ];
     for (model, weights) in runs {
-        validate(&model, weights, &[]);
+        validate(&model, weights, &[], &[]);
     }
     // The engine reads a checkpoint's halves only from a file that stores them: every bundled
     // model is stored in float32, and `--weights` rounds float32 values.
     for (dtype, weights) in [(Dtype::BF16, "bf16"), (Dtype::F16, "f16")] {
-        let stored = stored_in(&tiny, dtype);
+        let stored = stored_in(&tiny, dtype, is_product_matrix);
         let references =
             [tiny.join(format!("reference-{weights}")), tiny.join(format!("reference-{weights}-f64"))];
-        validate(stored.path(), weights, &references);
+        validate(stored.path(), weights, &references, &[]);
+    }
+    // A checkpoint stored in a half format from end to end, biases, LayerNorm and wpe too (as a
+    // model saved in bfloat16 is): every weight of the halves model is exact in both formats, so
+    // stored in either it is the same model, and its own references judge the engine reading it.
+    let halves = root.join("fixtures/halves-gpt2");
+    // Stored in float32 it runs on one thread: the team's and the kernels' work splits are then
+    // the single part's (every other run has a thread per core).
+    validate(&halves, "f32", &[], &["--threads", "1"]);
+    for dtype in [Dtype::BF16, Dtype::F16] {
+        let stored = stored_in(&halves, dtype, |_| true);
+        validate(stored.path(), "f32", &[halves.join("reference"), halves.join("reference-f64")], &[]);
     }
 }
 
 /// `llorch validate` of `model` with `weights`, against `references` (none: the model's own), on
-/// every checkpoint and layer in both modes; on a failure, the first failing row and a panic.
-fn validate(model: &Path, weights: &str, references: &[PathBuf]) {
+/// every checkpoint and layer in both modes, with the run-time `settings`; on a failure, the
+/// first failing row and a panic.
+fn validate(model: &Path, weights: &str, references: &[PathBuf], settings: &[&str]) {
     let mut command = Command::cargo_bin("llorch").expect("binary built");
-    command.args(["validate", "--weights", weights, "--model"]).arg(model);
+    command.args(["validate", "--weights", weights, "--model"]).arg(model).args(settings);
     for reference in references {
         command.arg("--reference").arg(reference);
     }
@@ -70,27 +83,28 @@ fn validate(model: &Path, weights: &str, references: &[PathBuf]) {
     panic!("the bundled validation of {model} ({weights} weights) fails (exit {code:?})");
 }
 
-/// The tiny model in a temporary directory, its products' matrices stored in `dtype` (rounded to
-/// nearest, ties to even, by the `half` crate, as torch's `.to()` rounds), every other tensor in
-/// float32: exactly the weights its `--weights-as` references were made on
-/// (`scripts/rounding.py`), so those references judge the engine reading that file.
-fn stored_in(tiny: &Path, dtype: Dtype) -> tempfile::TempDir {
+/// `model` in a temporary directory, the tensors `stored` picks written in `dtype` (rounded to
+/// nearest, ties to even, by the `half` crate, as torch's `.to()` rounds), every other one in
+/// float32. For the tiny model with `is_product_matrix`: exactly the weights its `--weights-as`
+/// references were made on (`scripts/rounding.py`), so those references judge the engine reading
+/// that file.
+fn stored_in(model: &Path, dtype: Dtype, stored: fn(&str) -> bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    for entry in fs::read_dir(tiny).expect("the tiny model's directory") {
+    for entry in fs::read_dir(model).expect("the model's directory") {
         let path = entry.expect("a directory entry").path();
         if path.is_file() && path.file_name().is_some_and(|n| n != "model.safetensors") {
             fs::copy(&path, dir.path().join(path.file_name().unwrap())).expect("copied");
         }
     }
-    let bytes = fs::read(tiny.join("model.safetensors")).expect("the tiny model's weights");
+    let bytes = fs::read(model.join("model.safetensors")).expect("the model's weights");
     let file = SafeTensors::deserialize(&bytes).expect("a safetensors file");
     let tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = file
         .tensors()
         .into_iter()
         .map(|(name, view)| {
-            assert_eq!(view.dtype(), Dtype::F32, "{name}: the tiny model is stored in float32");
+            assert_eq!(view.dtype(), Dtype::F32, "{name}: the bundled models are stored in float32");
             let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()));
-            if is_product_matrix(&name) {
+            if stored(&name) {
                 let halves: Vec<u8> = match dtype {
                     Dtype::BF16 => values.flat_map(|v| half::bf16::from_f32(v).to_le_bytes()).collect(),
                     _ => values.flat_map(|v| half::f16::from_f32(v).to_le_bytes()).collect(),

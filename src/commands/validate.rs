@@ -109,7 +109,8 @@ fn validate_and_report(options: ValidateOptions, engine: Box<dyn Runner>) -> Res
         None => validator,
     };
     let phases = validator.phases(&options.phases);
-    let sites = run::plan(&options.checkpoints, &validator.layers(options.layers)?, &phases);
+    let layers = validator.layers(options.layers)?;
+    let sites = run::plan(&options.checkpoints, &layers, &phases);
     anyhow::ensure!(
         !sites.is_empty(),
         "nothing to check: the decode step has checkpoints 0 to 9 only (--phase decode with --checkpoint {})",
@@ -122,6 +123,21 @@ fn validate_and_report(options: ValidateOptions, engine: Box<dyn Runner>) -> Res
             for case in &cases {
                 rows.extend(validator.check(case, &sites, &options.modes, false)?);
             }
+            let asked = run::Asked {
+                checkpoints: &options.checkpoints,
+                layers: &layers,
+                phases: &phases,
+                modes: &options.modes,
+            };
+            let unchecked = validator.unchecked(&rows, &cases, &asked);
+            // A failing run exits 1 anyway (and a chained failure can end a case's later steps).
+            anyhow::ensure!(
+                unchecked.is_empty() || rows.iter().any(|r| !r.passed),
+                "the validation passed without comparing {} tensors the references hold (a bug of the validation, \
+                 not of the engine), among them:\n  {}",
+                unchecked.len(),
+                unchecked.iter().take(5).cloned().collect::<Vec<_>>().join("\n  ")
+            );
             validator.report(rows, None)
         }
         Some(strategy) => {

@@ -129,6 +129,8 @@ impl Table {
             // The pairs of one tensor sit under each other; its name is written once.
             let repeat = previous.is_some_and(|p| p.same_tensor(row));
             let (abs, rel) = match &row.stats {
+                // The statistics are of the finite elements: a 0 beside NaNs would read as equal.
+                Some(s) if s.non_finite > 0 => ("NaN/Inf".into(), "NaN/Inf".into()),
                 Some(s) => (sci(s.max_abs), sci(s.max_rel)),
                 None => ("-".into(), "-".into()),
             };

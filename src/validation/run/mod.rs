@@ -68,6 +68,14 @@ pub fn plan(checkpoints: &[Checkpoint], layers: &[usize], phases: &[Phase]) -> V
     sites
 }
 
+/// What a validation was asked to check, as its options resolved it.
+pub struct Asked<'a> {
+    pub checkpoints: &'a [Checkpoint],
+    pub layers: &'a [usize],
+    pub phases: &'a [Phase],
+    pub modes: &'a [Mode],
+}
+
 /// Overrides of the default tolerances, from --atol / --rtol and --tolerance-scale.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -196,6 +204,46 @@ impl Validator {
         Ok(rows)
     }
 
+    /// What the dumps hold and no row compared: each tensor of `cases` that a reference holds at
+    /// a checkpoint, layer and phase asked for, in every mode, read from the manifests alone (not
+    /// from the plan), against the rows. A passing validation must have compared them all, or a
+    /// tensor the plan or a pass left out would pass unseen. Each named in words.
+    pub fn unchecked(&self, rows: &[Row], cases: &[String], asked: &Asked<'_>) -> Vec<String> {
+        let key =
+            |source: &str, case: &str, mode: Mode, phase: Phase, cp: u8, layer: Option<usize>, name: &str| {
+                let layer = layer.map_or(String::new(), |l| format!(" layer {l}"));
+                format!("{name} of {source}, case {case:?}, {phase}, {mode}: checkpoint {cp}{layer}")
+            };
+        let compared: BTreeSet<String> = rows
+            .iter()
+            .flat_map(|r| {
+                let at = |source: &str| {
+                    let cp = r.checkpoint.index();
+                    key(source, &r.case, r.mode, r.phase, cp, r.layer, &r.tensor)
+                };
+                [at(&r.pair.0), at(&r.pair.1)]
+            })
+            .collect();
+        let mut missing = Vec::new();
+        for source in &self.sources.refs {
+            let held = source.reference.manifest.cases.iter().filter(|c| cases.contains(&c.name));
+            for case in held {
+                for t in &case.tensors {
+                    let wanted = asked.phases.contains(&t.phase)
+                        && asked.checkpoints.iter().any(|c| c.index() == t.checkpoint)
+                        && t.layer.is_none_or(|l| asked.layers.contains(&l));
+                    for &mode in asked.modes.iter().filter(|_| wanted) {
+                        let k = key(&source.name, &case.name, mode, t.phase, t.checkpoint, t.layer, &t.name);
+                        if !compared.contains(&k) {
+                            missing.push(k);
+                        }
+                    }
+                }
+            }
+        }
+        missing
+    }
+
     /// The phases to check: the prompt's pass if asked for, and with the decode step every
     /// decode step some dump holds (`dump_reference.py --decode-steps`), first to last.
     pub fn phases(&self, asked: &[Phase]) -> Vec<Phase> {
@@ -249,4 +297,41 @@ pub fn progress_bar() -> ProgressBar {
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Gpt2, WeightFormat};
+
+    /// A plan that leaves checkpoint 4 out passes every row it has; `unchecked` names exactly
+    /// what it left out, from the manifests, and nothing once the plan is whole.
+    #[test]
+    fn what_the_plan_leaves_out_is_unchecked() -> Result<()> {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2");
+        let engine = Box::new(Gpt2::load_dir(&model, WeightFormat::F32)?);
+        let dirs = [model.join("reference")];
+        let validator = Validator::open(engine, &model, &dirs, Overrides::default(), ProgressBar::hidden())?;
+        let (layers, phases, modes) = (validator.layers(Layers::All)?, [Phase::Prefill], [Mode::Chained]);
+        let case = validator.cases(None)?.remove(0);
+        let checkpoints = [Checkpoint::AttnScores, Checkpoint::AttnOutput];
+        let asked = Asked { checkpoints: &checkpoints, layers: &layers, phases: &phases, modes: &modes };
+        let check = |planned: &[Checkpoint]| -> Result<Vec<String>> {
+            let rows = validator.check(&case, &plan(planned, &layers, &phases), &modes, false)?;
+            assert!(!rows.is_empty() && rows.iter().all(|r| r.passed));
+            Ok(validator.unchecked(&rows, std::slice::from_ref(&case), &asked))
+        };
+        assert_eq!(check(&checkpoints)?, Vec::<String>::new());
+        let mut missing = check(&[Checkpoint::AttnOutput])?;
+        missing.sort();
+        let mut expected: Vec<String> = (layers.iter())
+            .flat_map(|l| {
+                let at = format!("pytorch-f32, case {case:?}, prefill, chained: checkpoint 4 layer {l}");
+                [format!("attn_probs of {at}"), format!("scores of {at}")]
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(missing, expected);
+        Ok(())
+    }
 }
