@@ -223,6 +223,17 @@ fn weight_with_an_unsupported_dtype() {
     assert_model_error(&dir, "is I8; llorch reads F32, F16 and BF16 checkpoints");
 }
 
+/// Q8_0's blocks run along K: a model whose width is not a whole number of them (the coverage
+/// model, 136 wide) is refused in q8_0, naming the first matrix, not run in a mixed format.
+#[test]
+fn a_width_q8_0_blocks_do_not_fill_is_refused() {
+    assert_error(
+        &["generate", "--model", "fixtures/coverage-gpt2", "--weights", "q8_0", "--tokens", "1"],
+        "\"transformer.wte.weight\" in fixtures/coverage-gpt2/model.safetensors cannot be held in q8_0: q8_0 \
+         needs the input dimension to be a multiple of 32, and it is 136",
+    );
+}
+
 /// A weight that a format cannot hold is named, with the format, in every command that loads
 /// the model; the F32 engine (which can hold it) runs.
 #[test]
