@@ -99,4 +99,13 @@ fn a_model_dir_without_tokenizer_needs_token_ids() {
         "json",
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    // Its dumps were made from prompts: our encoding and decoding of them cannot be checked.
+    let out = run(&["validate", "--model", model]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("case \"hello\" holds text (a prompt or a generated text), but"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("has no tokenizer"), "{}", out.stderr);
 }

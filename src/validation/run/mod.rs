@@ -122,7 +122,7 @@ impl Validator {
         }
         for source in &sources.refs {
             for case in &source.reference.manifest.cases {
-                check_prompt(case, tokenizer.as_ref())?;
+                check_prompt(case, tokenizer.as_ref(), model_dir)?;
             }
         }
         let model_dir = model_dir.to_owned();
@@ -273,9 +273,18 @@ impl Validator {
 }
 
 /// The manifest's token ids must be what our tokenizer makes of its prompt: otherwise the dump
-/// belongs to another prompt or another tokenizer, and every comparison would be meaningless.
-fn check_prompt(case: &Case, tokenizer: Option<&Gpt2Tokenizer>) -> Result<()> {
+/// belongs to another prompt or another tokenizer, and every comparison would be meaningless. A
+/// case with a prompt or a generated text needs the model's tokenizer, or neither our encoding
+/// nor our decoding (checkpoint 12's text) could be checked: refused, not skipped.
+fn check_prompt(case: &Case, tokenizer: Option<&Gpt2Tokenizer>, model_dir: &Path) -> Result<()> {
     ensure!(!case.token_ids.is_empty(), "case {:?} has no prompt tokens", case.name);
+    ensure!(
+        tokenizer.is_some() || (case.prompt.is_none() && case.generated_text.is_none()),
+        "case {:?} holds text (a prompt or a generated text), but {} has no tokenizer (tokenizer.json, \
+         or vocab.json + merges.txt) to check that ours encodes and decodes it as the reference did",
+        case.name,
+        model_dir.display()
+    );
     if let (Some(tokenizer), Some(prompt)) = (tokenizer, &case.prompt) {
         let ours = tokenizer.encode(prompt)?;
         ensure!(
