@@ -232,7 +232,10 @@ impl Validator {
                     let wanted = asked.phases.contains(&t.phase)
                         && asked.checkpoints.iter().any(|c| c.index() == t.checkpoint)
                         && t.layer.is_none_or(|l| asked.layers.contains(&l));
-                    for &mode in asked.modes.iter().filter(|_| wanted) {
+                    if !wanted {
+                        continue;
+                    }
+                    for &mode in asked.modes {
                         let k = key(&source.name, &case.name, mode, t.phase, t.checkpoint, t.layer, &t.name);
                         if !compared.contains(&k) {
                             missing.push(k);
