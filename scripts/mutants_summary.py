@@ -234,6 +234,21 @@ def record(found: list[dict], path: Path, out_dir: Path) -> None:
             lines[line.split("\t", 1)[0]] = line
     for r in found:
         lines[r["mutant"]] = "\t".join([r["mutant"], r["outcome"], r["verdict"], r["failure"], commit])
+    # A mutant is named by its line and column: once its code moves, changes or goes, the line
+    # measured it no longer describes the engine (and the mutant at its new place is another
+    # name). The record keeps only the mutants this checkout has.
+    listing = subprocess.run(["cargo", "mutants", "--list"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent.parent)
+    if listing.returncode == 0:
+        current = set(listing.stdout.splitlines())
+        stale = [name for name in lines if name not in current]
+        for name in stale:
+            del lines[name]
+        if stale:
+            print(f"dropped {len(stale)} lines of mutants this checkout no longer has (their code moved or changed)")
+        print(f"{len(lines)} of this checkout's {len(current)} mutants are recorded; {len(current) - len(lines)} still to run")
+    else:
+        print("mutants_summary: cargo mutants --list failed: stale lines were not dropped", file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = "mutant\toutcome\tverdict\tfirst failure\tcommit"
     path.write_text("\n".join([header, *sorted(lines.values())]) + "\n")
